@@ -1,0 +1,2 @@
+//! The `spex` command line: parses arguments, calls the library, prints.
+fn main() {}

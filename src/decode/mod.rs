@@ -1,0 +1,3 @@
+//! Decoders: from sampled values to a sparse Fourier representation.
+
+pub mod regress;

@@ -1,0 +1,56 @@
+//! Faithfulness: how well a recovered representation predicts the function on masks it was not
+//! fitted to, as R² on held-out uniformly random masks (the SPEX papers' measure).
+
+use serde::{Deserialize, Serialize};
+
+use crate::mask::MaskSlice;
+use crate::transform::{Basis, Sparse};
+
+/// A faithfulness score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Faithfulness {
+    /// `1 − ‖y − ŷ‖² / ‖y − ȳ‖²` on the held-out masks; `None` when the held-out values are all
+    /// equal (R² is undefined there) or there are none.
+    pub r2: Option<f64>,
+    /// Number of held-out masks.
+    pub masks: usize,
+    /// Mean squared error of the prediction on the held-out masks (defined even when R² is not).
+    pub mse: Option<f64>,
+}
+
+/// R² of `predicted` against `actual`; `None` if `actual` has no variance or is empty.
+pub fn r2(predicted: &[f64], actual: &[f64]) -> Option<f64> {
+    assert_eq!(predicted.len(), actual.len(), "r2 needs one prediction per value");
+    if actual.is_empty() {
+        return None;
+    }
+    let mean = actual.iter().sum::<f64>() / actual.len() as f64;
+    let total: f64 = actual.iter().map(|y| (y - mean).powi(2)).sum();
+    let residual: f64 = predicted.iter().zip(actual).map(|(p, y)| (y - p).powi(2)).sum();
+    // Variance indistinguishable from rounding error of the mean: R² is undefined.
+    if total <= 1e-24 * actual.len() as f64 * (1.0 + mean * mean) {
+        return None;
+    }
+    Some(1.0 - residual / total)
+}
+
+/// Scores `repr` on held-out `masks` with true `values`.
+pub fn faithfulness<B: Basis>(repr: &Sparse<B>, masks: MaskSlice<'_>, values: &[f64]) -> Faithfulness {
+    let predicted = repr.eval_batch(masks);
+    let mse = (!values.is_empty())
+        .then(|| predicted.iter().zip(values).map(|(p, y)| (y - p).powi(2)).sum::<f64>() / values.len() as f64);
+    Faithfulness { r2: r2(&predicted, values), masks: masks.len(), mse }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r2_known_values() {
+        assert_eq!(r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), Some(1.0));
+        assert_eq!(r2(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]), Some(0.0));
+        assert_eq!(r2(&[0.0, 0.0], &[5.0, 5.0]), None);
+        assert_eq!(r2(&[], &[]), None);
+    }
+}

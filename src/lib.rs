@@ -1,0 +1,24 @@
+//! # spex — batch ablation engine for interaction attribution
+//!
+//! spex explains a black-box function of `n` players (input tokens, attention heads, training
+//! examples) by querying it on many masks, where a mask keeps (1) or ablates (0) each player, and
+//! decoding the answers into a sparse set of *interactions*: the groups of players that jointly
+//! move the output.
+//!
+//! The crate is layered so that the math knows nothing of models:
+//!
+//! * [`mask`], [`subset`]: bit-packed masks and player sets.
+//! * [`design`]: which masks to query.
+//! * [`transform`]: sparse Fourier and Möbius representations, the Walsh–Hadamard transform.
+//! * [`decode`]: from sampled values back to a sparse Fourier representation.
+//! * [`faithfulness`]: R² of a representation on held-out masks.
+//! * [`value`]: the one trait that connects anything that can be queried.
+#![warn(missing_docs)]
+
+pub mod decode;
+pub mod design;
+pub mod faithfulness;
+pub mod mask;
+pub mod subset;
+pub mod transform;
+pub mod value;
