@@ -15,10 +15,13 @@
 //! * [`value`]: the one trait that connects anything that can be queried.
 #![warn(missing_docs)]
 
+pub mod bch;
+pub mod bench;
 pub mod decode;
 pub mod design;
 pub mod faithfulness;
 pub mod mask;
+pub mod planted;
 pub mod subset;
 pub mod transform;
 pub mod value;
