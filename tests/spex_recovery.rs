@@ -60,3 +60,27 @@ fn noise_degrades_gracefully() {
     let strong = run(64, 20, 3, 10_000, 0.3, 3, &config);
     assert!(strong.r2 > 0.95, "R² {} at noise 0.3", strong.r2);
 }
+
+#[test]
+fn lasso_baseline_recovers_low_order_sparse_function() {
+    use spex::decode::lasso::{decode as lasso, LassoConfig};
+    let n = 30;
+    let truth = planted_fourier(n, 8, 2, &mut rng(5, 10));
+    let masks = random_masks(n, 3000, &mut rng(5, 0));
+    let values = truth.eval_batch(masks.as_slice());
+    let fit = lasso(masks.as_slice(), &values, &LassoConfig::default()).unwrap();
+    assert_eq!(fit.diagnostics.max_order, 2);
+    let holdout = random_masks(n, 1000, &mut rng(5, 1));
+    let r2 = faithfulness(&fit.fourier, holdout.as_slice(), &truth.eval_batch(holdout.as_slice())).r2.unwrap();
+    assert!(r2 > 0.999, "LASSO R² {r2}");
+    for (k, v) in truth.iter() {
+        assert!((fit.fourier.get(k) - v).abs() < 0.01, "coefficient {k}: {} vs {v}", fit.fourier.get(k));
+    }
+    // A third-order term is outside an order-2 LASSO's reach: R² drops, SPEX would not.
+    let mut hard = truth.clone();
+    hard.add(spex::subset::Subset::new(vec![1, 2, 3]), 2.0);
+    let values = hard.eval_batch(masks.as_slice());
+    let fit = lasso(masks.as_slice(), &values, &LassoConfig::default()).unwrap();
+    let r2 = faithfulness(&fit.fourier, holdout.as_slice(), &hard.eval_batch(holdout.as_slice())).r2.unwrap();
+    assert!(r2 < 0.9, "order-2 LASSO cannot see an order-3 term, yet R² = {r2}");
+}

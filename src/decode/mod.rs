@@ -1,8 +1,10 @@
 //! Decoders: from sampled values to a sparse Fourier representation.
 //!
 //! * [`spex`]: the SPEX peeling decoder for values of a SPEX design.
+//! * [`lasso`]: the LASSO baseline on uniformly random masks.
 //! * [`regress`]: regressions on a fixed support (refits, ridge with cross-validation).
 
+pub mod lasso;
 pub mod regress;
 pub mod spex;
 
@@ -24,6 +26,27 @@ pub enum DecodeError {
         index: usize,
         /// The offending value.
         value: f64,
+    },
+    /// A regression design matrix would be too large.
+    #[error(
+        "the regression needs {rows} samples × {columns} terms, over the limit of {limit} entries; \
+         lower the maximum order or the budget"
+    )]
+    TooLarge {
+        /// Samples.
+        rows: usize,
+        /// Basis functions.
+        columns: usize,
+        /// Largest accepted product.
+        limit: usize,
+    },
+    /// Too few samples to fit and cross-validate.
+    #[error("{samples} samples are too few for this decoder; it needs at least {needed}")]
+    TooFewSamples {
+        /// Samples given.
+        samples: usize,
+        /// Samples needed.
+        needed: usize,
     },
 }
 

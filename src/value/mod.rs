@@ -2,6 +2,9 @@
 //! value per mask (a logit, a log-probability, a test loss, …). Models, external drivers and
 //! demo games all implement the one trait [`ValueFunction`]; the math never sees more than that.
 
+pub mod demo;
+pub mod driver;
+
 use rayon::prelude::*;
 
 use crate::mask::{MaskRef, MaskSlice};
