@@ -306,27 +306,78 @@ fn full_order_indices_reduce_to_moebius() {
     assert_eq!(got.values.len(), want.len());
 }
 
+/// Index values of a single parity `χ_U` at `S ⊆ U`, by `(index, |U|, ℓ, |S|, value)`, computed in
+/// exact rational arithmetic (Python `fractions`) from the Möbius-form weights that shapiq uses,
+/// summed against `M(T) = (−2)^{|T|}` for `T ⊆ U`. In floating point that sum cancels
+/// catastrophically at these orders, so these pin down the high-order closed forms.
+const PARITY_KERNELS: &[(Index, usize, usize, usize, f64)] = &[
+    (Index::Stii, 17, 3, 1, -2.0),
+    (Index::Fsii, 17, 3, 1, -0.6130030959752322),
+    (Index::Ksii, 17, 3, 1, -10.784313725490197),
+    (Index::Sii, 17, 3, 1, -0.11764705882352941),
+    (Index::Stii, 17, 3, 2, 4.0),
+    (Index::Fsii, 17, 3, 2, 0.18575851393188855),
+    (Index::Ksii, 17, 3, 2, 4.0),
+    (Index::Sii, 17, 3, 2, 0.0),
+    (Index::Stii, 17, 3, 3, -0.7529411764705882),
+    (Index::Fsii, 17, 3, 3, -0.02476780185758514),
+    (Index::Ksii, 17, 3, 3, -0.5333333333333333),
+    (Index::Sii, 17, 3, 3, -0.5333333333333333),
+    (Index::Stii, 30, 2, 1, -2.0),
+    (Index::Fsii, 30, 2, 1, -0.1935483870967742),
+    (Index::Ksii, 30, 2, 1, -2.0),
+    (Index::Sii, 30, 2, 1, 0.0),
+    (Index::Stii, 30, 2, 2, 0.13793103448275862),
+    (Index::Fsii, 30, 2, 2, 0.013348164627363738),
+    (Index::Ksii, 30, 2, 2, 0.13793103448275862),
+    (Index::Sii, 30, 2, 2, 0.13793103448275862),
+    (Index::Stii, 31, 3, 1, -2.0),
+    (Index::Fsii, 31, 3, 1, -0.35777126099706746),
+    (Index::Ksii, 31, 3, 1, -20.06451612903226),
+    (Index::Sii, 31, 3, 1, -0.06451612903225806),
+    (Index::Stii, 31, 3, 2, 4.0),
+    (Index::Fsii, 31, 3, 2, 0.05865102639296188),
+    (Index::Ksii, 31, 3, 2, 4.0),
+    (Index::Sii, 31, 3, 2, 0.0),
+    (Index::Stii, 31, 3, 3, -0.40044493882091214),
+    (Index::Fsii, 31, 3, 3, -0.0040448983719284055),
+    (Index::Ksii, 31, 3, 3, -0.27586206896551724),
+    (Index::Sii, 31, 3, 3, -0.27586206896551724),
+    (Index::Stii, 40, 4, 1, -2.0),
+    (Index::Fsii, 40, 4, 1, -0.44809982983550767),
+    (Index::Ksii, 40, 4, 1, -2.0),
+    (Index::Sii, 40, 4, 1, 0.0),
+    (Index::Stii, 40, 4, 2, 4.0),
+    (Index::Fsii, 40, 4, 2, 0.10035341856101924),
+    (Index::Ksii, 40, 4, 2, 50.76923076923077),
+    (Index::Sii, 40, 4, 2, 0.10256410256410256),
+    (Index::Stii, 40, 4, 3, -8.0),
+    (Index::Fsii, 40, 4, 3, -0.012216937911776256),
+    (Index::Ksii, 40, 4, 3, -8.0),
+    (Index::Sii, 40, 4, 3, 0.0),
+    (Index::Stii, 40, 4, 4, 0.8316008316008316),
+    (Index::Fsii, 40, 4, 4, 0.0006603750222581759),
+    (Index::Ksii, 40, 4, 4, 0.43243243243243246),
+    (Index::Sii, 40, 4, 4, 0.43243243243243246),
+];
+
 #[test]
 fn high_order_coefficients_are_converted_accurately() {
-    // A parity over 30 of 40 players: the Möbius route would need 2^30 terms and cancel
-    // catastrophically; the closed-form kernels must still match small-n brute force scaled up.
-    // Check against the defining property instead: SII of χ_U at S ⊆ U is (−2)^|S| / (|U|−|S|+1)
-    // when |U|−|S| is even, else 0; STII/FSII must at least be finite and respect efficiency.
-    let u: Vec<u32> = (0..30).collect();
-    let parity = Fourier::from_pairs(40, [(Subset::new(u.clone()), 1.0)]);
-    let sii = interactions(&parity, Index::Sii, 2).unwrap();
-    assert_close(sii.get(&Subset::new(vec![3, 7])), 4.0 / 29.0, 1e-15, "SII(χ_30) pair");
-    assert_eq!(sii.get(&Subset::new(vec![3])), 0.0);
-    assert_eq!(sii.get(&Subset::new(vec![35])), 0.0, "players outside U get nothing");
-    for index in [Index::Stii, Index::Ksii] {
+    for &(index, u, ell, s, want) in PARITY_KERNELS {
+        // The parity over players 3..3+u of u+5; S = the first s of them.
+        let parity = Fourier::from_pairs(u + 5, [(Subset::new((3..3 + u as u32).collect()), 1.0)]);
+        let got = interactions(&parity, index, ell).unwrap();
+        let at = Subset::new((3..3 + s as u32).collect());
+        assert_close(got.get(&at), want, 1e-12 * want.abs().max(1.0), &format!("{index} |U|={u} ℓ={ell} |S|={s}"));
+        assert_eq!(got.get(&Subset::new(vec![0])), 0.0, "players outside U get nothing");
+    }
+    // Efficiency survives at high order: f(∅) = f(N) = 1 for a parity of even order.
+    let parity = Fourier::from_pairs(40, [(Subset::new((0..30).collect()), 1.0)]);
+    for index in [Index::Stii, Index::Ksii, Index::Fsii, Index::Sv] {
         let got = interactions(&parity, index, 3).unwrap();
-        // f(N) for χ_U with |U| = 30 is +1, f(∅) = 1.
         let total: f64 = got.values.iter().map(|(_, v)| v).sum();
         assert_close(total, 1.0, 1e-9, &format!("{index} efficiency on χ_30"));
     }
-    let fsii = interactions(&parity, Index::Fsii, 3).unwrap();
-    let total: f64 = fsii.values.iter().map(|(_, v)| v).sum();
-    assert_close(total, 1.0, 1e-9, "FSII reproduces f(N) on χ_30");
 }
 
 #[test]

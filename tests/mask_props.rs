@@ -15,11 +15,7 @@ fn width() -> impl Strategy<Value = usize> {
 
 /// One mask's bits (kept = true), with a random density so that all-zero / all-one words occur.
 fn bits(n: usize) -> impl Strategy<Value = Vec<bool>> {
-    prop_oneof![
-        vec(any::<bool>(), n),
-        vec(prop::bool::weighted(0.02), n),
-        vec(prop::bool::weighted(0.98), n),
-    ]
+    prop_oneof![vec(any::<bool>(), n), vec(prop::bool::weighted(0.02), n), vec(prop::bool::weighted(0.98), n),]
 }
 
 /// A batch as rows of bits: width, then 0..6 rows.
