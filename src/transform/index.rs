@@ -304,7 +304,8 @@ fn stii_top_kernel(u: usize, ell: usize) -> f64 {
 fn moment(a: usize, b: usize, e: usize) -> f64 {
     debug_assert!(a <= b);
     let beta = |z: f64| (0..=a).fold(1.0, |acc, q| acc * (q.max(1) as f64) / (z + q as f64));
-    let sum: f64 = (0..=b - a).filter(|i| (e + i) % 2 == 0).map(|i| binom(b - a, i) * beta((e + i + 1) as f64 / 2.0)).sum();
+    let sum: f64 =
+        (0..=b - a).filter(|i| (e + i) % 2 == 0).map(|i| binom(b - a, i) * beta((e + i + 1) as f64 / 2.0)).sum();
     sum * 2f64.powi(-((a + b + 1) as i32))
 }
 
