@@ -3,9 +3,11 @@
 //! A split on a binary feature has a single threshold, so the split search of a node needs only,
 //! for every feature `j`, the sum of the residuals and the number of rows in the node whose bit
 //! `j` is set (the rows with the bit clear are the node's totals minus those). Those histograms are
-//! built straight from the packed words, eight features at a time through a byte lookup table,
-//! and only for the smaller child of each split (the larger one is the parent minus the smaller,
-//! as in LightGBM).
+//! built straight from the packed words a byte (eight players) at a time: large nodes add each
+//! row's residual to one of 256 bins per byte and fold the bins into per-bit sums afterwards,
+//! small nodes expand each byte through a lookup table. They are built only for the smaller child
+//! of each split (the larger one is the parent minus the smaller, as in LightGBM), and not at all
+//! for nodes that cannot be split.
 //!
 //! The loss is squared error, so the gradient is the residual, the hessian is 1 and the gain of a
 //! split is `G_L²/(n_L+λ) + G_R²/(n_R+λ) − G²/(n+λ)`. Trees grow depth-first to `max_depth`
@@ -207,8 +209,11 @@ const TABLE_ROWS: usize = 256;
 /// Scratch space of the per-byte tables, reused across nodes and trees.
 #[derive(Default)]
 struct ByteTables {
-    sum: Vec<f64>,
-    count: Vec<u32>,
+    sum: Vec<[f64; 256]>,
+    count: Vec<[u32; 256]>,
+    /// The node's residuals and packed masks, gathered contiguously.
+    resid: Vec<f64>,
+    words: Vec<u64>,
 }
 
 impl Hist {
@@ -245,25 +250,27 @@ impl Hist {
     /// byte's value (one table entry per byte and row), then folds each 256-entry table into
     /// the sums of its eight bits.
     fn build_tables(rows: &Rows, index: &[u32], resid: &[f64], tables: &mut ByteTables) -> Hist {
-        let positions = rows.words_per_row * 8;
-        tables.sum.clear();
-        tables.sum.resize(positions * 256, 0.0);
-        tables.count.clear();
-        tables.count.resize(positions * 256, 0);
+        let w = rows.words_per_row;
+        let positions = w * 8;
+        tables.resid.clear();
+        tables.resid.extend(index.iter().map(|&i| resid[i as usize]));
+        tables.words.clear();
         for &i in index {
-            let r = resid[i as usize];
-            let bytes = rows.row(i as usize).iter().flat_map(|w| w.to_le_bytes());
-            for (pos, byte) in bytes.enumerate() {
-                let at = pos * 256 + byte as usize;
-                tables.sum[at] += r;
-                tables.count[at] += 1;
-            }
+            tables.words.extend_from_slice(rows.row(i as usize));
         }
+        tables.sum.clear();
+        tables.sum.resize(positions, [0.0; 256]);
+        tables.count.clear();
+        tables.count.resize(positions, [0; 256]);
         let mut sum = vec![0.0; positions * 8];
         let mut count = vec![0.0; positions * 8];
-        for pos in 0..positions {
-            let s = &mut tables.sum[pos * 256..(pos + 1) * 256];
-            let c = &mut tables.count[pos * 256..(pos + 1) * 256];
+        for (pos, (s, c)) in tables.sum.iter_mut().zip(tables.count.iter_mut()).enumerate() {
+            let (word, shift) = (pos / 8, (pos % 8) * 8);
+            for (r, row) in tables.resid.iter().zip(tables.words.chunks_exact(w)) {
+                let byte = (row[word] >> shift) as u8 as usize;
+                s[byte] += r;
+                c[byte] += 1;
+            }
             // Fold the top bit away, bit after bit: the upper half holds the values with the bit
             // set; adding it onto the lower half leaves a table over the remaining bits.
             for k in (0..8).rev() {
@@ -343,11 +350,18 @@ fn grow(rows: &Rows, index: &mut [u32], resid: &mut [f64], p: &BoostParams, scra
             }
             continue;
         };
-        // Stable partition: bit-0 rows first.
+        // Stable partition: bit-0 rows first, then the `ones` rows with the bit set.
         let part = &mut scratch.partition;
         part.clear();
-        part.extend(here.iter().copied().filter(|&i| !bit(rows.row(i as usize), feature)));
-        part.extend(here.iter().copied().filter(|&i| bit(rows.row(i as usize), feature)));
+        part.resize(here.len(), 0);
+        let (mut zero_at, mut one_at) = (0, here.len() - ones);
+        for &i in here {
+            // Branch-free: the bits are coin flips, a branch would be mispredicted half the time.
+            let b = bit(rows.row(i as usize), feature) as usize;
+            part[zero_at + b * (one_at - zero_at)] = i;
+            one_at += b;
+            zero_at += 1 - b;
+        }
         index[node.lo..node.hi].copy_from_slice(part);
         let mid = node.hi - ones;
         let (left_id, right_id) = (nodes.len(), nodes.len() + 1);
