@@ -394,10 +394,17 @@ pub fn decode(masks: MaskSlice<'_>, values: &[f64], config: &ProxyConfig) -> Res
         degenerate: None,
         total_s: 0.0,
     };
+    // Everything is fitted to the values divided by a power of two near their largest magnitude
+    // (exact in floating point, and every step is equivariant to the scale), so that squares and
+    // Gram matrices cannot overflow however large the finite values are.
+    let max_abs = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let scale = if max_abs > 0.0 { 2f64.powi(max_abs.log2().ceil() as i32) } else { 1.0 };
+    let scaled: Vec<f64> = values.iter().map(|v| v / scale).collect();
+    let values = &scaled[..];
     // Same "no variance" test as the R² itself, so a degenerate result is exactly one whose R²
     // would be undefined.
     if r2(values, values).is_none() {
-        let mean = values.iter().sum::<f64>() / samples as f64;
+        let mean = values.iter().sum::<f64>() / samples as f64 * scale;
         diag.degenerate = Some(Degenerate::ConstantValues);
         diag.total_s = start.elapsed().as_secs_f64();
         return Ok(ProxyDecoded { fourier: Fourier::from_pairs(n, [(Subset::empty(), mean)]), diagnostics: diag });
@@ -427,6 +434,11 @@ pub fn decode(masks: MaskSlice<'_>, values: &[f64], config: &ProxyConfig) -> Res
     let chosen = (0..outcomes.len())
         .reduce(|a, b| if outcomes[b].loo_mse < outcomes[a].loo_mse { b } else { a })
         .expect("the grid is not empty");
+    // Back to the units of the values.
+    for o in &mut outcomes {
+        o.score.validation_mse *= scale * scale;
+        o.score.truncations.iter_mut().for_each(|t| t.loo_mse *= scale * scale);
+    }
     diag.candidates = outcomes.iter().map(|o| o.score.clone()).collect();
     let winner = outcomes.swap_remove(chosen);
     let score = &winner.score;
@@ -438,8 +450,9 @@ pub fn decode(masks: MaskSlice<'_>, values: &[f64], config: &ProxyConfig) -> Res
     (diag.coefficients_kept, diag.energy_kept) = (truncation.kept, truncation.energy_kept);
     (diag.ridge_alpha, diag.loo_mse) = (Some(truncation.ridge_alpha), Some(truncation.loo_mse));
     diag.train_r2 = r2(&winner.fitted, values);
+    let fourier = Fourier::from_pairs(n, winner.fourier.iter().map(|(k, v)| (k.clone(), v * scale)));
     diag.total_s = start.elapsed().as_secs_f64();
-    Ok(ProxyDecoded { fourier: winner.fourier, diagnostics: diag })
+    Ok(ProxyDecoded { fourier, diagnostics: diag })
 }
 
 /// The samples, whole and split.
@@ -649,6 +662,23 @@ mod tests {
             ProxyConfig { max_kept: 0, ..config.clone() },
         ] {
             assert!(matches!(err(masks.as_slice(), &values, &bad), ProxyError::InvalidConfig(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn huge_and_tiny_values_decode_like_moderate_ones() {
+        // Squares of 1e300 overflow; the decoder works on values scaled by a power of two.
+        let masks = random_masks(8, 400, &mut rng(7, 0));
+        let values = planted(&masks);
+        let base = decode(masks.as_slice(), &values, &ProxyConfig::default()).unwrap();
+        for factor in [1e300, 1e-300] {
+            let big: Vec<f64> = values.iter().map(|v| v * factor).collect();
+            let out = decode(masks.as_slice(), &big, &ProxyConfig::default()).unwrap();
+            for (k, v) in base.fourier.iter() {
+                let got = out.fourier.get(k) / factor;
+                assert!((got - v).abs() <= 1e-9 * v.abs().max(1.0), "x{factor:e}, {k}: {got} vs {v}");
+            }
+            assert!(out.diagnostics.train_r2.unwrap() > 0.999_999, "x{factor:e}: {:?}", out.diagnostics.train_r2);
         }
     }
 
