@@ -9,23 +9,24 @@
 //! frequency `S` of the children and `(L−R)/2` on `S ∪ {j}`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use super::gbt::{Ensemble, Node, Tree};
 use crate::subset::Subset;
 use crate::transform::Fourier;
 
-/// Frequencies are keyed by their sorted players while summing.
-type Key = Vec<u32>;
+/// Frequencies (sorted players) → coefficient, while summing.
+type Acc = HashMap<Vec<u32>, f64, FastHash>;
 
 /// The exact Fourier expansion of `ensemble` over `n` players (its base goes to the empty set).
 /// Coefficients that cancel to exactly zero are dropped.
 pub fn ensemble_to_fourier(ensemble: &Ensemble, n: usize) -> Fourier {
-    let mut acc: HashMap<Key, f64> = HashMap::new();
+    let mut acc = Acc::default();
     acc.insert(Vec::new(), ensemble.base);
-    let mut path = Vec::new();
+    let mut walk = Walk::default();
     for tree in &ensemble.trees {
         if !tree.nodes.is_empty() {
-            add_subtree(tree, 0, &mut path, &mut acc);
+            walk.subtree(tree, 0, &mut acc);
         }
     }
     Fourier::from_pairs(n, acc.into_iter().filter(|&(_, v)| v != 0.0).map(|(k, v)| (Subset::from_sorted(k), v)))
@@ -36,43 +37,112 @@ pub fn tree_to_fourier(tree: &Tree, n: usize) -> Fourier {
     ensemble_to_fourier(&Ensemble { base: 0.0, trees: vec![tree.clone()] }, n)
 }
 
-/// Adds the leaves under `at` to `acc`; `path` holds `(player, sign)` of the splits above it.
-fn add_subtree(tree: &Tree, at: usize, path: &mut Vec<(u32, f64)>, acc: &mut HashMap<Key, f64>) {
-    match tree.nodes[at] {
-        Node::Leaf { value } => add_leaf(value, path, acc),
-        Node::Split { feature, left, right } => {
-            path.push((feature, 1.0));
-            add_subtree(tree, left as usize, path, acc);
-            path.last_mut().expect("just pushed").1 = -1.0;
-            add_subtree(tree, right as usize, path, acc);
-            path.pop();
+/// Buffers of the tree walk.
+#[derive(Default)]
+struct Walk {
+    /// `(player, sign)` of the splits above the current node.
+    path: Vec<(u32, f64)>,
+    /// The path of a leaf, sorted by player, each player once.
+    sorted: Vec<(u32, f64)>,
+    /// The frequency being added.
+    key: Vec<u32>,
+}
+
+impl Walk {
+    fn subtree(&mut self, tree: &Tree, at: usize, acc: &mut Acc) {
+        match tree.nodes[at] {
+            Node::Leaf { value } => self.leaf(value, acc),
+            Node::Split { feature, left, right } => {
+                self.path.push((feature, 1.0));
+                self.subtree(tree, left as usize, acc);
+                self.path.last_mut().expect("just pushed").1 = -1.0;
+                self.subtree(tree, right as usize, acc);
+                self.path.pop();
+            }
+        }
+    }
+
+    fn leaf(&mut self, value: f64, acc: &mut Acc) {
+        if value == 0.0 {
+            return;
+        }
+        // Our trees never split on a player twice (one side would be empty), but the expansion
+        // stays exact if a path does: `[m_j = b]·[m_j = b] = [m_j = b]`, and a path that asks for
+        // both values of `m_j` is never reached.
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.path);
+        self.sorted.sort_by_key(|&(player, _)| player);
+        let mut reachable = true;
+        self.sorted.dedup_by(|b, a| {
+            let same = a.0 == b.0;
+            reachable &= !same || a.1 == b.1;
+            same
+        });
+        if !reachable {
+            return;
+        }
+        let d = self.sorted.len();
+        let scale = value / (d as f64).exp2();
+        for bits in 0u64..(1u64 << d) {
+            self.key.clear();
+            let mut coef = scale;
+            for (i, &(player, s)) in self.sorted.iter().enumerate() {
+                if bits >> i & 1 == 1 {
+                    coef *= s;
+                    self.key.push(player);
+                }
+            }
+            // Look up by slice; allocate only for a frequency not seen before.
+            match acc.get_mut(&self.key[..]) {
+                Some(c) => *c += coef,
+                None => {
+                    acc.insert(self.key.clone(), coef);
+                }
+            }
         }
     }
 }
 
-fn add_leaf(value: f64, path: &[(u32, f64)], acc: &mut HashMap<Key, f64>) {
-    if value == 0.0 {
-        return;
+/// A multiplicative hash (the rustc/Firefox "Fx" scheme): the keys are short lists of player
+/// indices from our own trees, so SipHash's protection against chosen keys buys nothing, and
+/// hashing is most of the extraction's time.
+#[derive(Clone, Copy, Default)]
+struct FastHash;
+
+struct FastHasher(u64);
+
+impl BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
     }
-    let d = path.len();
-    let scale = value / (1u64 << d) as f64;
-    // A player met twice on one path would make `[m_j = b]` squared; our trees never split on a
-    // player twice (one side would be empty), and the XOR below would still be exact if they did.
-    for bits in 0u64..(1u64 << d) {
-        let mut sign = scale;
-        let mut key: Vec<u32> = Vec::with_capacity(bits.count_ones() as usize);
-        for (i, &(player, s)) in path.iter().enumerate() {
-            if bits >> i & 1 == 1 {
-                sign *= s;
-                match key.binary_search(&player) {
-                    Ok(pos) => {
-                        key.remove(pos);
-                    }
-                    Err(pos) => key.insert(pos, player),
-                }
-            }
+}
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
         }
-        *acc.entry(key).or_insert(0.0) += sign;
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

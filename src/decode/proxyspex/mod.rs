@@ -286,6 +286,13 @@ pub struct CandidateScore {
     pub refine_s: f64,
 }
 
+impl CandidateScore {
+    /// Leave-one-out error of the candidate's best refit.
+    pub fn loo_mse(&self) -> f64 {
+        self.truncations[self.best_truncation].loo_mse
+    }
+}
+
 /// One energy truncation and its ridge refit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TruncationScore {
@@ -432,7 +439,7 @@ pub fn decode(masks: MaskSlice<'_>, values: &[f64], config: &ProxyConfig) -> Res
         grid.par_iter().map(|&(d, lr, seed)| run_candidate(&data, config, d, lr, seed)).collect();
     // Lowest leave-one-out error of the final refit; the first candidate wins ties.
     let chosen = (0..outcomes.len())
-        .reduce(|a, b| if outcomes[b].loo_mse < outcomes[a].loo_mse { b } else { a })
+        .reduce(|a, b| if outcomes[b].score.loo_mse() < outcomes[a].score.loo_mse() { b } else { a })
         .expect("the grid is not empty");
     // Back to the units of the values.
     for o in &mut outcomes {
@@ -470,7 +477,6 @@ struct Outcome {
     fourier: Fourier,
     /// That refit's values at the samples.
     fitted: Vec<f64>,
-    loo_mse: f64,
 }
 
 /// Boosts one candidate on the training split (tree count chosen on the validation split),
@@ -537,7 +543,6 @@ fn run_candidate(data: &Data<'_>, config: &ProxyConfig, max_depth: usize, learni
         },
         fourier,
         fitted,
-        loo_mse: ridge.loo_mse,
     }
 }
 
