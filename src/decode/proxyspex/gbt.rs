@@ -334,7 +334,7 @@ fn best_split(hist: &Hist, n: usize, total: f64, rows: usize, p: &BoostParams) -
 /// Grows one tree on the rows `index` (reordered in place) and subtracts its predictions from
 /// `resid` for those rows.
 fn grow(rows: &Rows, index: &mut [u32], resid: &mut [f64], p: &BoostParams, scratch: &mut Scratch) -> Tree {
-    let splittable = |depth: usize, len: usize| depth < p.max_depth && len >= 2 * p.min_samples_leaf;
+    let splittable = |depth: usize, len: usize| depth < p.max_depth && len >= p.min_samples_leaf.saturating_mul(2);
     let mut nodes = vec![Node::Leaf { value: 0.0 }];
     let root_hist = splittable(0, index.len()).then(|| Hist::build(rows, index, resid, &mut scratch.tables));
     let mut stack = vec![Pending { id: 0, lo: 0, hi: index.len(), depth: 0, hist: root_hist }];
@@ -412,7 +412,7 @@ pub fn boost(train: &Rows, valid: Option<&Rows>, p: &BoostParams, rng: &mut impl
         let tree = if subsampling {
             // Trees see a random part of the rows; every row's residual is updated afterwards.
             let mut sample: Vec<u32> = (0..m as u32).filter(|_| rng.random::<f64>() < p.subsample).collect();
-            if sample.len() < 2 * p.min_samples_leaf {
+            if sample.len() < p.min_samples_leaf.saturating_mul(2) {
                 sample = (0..m as u32).collect();
             }
             let mut dummy = resid.clone();

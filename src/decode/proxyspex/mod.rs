@@ -89,8 +89,8 @@ pub struct ProxyConfig {
     /// Fraction of the samples each tree sees, drawn afresh per tree (default 1: all, like
     /// LightGBM without bagging).
     pub subsample: f64,
-    /// Fraction of the samples held out to choose the candidate and the tree count (default
-    /// 0.2); must lie in (0, 0.5].
+    /// Fraction of the samples held out to choose each candidate's tree count (default 0.2);
+    /// must lie in (0, 0.5]. The trees are fitted to the rest; the ridge refits use all samples.
     pub validation_fraction: f64,
     /// Shares of the non-constant Fourier energy the kept coefficients may carry, each in
     /// (0, 1] (default `[0.95, 0.99, 0.999]`). Each level gives a support, refitted by ridge;
@@ -178,7 +178,7 @@ impl ProxyConfig {
 
     fn enough(&self, samples: usize) -> bool {
         let v = self.validation_rows(samples);
-        v >= MIN_VALIDATION_ROWS && samples.saturating_sub(v) >= 2 * self.min_samples_leaf
+        v >= MIN_VALIDATION_ROWS && samples.saturating_sub(v) >= self.min_samples_leaf.saturating_mul(2)
     }
 
     /// Fewest samples the decoder accepts with these settings: the validation split needs
