@@ -633,6 +633,11 @@ mod tests {
             ProxyError::TooFewSamples { samples: 49, needed: 50 }
         );
         assert_eq!(err(masks.slice(0..0), &[], &config), ProxyError::TooFewSamples { samples: 0, needed: 50 });
+        let huge_leaf = ProxyConfig { min_samples_leaf: usize::MAX, ..config.clone() };
+        assert_eq!(
+            err(masks.as_slice(), &values, &huge_leaf),
+            ProxyError::TooFewSamples { samples: 200, needed: usize::MAX }
+        );
         let mut nan = values.clone();
         nan[17] = f64::NAN;
         assert!(
