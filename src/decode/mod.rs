@@ -2,9 +2,11 @@
 //!
 //! * [`spex`]: the SPEX peeling decoder for values of a SPEX design.
 //! * [`lasso`]: the LASSO baseline on uniformly random masks.
+//! * [`proxyspex`]: ProxySPEX, gradient-boosted trees read off as Fourier coefficients.
 //! * [`regress`]: regressions on a fixed support (refits, ridge with cross-validation).
 
 pub mod lasso;
+pub mod proxyspex;
 pub mod regress;
 pub mod spex;
 

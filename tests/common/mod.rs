@@ -5,6 +5,8 @@
 //! definitions, independently of the crate's conversions, so that a test comparing the two can fail.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod planted;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spex::subset::Subset;
