@@ -166,8 +166,11 @@ pub struct Explanation {
     pub seed: u64,
     /// Budget asked for and used.
     pub budget: Budget,
-    /// Degree parameter the design used (SPEX may lower the one asked for to fit the budget).
+    /// Highest interaction order the method could recover: SPEX's degree parameter (lowered if
+    /// the budget demanded), LASSO's order, or the order of ProxySPEX's result.
     pub degree: usize,
+    /// Why `auto` chose the method, when it did.
+    pub choice: Option<String>,
     /// The recovered sparse Fourier representation.
     pub fourier: Fourier,
     /// R² on the held-out masks.
@@ -199,6 +202,7 @@ impl Explanation {
             seed: plan.spec().seed,
             budget: Budget { requested: plan.spec().budget, used: design },
             degree: decoded.degree,
+            choice: plan.choice().map(str::to_string),
             fourier: decoded.fourier,
             faithfulness,
             diagnostics: decoded.diagnostics,

@@ -31,6 +31,17 @@ pub fn planted_fourier(n: usize, terms: usize, max_degree: usize, rng: &mut impl
     f
 }
 
+/// A random sparse Möbius (AND) function over `n` players: `terms` interactions, each rewarding
+/// the presence of all its players, of random order in `1..=max_degree` and weight as in
+/// [`planted_fourier`]; returned in the Fourier basis. Such "hierarchical" functions, where every
+/// interaction also moves the lower-order Fourier terms beneath it, are what ProxySPEX's trees
+/// are built for; an AND of `d` players has `2^d` Fourier terms.
+pub fn planted_moebius(n: usize, terms: usize, max_degree: usize, rng: &mut impl Rng) -> Fourier {
+    let template = planted_fourier(n, terms, max_degree, rng);
+    let and_terms = template.iter().filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.clone(), v));
+    crate::transform::Moebius::from_pairs(n, and_terms).to_fourier()
+}
+
 /// A value function that evaluates a planted function, optionally adding Gaussian noise of
 /// standard deviation `noise_sd` (drawn from its own seeded generator, so runs repeat).
 pub struct PlantedGame<R> {

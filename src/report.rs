@@ -6,6 +6,7 @@
 //!   "n": 14, "method": "spex", "seed": 0,
 //!   "budget": {"requested": 5000, "used": 2688},
 //!   "degree": 5,
+//!   "choice": "auto chose …",            (only with --method auto)
 //!   "index": "fbii", "max_order": 3,
 //!   "baseline": 0.0, "value_all_kept": 1.4,
 //!   "interactions": [{"players": [2, 3], "value": -3.75, "names": ["not", "like"]}, …],
@@ -62,6 +63,9 @@ pub struct ResultFile {
     pub budget: Budget,
     /// Highest interaction order the method could recover.
     pub degree: usize,
+    /// Why `--method auto` chose the method (absent when the method was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
     /// Index of `interactions`.
     pub index: Index,
     /// Highest order in `interactions`.
@@ -99,6 +103,7 @@ impl ResultFile {
             seed: explanation.seed,
             budget: explanation.budget,
             degree: explanation.degree,
+            choice: explanation.choice.clone(),
             index: interactions.index,
             max_order: interactions.max_order,
             baseline: explanation.baseline(),

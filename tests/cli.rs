@@ -254,3 +254,22 @@ fn builtin_demo_runs_without_arguments() {
     assert_eq!(result["players"][2], "not");
     assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
 }
+
+#[test]
+fn proxyspex_and_auto_recover_the_demo_and_say_why() {
+    for (method, chosen) in [("proxyspex", "proxyspex"), ("auto", "proxyspex")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let o = Command::new(SPEX)
+            .args(["explain", "--quiet", "--method", method, "--budget", "3000", "--index", "moebius", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let result = json(&out.join("result.json"));
+        assert_eq!(result["method"], chosen);
+        assert_eq!(result["diagnostics"]["decoder"], "proxyspex");
+        assert_eq!(result["choice"].is_string(), method == "auto", "{method}");
+        assert_eq!(interactions(&result), demo_truth(), "{method}");
+    }
+}

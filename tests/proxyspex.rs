@@ -82,3 +82,16 @@ fn decode_is_deterministic_from_the_seed() {
     let c = run(&ProxyConfig { seed: 1, ..config.clone() });
     assert_ne!(strip(&a.diagnostics).candidates, strip(&c.diagnostics).candidates);
 }
+
+/// Hierarchical (AND) interactions at a budget too small for SPEX's bins: ProxySPEX is exact,
+/// SPEX is not (the measurement `--method auto` is grounded in).
+#[test]
+fn proxyspex_beats_spex_on_hierarchical_functions_at_low_budget() {
+    use spex::bench::{curve_point, CurveSetting, Family};
+    use spex::plan::Method;
+    let setting = CurveSetting { family: Family::Moebius, terms: 20, degree: 3, noise: 0.0, seeds: 1 };
+    let proxy = curve_point(Method::ProxySpex, 256, 2000, &setting).r2.unwrap();
+    let spex = curve_point(Method::Spex, 256, 2000, &setting).r2.unwrap();
+    assert!(proxy > 0.99, "ProxySPEX R² {proxy}");
+    assert!(spex < 0.9, "SPEX R² {spex} (expected too few bins at this budget)");
+}

@@ -44,10 +44,10 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct PlanArgs {
-    /// Sampling method.
+    /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline) or auto.
     #[arg(long, default_value = "spex")]
     method: Method,
-    /// Most design masks to query [default: the reference's b = 8 design for SPEX, 5 000 otherwise].
+    /// Most design masks to query [default: the reference's b = 8 design for spex, 5 000 otherwise].
     #[arg(long)]
     budget: Option<usize>,
     /// Seed of every random choice.
@@ -172,6 +172,36 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// R² against budget of SPEX and ProxySPEX side by side (the ground for `--method auto`).
+    Curve {
+        /// Player counts.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1000")]
+        n: Vec<usize>,
+        /// Budgets.
+        #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000,8000,16000,32000")]
+        budget: Vec<usize>,
+        /// Methods compared.
+        #[arg(long, value_delimiter = ',', default_value = "spex,proxyspex")]
+        methods: Vec<Method>,
+        /// Planted functions: fourier (random parities) or moebius (AND interactions).
+        #[arg(long, default_value = "fourier")]
+        family: spex::bench::Family,
+        /// Planted interactions.
+        #[arg(long, default_value_t = 20)]
+        terms: usize,
+        /// Their largest order.
+        #[arg(long, default_value_t = 3)]
+        degree: usize,
+        /// Standard deviation of Gaussian noise on every queried value.
+        #[arg(long, default_value_t = 0.0)]
+        noise: f64,
+        /// Seeds averaged.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -195,6 +225,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what: BenchCommand::Decode { n, terms, degree, budget, json } } => {
             bench_decode(&n, terms, degree, budget, json)
+        }
+        Command::Bench { what: BenchCommand::Curve { n, budget, methods, family, terms, degree, noise, seeds, json } } => {
+            let setting = spex::bench::CurveSetting { family, terms, degree, noise, seeds };
+            let mut points = Vec::new();
+            for &n in &n {
+                for &b in &budget {
+                    for &m in &methods {
+                        let p = spex::bench::curve_point(m, n, b, &setting);
+                        eprintln!("n = {n}, budget {b}, {m}: R² {:?}", p.r2);
+                        points.push(p);
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&points)?);
+            } else {
+                print!("{}", spex::bench::format_curve_table(&points));
+            }
+            Ok(())
         }
     }
 }
@@ -306,10 +355,11 @@ fn design_path(masks: &Path) -> PathBuf {
 fn plan_line(plan: &Plan) -> String {
     let extra = match plan.design() {
         Design::Spex(d) => format!(" (b = {}, t = {}, {} delays)", d.b(), d.t(), d.num_delays()),
-        Design::Uniform(_) => String::new(),
+        Design::Uniform(_) | Design::Proxy(_) => String::new(),
     };
+    let choice = plan.choice().map(|c| format!("\n{c}")).unwrap_or_default();
     format!(
-        "{}: n = {}, {} of {} budgeted masks{extra}, plus {} held-out masks",
+        "{}: n = {}, {} of {} budgeted masks{extra}, plus {} held-out masks{choice}",
         plan.spec().method,
         plan.n(),
         plan.budget_used(),
@@ -368,6 +418,9 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
         "{}: n = {}, {} of {} budgeted masks, degree ≤ {}; faithfulness {r2}",
         result.method, result.n, result.budget.used, result.budget.requested, result.degree
     );
+    if let Some(choice) = &result.choice {
+        println!("{choice}");
+    }
     // `+ 0.0` turns a negative zero into a positive one for printing.
     println!(
         "value with every player ablated {:.4}, with every player kept {:.4}",

@@ -42,6 +42,9 @@ pub enum DecodeError {
         /// Largest accepted product.
         limit: usize,
     },
+    /// ProxySPEX refused its input.
+    #[error(transparent)]
+    Proxy(#[from] proxyspex::ProxyError),
     /// Too few samples to fit and cross-validate.
     #[error("{samples} samples are too few for this decoder; it needs at least {needed}")]
     TooFewSamples {
