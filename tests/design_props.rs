@@ -19,11 +19,11 @@ proptest! {
     fn samples_are_span_plus_delay(n in 1usize..200, b in 1u32..6, t in 1usize..6, seed: u64) {
         let d = design(n, b, t, seed);
         let masks = d.masks();
-        prop_assert_eq!(masks.len(), d.groups() * d.num_delays() << b);
+        prop_assert_eq!(masks.len(), (d.groups() * d.num_delays()) << b);
         prop_assert_eq!(d.delays()[0].as_ref().count_kept(), 0);
         for (index, mask) in masks.iter().enumerate() {
             let per_group = d.num_delays() << b;
-            let (c, p, l) = (index / per_group, index % per_group >> b, index % (1 << b));
+            let (c, p, l) = (index / per_group, (index % per_group) >> b, index % (1 << b));
             for i in 0..n {
                 // ℓ's first coordinate is its most significant bit.
                 let span = (0..b as usize).fold(false, |acc, j| {
