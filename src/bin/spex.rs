@@ -228,22 +228,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what: BenchCommand::Curve { n, budget, methods, family, terms, degree, noise, seeds, json } } => {
             let setting = spex::bench::CurveSetting { family, terms, degree, noise, seeds };
-            let mut points = Vec::new();
-            for &n in &n {
-                for &b in &budget {
-                    for &m in &methods {
-                        let p = spex::bench::curve_point(m, n, b, &setting);
-                        eprintln!("n = {n}, budget {b}, {m}: R² {:?}", p.r2);
-                        points.push(p);
-                    }
-                }
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&points)?);
-            } else {
-                print!("{}", spex::bench::format_curve_table(&points));
-            }
-            Ok(())
+            bench_curve(&n, &budget, &methods, &setting, json)
         }
     }
 }
@@ -439,16 +424,32 @@ fn bench_decode(ns: &[usize], terms: usize, degree: usize, budget: Option<usize>
     let mut rows = Vec::new();
     for &n in ns {
         let row = spex::bench::decode_row(n, budget.unwrap_or(21_504.max(8 * n)), terms, degree, 0)?;
-        if !json {
-            eprintln!("n = {n}: decoded in {:.4} s", row.decode_seconds);
-        }
+        eprintln!("n = {n}: decoded in {:.4} s", row.decode_seconds);
         rows.push(row);
     }
+    print_rows(&rows, json, spex::bench::format_decode_table)
+}
+
+fn bench_curve(ns: &[usize], budgets: &[usize], methods: &[Method], setting: &spex::bench::CurveSetting, json: bool) -> Result<()> {
+    let mut points = Vec::new();
+    for &n in ns {
+        for &b in budgets {
+            for &m in methods {
+                let p = spex::bench::curve_point(m, n, b, setting);
+                eprintln!("n = {n}, budget {b}, {m}: R² {:?}", p.r2);
+                points.push(p);
+            }
+        }
+    }
+    print_rows(&points, json, spex::bench::format_curve_table)
+}
+
+/// Prints benchmark rows as JSON or as the given table (progress went to stderr).
+fn print_rows<T: serde::Serialize>(rows: &[T], json: bool, table: fn(&[T]) -> String) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
-        print!("{}", spex::bench::format_decode_table(&rows));
+        print!("{}", table(rows));
     }
     Ok(())
 }
-

@@ -5,6 +5,25 @@
 //! After a `b`-dimensional Walsh–Hadamard transform over `ℓ`, every bin `j` of group `c` holds
 //! `Σ_{k : M_cᵀk = j} F(k)(−1)^{<d_p,k>}`: the frequencies alias into `2^b` bins per group, and the
 //! delays stamp each frequency with its BCH parity bits so that a bin with one frequency reveals it.
+//!
+//! Design and decode by hand (what [`crate::explain::Explainer`] does for you):
+//!
+//! ```
+//! use spex::decode::spex::{decode, SpexDecoderConfig};
+//! use spex::design::{rng, spex::{choose_parameters, SpexDesign}};
+//! use spex::mask::MaskRef;
+//! use spex::subset::Subset;
+//!
+//! let n = 100;
+//! let (b, t) = choose_parameters(n, 10_000, 5).unwrap(); // largest design within 10 000 masks
+//! let design = SpexDesign::new(n, b, t, &mut rng(0, 0)).unwrap();
+//! let f = |m: MaskRef<'_>| if m.get(7) && m.get(42) { 1.0 } else { 0.0 };
+//! let values: Vec<f64> = design.masks().iter().map(f).collect();
+//! let decoded = decode(&design, &values, &SpexDecoderConfig::default()).unwrap();
+//! // An AND of two players is (1 − χ_7 − χ_42 + χ_{7,42}) / 4 in the parity basis χ.
+//! assert!((decoded.fourier.get(&Subset::new(vec![7, 42])) - 0.25).abs() < 1e-9);
+//! assert!((decoded.fourier.get(&Subset::new(vec![7])) + 0.25).abs() < 1e-9);
+//! ```
 
 use rand::RngCore;
 
