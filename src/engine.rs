@@ -1,29 +1,52 @@
-//! The evaluation loop: feeds a value function consecutive batches of masks, checks what comes
-//! back, and hands every batch to an observer (progress, durable storage) before the next.
+//! The evaluation pipeline:
+//!
+//! ```text
+//! producer thread ──masks──▶ bounded queue ──▶ worker (calling thread: the value function)
+//!                                                  │ values
+//!                                                  ▼
+//!                               bounded queue ──▶ sink thread (store, progress, streaming decode)
+//! ```
+//!
+//! The producer builds each batch's masks ahead of time (any batch can be built on its own, so a
+//! run can skip finished batches or take a shard), the worker only evaluates, and the sink
+//! persists and pre-processes results while the next batch is being evaluated. The value
+//! function runs on the calling thread, so it needs no `Send` (GPU contexts are thread-bound).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::mask::MaskSlice;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
+
+use crate::mask::MaskBatch;
 use crate::value::{ValueError, ValueFunction};
 
-/// One finished batch, as shown to the observer.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchDone<'a> {
-    /// Batch id: index of its first mask divided by the batch size.
+/// Something that can build the masks of any range of a run on its own.
+pub trait MaskSource: Sync {
+    /// Masks `start..end` of the run.
+    fn masks(&self, start: usize, end: usize) -> MaskBatch;
+}
+
+impl MaskSource for MaskBatch {
+    fn masks(&self, start: usize, end: usize) -> MaskBatch {
+        self.slice(start..end).to_batch()
+    }
+}
+
+/// One finished batch, as handed to the sink.
+#[derive(Clone, Debug)]
+pub struct BatchDone {
+    /// Batch id: batch `b` holds masks `b·batch_size ..`.
     pub batch: usize,
     /// Index of its first mask.
     pub start: usize,
     /// Its values, one per mask.
-    pub values: &'a [f64],
-    /// Masks evaluated so far, this batch included.
-    pub done: usize,
-    /// Masks in the whole run.
-    pub total: usize,
-    /// Seconds the value function took for this batch.
+    pub values: Vec<f64>,
+    /// Seconds the value function took for it.
     pub seconds: f64,
 }
 
-/// Why evaluation stopped. The values received before the failing batch are kept by the caller.
+/// Why evaluation stopped. Batches finished before the failure have reached the sink.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The value function failed.
@@ -58,46 +81,151 @@ pub enum EngineError {
         /// The value.
         value: f64,
     },
-    /// The observer failed (e.g. the values file could not be written).
-    #[error("after batch {batch}: {message}")]
-    Observer {
-        /// Batch whose values could not be handed on.
-        batch: usize,
-        /// What went wrong.
-        message: String,
-    },
+    /// The sink failed (e.g. the store could not be written).
+    #[error("{0}")]
+    Sink(String),
 }
 
-/// Evaluates `masks` in batches of `batch_size`, appending to `values`; masks before
-/// `values.len()` count as done already (a resumed run). After each batch, `on_batch` sees its
-/// values. On error, `values` holds every value received before the failing batch.
-pub fn evaluate<F: ValueFunction + ?Sized>(
-    f: &mut F,
-    masks: MaskSlice<'_>,
+/// How a run went, for `spex bench` and the result's timings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunStats {
+    /// Batches evaluated.
+    pub batches: usize,
+    /// Masks evaluated.
+    pub masks: usize,
+    /// Wall-clock seconds of the whole pipeline.
+    pub wall_seconds: f64,
+    /// Seconds inside the value function.
+    pub forward_seconds: f64,
+    /// Seconds the worker waited for the producer (0 when masks are always ready).
+    pub worker_wait_seconds: f64,
+    /// Seconds the worker waited for the sink to accept a result (a full result queue).
+    pub sink_wait_seconds: f64,
+}
+
+impl RunStats {
+    /// Share of wall time not spent in the value function.
+    pub fn overhead_share(&self) -> f64 {
+        if self.wall_seconds > 0.0 {
+            (1.0 - self.forward_seconds / self.wall_seconds).max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Share of wall time the worker waited for masks.
+    pub fn worker_idle_share(&self) -> f64 {
+        if self.wall_seconds > 0.0 {
+            self.worker_wait_seconds / self.wall_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Evaluates `batches` (ids into a run of `total` masks cut into batches of `batch_size`) with
+/// `f`, handing each result to `sink` on a separate thread. `queue` bounds the batches buffered
+/// between stages. Stops at the first error; every batch finished before it reaches the sink.
+pub fn run(
+    f: &mut dyn ValueFunction,
+    source: &dyn MaskSource,
+    total: usize,
     batch_size: usize,
-    values: &mut Vec<f64>,
-    on_batch: &mut dyn FnMut(&BatchDone<'_>) -> Result<(), String>,
-) -> Result<(), EngineError> {
+    batches: &[usize],
+    queue: usize,
+    sink: &mut (dyn FnMut(BatchDone) -> Result<(), String> + Send),
+) -> Result<RunStats, EngineError> {
     let batch_size = batch_size.max(1);
-    assert!(values.len() <= masks.len(), "more values than masks");
-    while values.len() < masks.len() {
-        let start = values.len();
-        let end = (start + batch_size).min(masks.len());
-        let batch = start / batch_size;
+    let clock = Instant::now();
+    let stop = AtomicBool::new(false);
+    let (mask_tx, mask_rx) = bounded::<(usize, usize, MaskBatch)>(queue.max(1));
+    let (done_tx, done_rx) = bounded::<BatchDone>(queue.max(1));
+    let mut stats = RunStats::default();
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| produce(source, total, batch_size, batches, &stop, mask_tx));
+        let sink_thread = scope.spawn(|| consume(done_rx, sink, &stop));
+        let worked = work(f, mask_rx, done_tx, &stop, &mut stats);
+        let sunk = sink_thread.join().expect("sink thread does not panic");
+        worked.and(sunk.map_err(EngineError::Sink))
+    });
+    stats.wall_seconds = clock.elapsed().as_secs_f64();
+    outcome.map(|_| stats)
+}
+
+fn produce(
+    source: &dyn MaskSource,
+    total: usize,
+    batch_size: usize,
+    batches: &[usize],
+    stop: &AtomicBool,
+    tx: Sender<(usize, usize, MaskBatch)>,
+) {
+    for &b in batches {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let start = b * batch_size;
+        let end = (start + batch_size).min(total);
+        if tx.send((b, start, source.masks(start, end))).is_err() {
+            return;
+        }
+    }
+}
+
+fn work(
+    f: &mut dyn ValueFunction,
+    rx: Receiver<(usize, usize, MaskBatch)>,
+    tx: Sender<BatchDone>,
+    stop: &AtomicBool,
+    stats: &mut RunStats,
+) -> Result<(), EngineError> {
+    let result = (|| loop {
+        let waited = Instant::now();
+        let Ok((batch, start, masks)) = rx.recv() else { return Ok(()) };
+        stats.worker_wait_seconds += waited.elapsed().as_secs_f64();
+        if stop.load(Ordering::Relaxed) {
+            return Ok(()); // the sink failed; it reports why
+        }
         let clock = Instant::now();
-        let got = f
-            .evaluate(masks.slice(start..end))
-            .map_err(|source| EngineError::Value { batch, start, end, source })?;
+        let end = start + masks.len();
+        f.begin_batch(batch);
+        let values =
+            f.evaluate(masks.as_slice()).map_err(|source| EngineError::Value { batch, start, end, source })?;
         let seconds = clock.elapsed().as_secs_f64();
-        if got.len() != end - start {
-            return Err(EngineError::WrongCount { batch, expected: end - start, found: got.len() });
+        stats.forward_seconds += seconds;
+        check(batch, start, masks.len(), &values)?;
+        stats.batches += 1;
+        stats.masks += masks.len();
+        let waited = Instant::now();
+        if tx.send(BatchDone { batch, start, values, seconds }).is_err() {
+            return Ok(());
         }
-        if let Some(i) = got.iter().position(|v| !v.is_finite()) {
-            return Err(EngineError::NonFinite { batch, index: start + i, value: got[i] });
+        stats.sink_wait_seconds += waited.elapsed().as_secs_f64();
+    })();
+    stop.store(true, Ordering::Relaxed);
+    result
+}
+
+fn check(batch: usize, start: usize, expected: usize, values: &[f64]) -> Result<(), EngineError> {
+    if values.len() != expected {
+        return Err(EngineError::WrongCount { batch, expected, found: values.len() });
+    }
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(EngineError::NonFinite { batch, index: start + i, value: values[i] }),
+        None => Ok(()),
+    }
+}
+
+fn consume(
+    rx: Receiver<BatchDone>,
+    sink: &mut (dyn FnMut(BatchDone) -> Result<(), String> + Send),
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    while let Ok(done) = rx.recv() {
+        if let Err(e) = sink(done) {
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
         }
-        let done = BatchDone { batch, start, values: &got, done: end, total: masks.len(), seconds };
-        on_batch(&done).map_err(|message| EngineError::Observer { batch, message })?;
-        values.extend_from_slice(&got);
     }
     Ok(())
 }
@@ -105,47 +233,68 @@ pub fn evaluate<F: ValueFunction + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::MaskBatch;
+    use crate::mask::MaskSlice;
 
     fn masks(rows: usize) -> MaskBatch {
         let text: Vec<String> = (0..rows).map(|i| format!("{:04b}", i % 16)).collect();
         MaskBatch::parse_rows(text.iter().map(String::as_str)).unwrap()
     }
 
-    #[test]
-    fn batches_resume_and_report() {
-        let m = masks(10);
-        let mut f = |s: MaskSlice<'_>| s.iter().map(|r| r.count_kept() as f64).collect::<Vec<_>>();
-        let mut values = vec![0.0, 1.0, 1.0]; // masks 0..3 already done
-        let mut seen = vec![];
-        evaluate(&mut f, m.as_slice(), 4, &mut values, &mut |b| {
-            seen.push((b.batch, b.start, b.values.len()));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, vec![(0, 3, 4), (1, 7, 3)]);
-        let expected: Vec<f64> = m.iter().map(|r| r.count_kept() as f64).collect();
-        assert_eq!(values, expected);
+    fn count(s: MaskSlice<'_>) -> Vec<f64> {
+        s.iter().map(|r| r.count_kept() as f64).collect()
     }
 
     #[test]
-    fn bad_batches_are_named_and_earlier_values_kept() {
+    fn runs_the_requested_batches_through_the_sink() {
+        let m = masks(10);
+        let mut f = count;
+        let mut seen = vec![];
+        let stats = run(&mut f, &m, 10, 4, &[2, 0], 2, &mut |b| {
+            seen.push((b.batch, b.start, b.values));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stats.batches, 2);
+        assert_eq!(stats.masks, 6);
+        assert_eq!(seen, vec![(2, 8, count(m.slice(8..10))), (0, 0, count(m.slice(0..4)))]);
+    }
+
+    #[test]
+    fn errors_name_the_batch_and_earlier_batches_reach_the_sink() {
         let m = masks(10);
         let mut calls = 0;
         let mut f = |s: MaskSlice<'_>| {
             calls += 1;
-            if calls == 2 {
-                vec![1.0; s.len() - 1]
-            } else {
-                vec![1.0; s.len()]
-            }
+            vec![1.0; if calls == 2 { s.len() - 1 } else { s.len() }]
         };
-        let mut values = vec![];
-        let err = evaluate(&mut f, m.as_slice(), 4, &mut values, &mut |_| Ok(())).unwrap_err();
+        let mut sunk = vec![];
+        let err = run(&mut f, &m, 10, 4, &[0, 1, 2], 1, &mut |b| {
+            sunk.push(b.batch);
+            Ok(())
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "batch 1: the value function returned 3 values for 4 masks");
-        assert_eq!(values.len(), 4);
+        assert_eq!(sunk, vec![0]);
         let mut nan = |s: MaskSlice<'_>| vec![f64::NAN; s.len()];
-        let err = evaluate(&mut nan, m.as_slice(), 4, &mut values, &mut |_| Ok(())).unwrap_err();
+        let err = run(&mut nan, &m, 10, 4, &[1], 1, &mut |_| Ok(())).unwrap_err();
         assert!(matches!(err, EngineError::NonFinite { batch: 1, index: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_run() {
+        let m = masks(40);
+        let mut f = count;
+        let mut evaluated = 0;
+        let err = run(&mut f, &m, 40, 4, &(0..10).collect::<Vec<_>>(), 1, &mut |b| {
+            evaluated += 1;
+            if b.batch == 2 {
+                Err("disk full".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert!(evaluated <= 3, "the sink kept receiving after failing");
     }
 }

@@ -21,9 +21,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::spex::StreamingBins;
 use crate::decode::DecodeError;
 use crate::engine::{self, EngineError};
-use crate::faithfulness::{faithfulness, Faithfulness};
+use crate::faithfulness::Faithfulness;
 use crate::mask::MaskSlice;
 use crate::plan::{default_holdout, Budget, DecoderConfig, Diagnostics, Method, Plan, PlanError, PlanSpec};
 use crate::transform::{interactions, Fourier, Index, IndexError, Interactions};
@@ -122,21 +123,63 @@ impl Explainer {
         Ok(Plan::new(self.spec.clone())?)
     }
 
-    /// Queries `f` on every mask of the plan and decodes.
-    pub fn explain<F: ValueFunction + ?Sized>(&self, f: &mut F) -> Result<Explanation, ExplainError> {
+    /// Queries `f` on every mask of the plan (through the [`engine`] pipeline) and decodes.
+    pub fn explain(&self, f: &mut dyn ValueFunction) -> Result<Explanation, ExplainError> {
         let clock = Instant::now();
         let plan = self.plan()?;
-        let masks = plan.all_masks();
         let design_seconds = clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        let mut values = Vec::with_capacity(masks.len());
-        engine::evaluate(f, masks.as_slice(), self.batch_size, &mut values, &mut |_| Ok(()))?;
-        let evaluate_seconds = clock.elapsed().as_secs_f64();
-        let mut explanation = Explanation::decode(&plan, &values, &self.decoder)?;
+        let total = plan.total_masks();
+        let batches: Vec<usize> = (0..total.div_ceil(self.batch_size)).collect();
+        let mut collector = Collector::new(&plan);
+        let stats = engine::run(f, &plan, total, self.batch_size, &batches, 2, &mut |done| {
+            collector.push(done.start, &done.values);
+            Ok(())
+        })?;
+        let mut explanation = collector.explain(&plan, &self.decoder)?;
         explanation.timings.design_seconds = design_seconds;
-        explanation.timings.evaluate_seconds = evaluate_seconds;
-        explanation.timings.total_seconds += design_seconds + evaluate_seconds;
+        explanation.timings.evaluate_seconds = stats.wall_seconds;
+        explanation.timings.total_seconds += design_seconds + stats.wall_seconds;
         Ok(explanation)
+    }
+}
+
+/// Collects a run's values as they arrive, in any order, starting the decoder's work that needs
+/// only part of them (SPEX block transforms) at once.
+pub struct Collector {
+    values: Vec<f64>,
+    received: usize,
+    bins: Option<StreamingBins>,
+}
+
+impl Collector {
+    /// An empty collector for `plan`'s masks (design and held-out).
+    pub fn new(plan: &Plan) -> Self {
+        Collector { values: vec![0.0; plan.total_masks()], received: 0, bins: plan.streaming_bins() }
+    }
+
+    /// Takes the values of masks `start..start + values.len()`; each mask must come once.
+    pub fn push(&mut self, start: usize, values: &[f64]) {
+        self.values[start..start + values.len()].copy_from_slice(values);
+        self.received += values.len();
+        if let Some(bins) = &mut self.bins {
+            bins.push(start, values);
+        }
+    }
+
+    /// Whether every value is in.
+    pub fn is_complete(&self) -> bool {
+        self.received == self.values.len()
+    }
+
+    /// All values, in mask order.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Decodes the complete run.
+    pub fn explain(self, plan: &Plan, config: &DecoderConfig) -> Result<Explanation, ExplainError> {
+        assert!(self.is_complete(), "every value must be in before decoding");
+        Explanation::decode_streamed(plan, &self.values, self.bins, config)
     }
 }
 
@@ -175,6 +218,8 @@ pub struct Explanation {
     pub fourier: Fourier,
     /// R² on the held-out masks.
     pub faithfulness: Faithfulness,
+    /// `(predicted, actual)` value of every held-out mask (the faithfulness figure's points).
+    pub holdout: Vec<(f64, f64)>,
     /// The decoder's report.
     pub diagnostics: Diagnostics,
     /// Where the time went.
@@ -185,16 +230,27 @@ impl Explanation {
     /// Decodes `values` of `plan`'s masks: one per design mask, optionally followed by one per
     /// held-out mask (without them, faithfulness is reported as not measured).
     pub fn decode(plan: &Plan, values: &[f64], config: &DecoderConfig) -> Result<Self, ExplainError> {
+        Self::decode_streamed(plan, values, None, config)
+    }
+
+    fn decode_streamed(
+        plan: &Plan,
+        values: &[f64],
+        bins: Option<StreamingBins>,
+        config: &DecoderConfig,
+    ) -> Result<Self, ExplainError> {
         let (design, all) = (plan.budget_used(), plan.budget_used() + plan.holdout().len());
         if values.len() != design && values.len() != all {
             return Err(ExplainError::ValueCount { design, all, found: values.len() });
         }
         let clock = Instant::now();
-        let decoded = plan.decode(&values[..design], config)?;
+        let decoded = plan.decode_streamed(&values[..design], bins, config)?;
         let decode_seconds = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let holdout: MaskSlice<'_> = plan.holdout().slice(0..values.len() - design);
-        let faithfulness = faithfulness(&decoded.fourier, holdout, &values[design..]);
+        let predicted = decoded.fourier.eval_batch(holdout);
+        let faithfulness = Faithfulness::from_predictions(&predicted, &values[design..]);
+        let holdout_points = predicted.into_iter().zip(values[design..].iter().copied()).collect();
         let faithfulness_seconds = clock.elapsed().as_secs_f64();
         Ok(Explanation {
             n: plan.n(),
@@ -205,6 +261,7 @@ impl Explanation {
             choice: plan.choice().map(str::to_string),
             fourier: decoded.fourier,
             faithfulness,
+            holdout: holdout_points,
             diagnostics: decoded.diagnostics,
             timings: Timings {
                 decode_seconds,

@@ -36,10 +36,16 @@ pub fn r2(predicted: &[f64], actual: &[f64]) -> Option<f64> {
 
 /// Scores `repr` on held-out `masks` with true `values`.
 pub fn faithfulness<B: Basis>(repr: &Sparse<B>, masks: MaskSlice<'_>, values: &[f64]) -> Faithfulness {
-    let predicted = repr.eval_batch(masks);
-    let mse = (!values.is_empty())
-        .then(|| predicted.iter().zip(values).map(|(p, y)| (y - p).powi(2)).sum::<f64>() / values.len() as f64);
-    Faithfulness { r2: r2(&predicted, values), masks: masks.len(), mse }
+    Faithfulness::from_predictions(&repr.eval_batch(masks), values)
+}
+
+impl Faithfulness {
+    /// The score of `predicted` values against the true `values` of the same held-out masks.
+    pub fn from_predictions(predicted: &[f64], values: &[f64]) -> Self {
+        let mse = (!values.is_empty())
+            .then(|| predicted.iter().zip(values).map(|(p, y)| (y - p).powi(2)).sum::<f64>() / values.len() as f64);
+        Faithfulness { r2: r2(predicted, values), masks: values.len(), mse }
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //!   and the built-in demo.
 //! * [`plan`], [`engine`], [`explain`]: a method's plan, the batched evaluation loop, and the
 //!   [`explain::Explainer`] front door that ties them to the decoders.
-//! * [`io`], [`rundir`], [`report`]: text formats, run directories that survive interruption,
-//!   and the result schema.
+//! * [`store`], [`rundir`], [`runner`]: the crash-safe sample store, run directories, and
+//!   running a plan into one (resume, shards, merge).
+//! * [`io`], [`report`]: text formats, the result schema and the reports (CSV, shapiq, HTML).
 //! * [`bch`], [`planted`], [`bench`]: BCH codes for the SPEX delays, planted test functions, and
 //!   benchmarks that print figures.
 #![warn(missing_docs)]
@@ -35,6 +36,8 @@ pub mod plan;
 pub mod planted;
 pub mod report;
 pub mod rundir;
+pub mod runner;
+pub mod store;
 pub mod subset;
 pub mod transform;
 pub mod value;

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::lasso::{self, LassoConfig, LassoDiagnostics};
 use crate::decode::proxyspex::{self, ProxyConfig, ProxyDiagnostics};
-use crate::decode::spex::{self as spex_decoder, SpexDecoderConfig, SpexDiagnostics};
+use crate::decode::spex::{self as spex_decoder, SpexDecoderConfig, SpexDiagnostics, StreamingBins};
 use crate::decode::DecodeError;
 use crate::design::spex::{self, SpexDesign, SpexDesignError};
 use crate::design::{rng, stream, uniform};
+use crate::engine::MaskSource;
 use crate::mask::{Mask, MaskBatch, MaskError};
 use crate::transform::Fourier;
 
@@ -266,6 +267,11 @@ impl Plan {
         &self.holdout
     }
 
+    /// Masks in the whole run: the design's and the held-out ones.
+    pub fn total_masks(&self) -> usize {
+        self.budget_used() + self.holdout.len()
+    }
+
     /// Every mask of the run: the design's, then the held-out ones.
     pub fn all_masks(&self) -> MaskBatch {
         let mut all = self.design_masks();
@@ -275,9 +281,23 @@ impl Plan {
 
     /// Decodes the design's values (in the order of [`design_masks`](Self::design_masks)).
     pub fn decode(&self, values: &[f64], config: &DecoderConfig) -> Result<Decoded, DecodeError> {
+        self.decode_streamed(values, None, config)
+    }
+
+    /// [`decode`](Self::decode), reusing SPEX block transforms computed while the values
+    /// arrived (see [`Plan::streaming_bins`]).
+    pub fn decode_streamed(
+        &self,
+        values: &[f64],
+        bins: Option<StreamingBins>,
+        config: &DecoderConfig,
+    ) -> Result<Decoded, DecodeError> {
         match &self.design {
             Design::Spex(d) => {
-                let out = spex_decoder::decode(d, values, &config.spex)?;
+                let out = match bins {
+                    Some(bins) => spex_decoder::decode_bins(d, bins, values, &config.spex)?,
+                    None => spex_decoder::decode(d, values, &config.spex)?,
+                };
                 Ok(Decoded { fourier: out.fourier, degree: d.t(), diagnostics: Diagnostics::Spex(out.diagnostics) })
             }
             Design::Uniform(masks) => {
@@ -291,6 +311,15 @@ impl Plan {
                 let degree = out.fourier.degree();
                 Ok(Decoded { fourier: out.fourier, degree, diagnostics: Diagnostics::ProxySpex(out.diagnostics) })
             }
+        }
+    }
+
+    /// Streaming block transforms for a SPEX design (`None` for the other methods, whose
+    /// decoders need every value at once).
+    pub fn streaming_bins(&self) -> Option<StreamingBins> {
+        match &self.design {
+            Design::Spex(d) => Some(StreamingBins::new(d)),
+            Design::Uniform(_) | Design::Proxy(_) => None,
         }
     }
 
@@ -364,6 +393,26 @@ impl Plan {
         let file: PlanFile =
             serde_json::from_str(&text).map_err(|e| PlanError::File(format!("{}: {e}", path.display())))?;
         Plan::from_file(&file)
+    }
+}
+
+impl MaskSource for Plan {
+    /// Masks `start..end` of [`all_masks`](Plan::all_masks), built on their own (a SPEX mask
+    /// from its index, the others sliced from their stored draws).
+    fn masks(&self, start: usize, end: usize) -> MaskBatch {
+        let design_len = self.budget_used();
+        let mut out = MaskBatch::with_capacity(self.n(), end - start);
+        for i in start..end.min(design_len) {
+            match &self.design {
+                Design::Spex(d) => out.push(d.mask(i).as_ref()),
+                Design::Uniform(m) | Design::Proxy(m) => out.push(m.row(i)),
+            }
+            .expect("same players");
+        }
+        if end > design_len {
+            out.extend(self.holdout.slice(start.max(design_len) - design_len..end - design_len)).expect("same players");
+        }
+        out
     }
 }
 
@@ -507,6 +556,18 @@ mod tests {
             let back = Plan::from_file(&plan.to_file()).unwrap();
             assert_eq!(back.all_masks(), plan.all_masks(), "{method}");
             assert_eq!(back.to_file(), plan.to_file());
+        }
+    }
+
+    #[test]
+    fn any_range_of_masks_builds_on_its_own() {
+        for method in [Method::Spex, Method::ProxySpex] {
+            let plan = Plan::new(PlanSpec { method, budget: 3000, holdout: 50, ..PlanSpec::new(40) }).unwrap();
+            let all = plan.all_masks();
+            let total = plan.total_masks();
+            for (a, b) in [(0, 10), (plan.budget_used() - 3, plan.budget_used() + 4), (total - 7, total)] {
+                assert_eq!(plan.masks(a, b), all.slice(a..b).to_batch(), "{method} {a}..{b}");
+            }
         }
     }
 

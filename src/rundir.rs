@@ -2,51 +2,47 @@
 //! when a run stops early:
 //!
 //! * `design.json`: the plan (see [`crate::plan`]); `spex decode --design` reads it;
-//! * `run.json`: what was queried (the driver command, or the built-in demo);
-//! * `values.txt`: one value per evaluated mask, appended and synced after every batch;
-//! * `result.json`: the decoded result (see [`crate::report`]), written at the end.
+//! * `run.json`: what was queried (driver command, model and input) and the players' names;
+//! * `samples.store` (or `samples.shard-I-of-K.store` for a shard): the sample store, appended and
+//!   synced batch by batch (see [`crate::store`]);
+//! * `values.txt`: every value, one per line, written when a run completes;
+//! * `result.json` and the other reports, written at the end.
 //!
-//! A directory holding an unfinished run is never overwritten by accident: continue it with
-//! resume, or start over explicitly. A finished run of the same plan and function is reused.
+//! An unfinished run is never overwritten by accident: continue it with resume, or start over
+//! explicitly. A finished run of the same plan and function is reused.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::{self, FormatError, ValuesAppender};
-use crate::plan::{Plan, PlanFile};
-use crate::report::ResultFile;
+use crate::plan::Plan;
+use crate::store::{Shard, Store, StoreError, StoreHeader, STORE_FORMAT};
 
 /// Why a run directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
     /// An unfinished run is there and neither resume nor a fresh start was asked for.
     #[error(
-        "{dir} holds an unfinished run ({done} of {total} values); continue it with --resume, or pass \
+        "{dir} holds an unfinished run ({done} of {total} batches); continue it with --resume, or pass \
          --force to discard it and start over"
     )]
     Unfinished {
         /// The directory.
         dir: PathBuf,
-        /// Values stored.
+        /// Batches stored.
         done: usize,
-        /// Values the run needs.
+        /// Batches the run (or shard) needs.
         total: usize,
     },
-    /// The run there used another design or function.
-    #[error("{dir} holds a run with a different {what}; use another --out directory, or --force to replace it")]
-    Different {
-        /// The directory.
-        dir: PathBuf,
-        /// What differs.
-        what: &'static str,
-    },
-    /// The values file is unreadable or holds more values than the plan has masks.
-    #[error(transparent)]
-    Format(#[from] FormatError),
+    /// The store is unusable or belongs to another run.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// Resume was asked for but there is nothing to resume.
     #[error("--resume: {0} holds no run to resume")]
     NothingToResume(PathBuf),
+    /// A merge found no shard stores, or shards that do not make up a whole run.
+    #[error("{0}")]
+    Merge(String),
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -68,11 +64,15 @@ pub enum StartMode {
     Force,
 }
 
-/// What was queried, stored so that a resumed run cannot silently mix two functions.
+/// What was queried and who the players are; `function` is the fingerprint stores are checked
+/// against.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
-    /// The driver command, or a name such as `"demo"`.
+    /// The driver command, a model and input fingerprint, or a name such as `"demo"`.
     pub function: String,
+    /// Names of the players, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub players: Option<Vec<String>>,
 }
 
 /// An open run directory.
@@ -85,43 +85,79 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
 }
 
 impl RunDir {
-    /// Opens `dir` for `plan` queried through `function`; returns the values already stored (in
-    /// mask order) that the run can keep.
-    pub fn open(dir: &Path, plan: &Plan, function: &str, mode: StartMode) -> Result<(Self, Vec<f64>), RunDirError> {
+    /// Opens `dir` for (a shard of) `plan` queried through `info.function` in batches of
+    /// `batch_size`; returns the store, holding whatever batches are already done.
+    pub fn open(
+        dir: &Path,
+        plan: &Plan,
+        info: &RunInfo,
+        batch_size: usize,
+        shard: Shard,
+        mode: StartMode,
+        sync_every: usize,
+    ) -> Result<(Self, Store), RunDirError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let run = RunDir { dir: dir.to_path_buf() };
-        let total = plan.budget_used() + plan.holdout().len();
-        let info = RunInfo { function: function.to_string() };
-        let exists = run.design_path().exists();
-        let stored = if exists && mode != StartMode::Force { run.check_same(plan, &info)? } else { Vec::new() };
-        if stored.len() > total {
-            return Err(RunDirError::Different { dir: run.dir.clone(), what: "number of values" });
-        }
+        let path = run.store_path(shard);
+        let header = StoreHeader {
+            format: STORE_FORMAT.into(),
+            plan: plan.to_file(),
+            function: info.function.clone(),
+            total_masks: plan.total_masks(),
+            batch_size,
+            shard,
+        };
         match mode {
-            StartMode::Resume if !exists => return Err(RunDirError::NothingToResume(run.dir.clone())),
-            StartMode::Fresh if exists && stored.len() < total && !stored.is_empty() => {
-                return Err(RunDirError::Unfinished { dir: run.dir.clone(), done: stored.len(), total });
+            StartMode::Force => {
+                for file in [path.clone(), run.result_path(), run.values_path()] {
+                    let _ = std::fs::remove_file(file);
+                }
             }
+            StartMode::Resume if !path.exists() => return Err(RunDirError::NothingToResume(run.dir.clone())),
             _ => {}
         }
-        run.write_json(&run.design_path(), &plan.to_file())?;
-        run.write_json(&run.dir.join("run.json"), &info)?;
-        let _ = std::fs::remove_file(run.result_path());
-        ValuesAppender::open(&run.values_path(), Some(stored.len()))?;
-        Ok((run, stored))
+        let store = Store::open_or_create(&path, header, sync_every)?;
+        let owned = store.header().owned_batches().count();
+        let done = owned - store.missing().len();
+        if mode == StartMode::Fresh && done > 0 && done < owned {
+            return Err(RunDirError::Unfinished { dir: run.dir.clone(), done, total: owned });
+        }
+        plan.save(&run.design_path()).map_err(io_err(&run.design_path()))?;
+        run.write_json(&run.dir.join("run.json"), info)?;
+        Ok((run, store))
     }
 
-    /// The stored values if the run there has the same plan and function, else an error.
-    fn check_same(&self, plan: &Plan, info: &RunInfo) -> Result<Vec<f64>, RunDirError> {
-        let different = |what| RunDirError::Different { dir: self.dir.clone(), what };
-        let file: Option<PlanFile> = read_json(&self.design_path());
-        if file.as_ref() != Some(&plan.to_file()) {
-            return Err(different("design (n, method, budget, seed, degree or hold-out size)"));
+    /// The shard stores of this directory, for `spex merge`: they must together hold every batch
+    /// of one run.
+    pub fn open_shards(dir: &Path) -> Result<(Self, Vec<Store>), RunDirError> {
+        let run = RunDir { dir: dir.to_path_buf() };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "store"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(RunDirError::Merge(format!("{} holds no sample stores", dir.display())));
         }
-        if read_json::<RunInfo>(&self.dir.join("run.json")).as_ref() != Some(info) {
-            return Err(different("value function"));
+        let stores = paths.iter().map(|p| Store::open(p, 1)).collect::<Result<Vec<_>, _>>()?;
+        let first = stores[0].header();
+        for s in &stores[1..] {
+            let h = s.header();
+            if h.plan != first.plan || h.function != first.function || h.batch_size != first.batch_size {
+                return Err(RunDirError::Merge(format!(
+                    "{} and {} belong to different runs",
+                    stores[0].path().display(),
+                    s.path().display()
+                )));
+            }
         }
-        Ok(io::read_values_for_resume(&self.values_path())?)
+        Ok((run, stores))
+    }
+
+    /// The run's description (`run.json`).
+    pub fn info(&self) -> Option<RunInfo> {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("run.json")).ok()?).ok()
     }
 
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), RunDirError> {
@@ -129,19 +165,31 @@ impl RunDir {
         std::fs::write(path, text).map_err(io_err(path))
     }
 
-    /// Appends values as they arrive.
-    pub fn appender(&self) -> Result<ValuesAppender, RunDirError> {
-        Ok(ValuesAppender::open(&self.values_path(), None)?)
+    /// Writes a report file `name` in the directory.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf, RunDirError> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).map_err(io_err(&path))?;
+        Ok(path)
     }
 
-    /// Writes `result.json`.
-    pub fn write_result(&self, result: &ResultFile) -> Result<(), RunDirError> {
-        self.write_json(&self.result_path(), result)
+    /// Writes `values.txt`: every value of the run, one per line, full precision.
+    pub fn write_values(&self, values: &[f64]) -> Result<(), RunDirError> {
+        let text: String = values.iter().map(|v| format!("{v:?}\n")).collect();
+        std::fs::write(self.values_path(), text).map_err(io_err(&self.values_path()))
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The store of `shard`.
+    pub fn store_path(&self, shard: Shard) -> PathBuf {
+        if shard == Shard::ALL {
+            self.dir.join("samples.store")
+        } else {
+            self.dir.join(format!("samples.shard-{}-of-{}.store", shard.index, shard.count))
+        }
     }
 
     /// `design.json`.
@@ -160,10 +208,6 @@ impl RunDir {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,23 +217,32 @@ mod tests {
         Plan::new(PlanSpec { budget: 600, holdout: 10, seed, ..PlanSpec::new(8) }).unwrap()
     }
 
+    fn info(f: &str) -> RunInfo {
+        RunInfo { function: f.into(), players: None }
+    }
+
+    fn open(dir: &Path, p: &Plan, f: &str, mode: StartMode) -> Result<(RunDir, Store), RunDirError> {
+        RunDir::open(dir, p, &info(f), 100, Shard::ALL, mode, 1)
+    }
+
     #[test]
     fn unfinished_runs_are_protected_and_resumable() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
-        let (run, stored) = RunDir::open(&dir, &plan(0), "f", StartMode::Fresh).unwrap();
-        assert!(stored.is_empty());
-        run.appender().unwrap().append(&[1.0, 2.0]).unwrap();
-        let err = RunDir::open(&dir, &plan(0), "f", StartMode::Fresh).err().unwrap();
-        assert!(matches!(err, RunDirError::Unfinished { done: 2, .. }), "{err}");
-        let (_, stored) = RunDir::open(&dir, &plan(0), "f", StartMode::Resume).unwrap();
-        assert_eq!(stored, vec![1.0, 2.0]);
-        assert!(matches!(RunDir::open(&dir, &plan(1), "f", StartMode::Resume), Err(RunDirError::Different { .. })));
-        assert!(matches!(RunDir::open(&dir, &plan(0), "g", StartMode::Resume), Err(RunDirError::Different { .. })));
-        let (_, stored) = RunDir::open(&dir, &plan(1), "g", StartMode::Force).unwrap();
-        assert!(stored.is_empty());
+        let (_, mut store) = open(&dir, &plan(0), "f", StartMode::Fresh).unwrap();
+        store.append(0, &[1.0; 100]).unwrap();
+        drop(store);
+        let err = open(&dir, &plan(0), "f", StartMode::Fresh).err().unwrap();
+        assert!(matches!(err, RunDirError::Unfinished { done: 1, .. }), "{err}");
+        let (_, store) = open(&dir, &plan(0), "f", StartMode::Resume).unwrap();
+        assert_eq!(store.batches().len(), 1);
+        drop(store);
+        assert!(open(&dir, &plan(1), "f", StartMode::Resume).err().unwrap().to_string().contains("design"));
+        assert!(open(&dir, &plan(0), "g", StartMode::Resume).err().unwrap().to_string().contains("value function"));
+        let (_, store) = open(&dir, &plan(1), "g", StartMode::Force).unwrap();
+        assert!(store.batches().is_empty());
         assert!(matches!(
-            RunDir::open(&tmp.path().join("none"), &plan(0), "f", StartMode::Resume),
+            open(&tmp.path().join("none"), &plan(0), "f", StartMode::Resume),
             Err(RunDirError::NothingToResume(_))
         ));
     }

@@ -9,14 +9,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use spex::engine;
 use spex::explain::Explanation;
 use spex::io::{read_masks, read_values, write_masks};
 use spex::plan::{default_holdout, DecoderConfig, Design, Method, Plan, PlanSpec};
-use spex::report::ResultFile;
-use spex::rundir::{RunDir, StartMode};
+use spex::report::{write_reports, ResultFile};
+use spex::rundir::{RunDir, RunInfo, StartMode};
+use spex::runner::{self, RunOptions, RunOutcome};
+use spex::store::Shard;
 use spex::transform::Index;
-use spex::value::{demo, driver, ValueFunction};
+use spex::value::{demo, driver, ValueError, ValueFunction};
 
 #[derive(Parser)]
 #[command(name = "spex", version, about = "Batch ablation engine for interaction attribution (SPEX)")]
@@ -33,6 +34,8 @@ enum Command {
     Design(DesignArgs),
     /// Decode values computed for a design's masks.
     Decode(DecodeArgs),
+    /// Decode a sharded run once all its shards are done.
+    Merge(MergeArgs),
     /// Serve the built-in demo over the driver protocol on stdin/stdout (an example driver).
     DemoOracle,
     /// Benchmarks that print figures.
@@ -102,13 +105,20 @@ struct ExplainArgs {
     plan: PlanArgs,
     #[command(flatten)]
     show: ShowArgs,
-    /// Masks per batch sent to the value function.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
     /// Seconds to wait for a driver's answer to one batch before giving up.
     #[arg(long)]
     timeout: Option<f64>,
-    /// Run directory: design, values (kept as they arrive) and result.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Where and how a run executes.
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Masks per batch sent to the value function.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Run directory: design, sample store (kept batch by batch), reports.
     #[arg(long, default_value = "spex-out")]
     out: PathBuf,
     /// Continue the unfinished run in --out.
@@ -117,9 +127,53 @@ struct ExplainArgs {
     /// Discard whatever run is in --out and start over.
     #[arg(long)]
     force: bool,
-    /// No progress bar.
+    /// Compute only shard I of K (batches with id % K == I); `spex merge` decodes the shards.
+    #[arg(long, value_name = "I/K")]
+    shard: Option<Shard>,
+    /// Sync the sample store to disk every this many batches.
+    #[arg(long, default_value_t = 1)]
+    sync_every: usize,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "bar")]
+    log: LogMode,
+    /// No progress display (same as --log quiet).
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl RunArgs {
+    fn log_mode(&self) -> LogMode {
+        if self.quiet {
+            LogMode::Quiet
+        } else {
+            self.log
+        }
+    }
+
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            out: self.out.clone(),
+            mode: if self.resume {
+                StartMode::Resume
+            } else if self.force {
+                StartMode::Force
+            } else {
+                StartMode::Fresh
+            },
+            shard: self.shard.unwrap_or(Shard::ALL),
+            batch_size: self.batch_size.max(1),
+            sync_every: self.sync_every.max(1),
+            queue: 4,
+        }
+    }
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Run directory holding the shard stores (samples.shard-I-of-K.store).
+    dir: PathBuf,
+    #[command(flatten)]
+    show: ShowArgs,
 }
 
 #[derive(Args)]
@@ -219,6 +273,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Explain(args) => explain(args),
         Command::Design(args) => design(args),
         Command::Decode(args) => decode(args),
+        Command::Merge(args) => merge(args),
         Command::DemoOracle => {
             let stdin = std::io::stdin();
             Ok(driver::serve(stdin.lock(), std::io::stdout().lock(), &mut demo::demo_game())?)
@@ -235,7 +290,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn explain(args: ExplainArgs) -> Result<()> {
     let (n, names, function) = match (&args.oracle, args.n) {
-        (Some(cmd), Some(n)) => (n, None, cmd.clone()),
+        (Some(cmd), Some(n)) => (n, None, format!("driver: {cmd}")),
         (Some(_), None) => bail!("--oracle needs --n, the number of players"),
         (None, n) => {
             if n.is_some_and(|n| n != demo::WORDS.len()) {
@@ -245,70 +300,118 @@ fn explain(args: ExplainArgs) -> Result<()> {
         }
     };
     let plan = Plan::new(args.plan.spec(n))?;
-    let mode = if args.resume { StartMode::Resume } else if args.force { StartMode::Force } else { StartMode::Fresh };
-    let (run, mut values) = RunDir::open(&args.out, &plan, &function, mode)?;
-    let masks = plan.all_masks();
-    if values.len() < masks.len() {
-        let mut f: Box<dyn ValueFunction> = match &args.oracle {
-            Some(cmd) => {
-                let timeout = args.timeout.map(Duration::from_secs_f64);
-                let first_id = (values.len() / args.batch_size.max(1)) as u64;
-                Box::new(driver::Driver::spawn(cmd, timeout)?.with_first_id(first_id))
-            }
+    let info = RunInfo { function, players: names };
+    let timeout = args.timeout.map(Duration::from_secs_f64);
+    let oracle = args.oracle.clone();
+    let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
+        Ok(match &oracle {
+            Some(cmd) => Box::new(driver::Driver::spawn(cmd, timeout)?),
             None => Box::new(demo::demo_game()),
-        };
-        evaluate(&mut *f, &plan, &masks, &mut values, &run, &args)?;
-    }
-    let explanation = Explanation::decode(&plan, &values, &DecoderConfig::default())?;
-    let result = result_file(&explanation, &args.show, names.as_deref())?;
-    run.write_result(&result)?;
-    print_summary(&result, &args.show);
-    println!("wrote {}", run.result_path().display());
-    Ok(())
+        })
+    };
+    run_and_report(&plan, &info, &args.run, &args.show, &mut start)
 }
 
-/// Evaluates the remaining masks, appending every batch's values to the run directory.
-fn evaluate(
-    f: &mut dyn ValueFunction,
+/// Runs a plan into its directory with progress, then writes and prints the reports.
+fn run_and_report(
     plan: &Plan,
-    masks: &spex::mask::MaskBatch,
-    values: &mut Vec<f64>,
-    run: &RunDir,
-    args: &ExplainArgs,
+    info: &RunInfo,
+    run: &RunArgs,
+    show: &ShowArgs,
+    start: &mut dyn FnMut() -> Result<Box<dyn ValueFunction>, ValueError>,
 ) -> Result<()> {
-    let bar = progress_bar(masks.len(), values.len(), args.quiet);
-    let mut appender = run.appender()?;
-    let outcome = engine::evaluate(f, masks.as_slice(), args.batch_size, values, &mut |batch| {
-        appender.append(batch.values).map_err(|e| e.to_string())?;
-        bar.set_position(batch.done as u64);
-        Ok(())
-    });
-    bar.finish_and_clear();
-    if let Err(e) = outcome {
-        bail!(
-            "{e}\n{} of {} values are kept in {}; fix the problem and run the same command with --resume to continue",
-            values.len(),
-            masks.len(),
-            run.values_path().display()
-        );
+    let options = run.options();
+    let progress = Progress::new(run.log_mode(), plan.total_masks());
+    let (dir, outcome) = runner::run(plan, info, &options, start, &DecoderConfig::default(), &mut |p| progress.update(p))?;
+    progress.finish();
+    match outcome {
+        RunOutcome::ShardDone { stats, store } => {
+            println!(
+                "shard {}/{} done: {} masks in {:.1} s stored in {}; when every shard is done, run `spex merge {}`",
+                options.shard.index,
+                options.shard.count,
+                stats.masks,
+                stats.wall_seconds,
+                store.display(),
+                dir.dir().display()
+            );
+            Ok(())
+        }
+        RunOutcome::Complete { explanation, stats } => {
+            if stats.masks > 0 && run.log_mode() != LogMode::Quiet {
+                eprintln!(
+                    "evaluated {} masks in {:.1} s ({:.0} masks/s, engine overhead {:.1} %)",
+                    stats.masks,
+                    stats.wall_seconds,
+                    stats.masks as f64 / stats.wall_seconds.max(1e-9),
+                    100.0 * stats.overhead_share()
+                );
+            }
+            report(&dir, &explanation, show, info.players.as_deref())
+        }
     }
-    if !args.quiet {
-        eprintln!("evaluated {} masks ({} design + {} held-out)", masks.len(), plan.budget_used(), plan.holdout().len());
-    }
+}
+
+/// Writes the reports of a finished run and prints its summary.
+fn report(dir: &RunDir, explanation: &Explanation, show: &ShowArgs, names: Option<&[String]>) -> Result<()> {
+    let interactions = explanation.interactions(show.index, show.max_order.unwrap_or(explanation.degree))?;
+    let result = write_reports(dir, explanation, &interactions, names, show.top)?;
+    print_summary(&result, show);
+    println!("wrote {} (and interactions.csv, shapiq.json, report.html)", dir.result_path().display());
     Ok(())
 }
 
-fn progress_bar(total: usize, done: usize, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
+fn merge(args: MergeArgs) -> Result<()> {
+    let (dir, explanation) = runner::merge(&args.dir, &DecoderConfig::default())?;
+    let names = dir.info().and_then(|i| i.players);
+    report(&dir, &explanation, &args.show, names.as_deref())
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogMode {
+    /// A progress bar with masks/s and ETA.
+    Bar,
+    /// Nothing.
+    Quiet,
+    /// One JSON line per batch on stderr, for batch jobs.
+    Json,
+}
+
+/// The progress display of one run.
+struct Progress {
+    mode: LogMode,
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(mode: LogMode, total: usize) -> Self {
+        let bar = if mode == LogMode::Bar { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} masks  {msg}  ETA {eta}").expect("valid template"),
+        );
+        Progress { mode, bar }
     }
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} masks  {per_sec}  ETA {eta}")
-            .expect("valid template"),
-    );
-    bar.set_position(done as u64);
-    bar
+
+    fn update(&self, p: &runner::Progress) {
+        match self.mode {
+            LogMode::Bar => {
+                self.bar.set_length(p.total as u64);
+                self.bar.set_position(p.done as u64);
+                self.bar.set_message(format!("{:.0} masks/s", p.masks_per_second));
+            }
+            LogMode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "batch", "batch": p.batch, "done": p.done, "total": p.total,
+                    "masks_per_second": p.masks_per_second})
+            ),
+            LogMode::Quiet => {}
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 fn design(args: DesignArgs) -> Result<()> {

@@ -12,7 +12,7 @@ use super::regress::{fourier_features, Gram};
 use super::DecodeError;
 use crate::design::spex::SpexDesign;
 use crate::subset::Subset;
-use crate::transform::fwht::fwht_blocks;
+use crate::transform::fwht::fwht;
 use crate::transform::Fourier;
 
 /// Settings of the SPEX decoder. `Default` gives the reference's choices (soft decoding with
@@ -91,11 +91,26 @@ enum Bin {
 /// Decodes the values of a SPEX design (in the order of [`SpexDesign::masks`]).
 pub fn decode(design: &SpexDesign, values: &[f64], config: &SpexDecoderConfig) -> Result<SpexDecoded, DecodeError> {
     super::check_values(values, design.num_samples())?;
-    let mut diag = SpexDiagnostics { bins: design.groups() * design.block_len(), ..Default::default() };
     let clock = Instant::now();
-    let mut bins = bin_vectors(design, values);
-    diag.transform_seconds = clock.elapsed().as_secs_f64();
+    let mut bins = StreamingBins::new(design);
+    bins.push(0, values);
+    let transform_seconds = clock.elapsed().as_secs_f64();
+    let mut out = decode_bins(design, bins, values, config)?;
+    out.diagnostics.transform_seconds = transform_seconds;
+    Ok(out)
+}
 
+/// Decodes from block transforms already computed (by a [`StreamingBins`] fed while the values
+/// arrived) and the values themselves (for the refit).
+pub fn decode_bins(
+    design: &SpexDesign,
+    bins: StreamingBins,
+    values: &[f64],
+    config: &SpexDecoderConfig,
+) -> Result<SpexDecoded, DecodeError> {
+    super::check_values(values, design.num_samples())?;
+    let mut bins = bins.into_bins();
+    let mut diag = SpexDiagnostics { bins: design.groups() * design.block_len(), ..Default::default() };
     let clock = Instant::now();
     let p = design.num_delays();
     let mean_square = values.iter().map(|v| v * v).sum::<f64>() / values.len() as f64;
@@ -117,21 +132,71 @@ pub fn decode(design: &SpexDesign, values: &[f64], config: &SpexDecoderConfig) -
     Ok(SpexDecoded { fourier, diagnostics: diag })
 }
 
-/// Transforms every (group, delay) block and regroups the result by bin: entry
-/// `(c·2^b + j)·P + p` is `U_{c,p}[j] = 2^{-b} Σ_ℓ f(M_c ℓ + d_p)(−1)^{<j,ℓ>}`.
-fn bin_vectors(design: &SpexDesign, values: &[f64]) -> Vec<f64> {
-    let (p, len) = (design.num_delays(), design.block_len());
-    let mut blocks = values.to_vec();
-    fwht_blocks(&mut blocks, len);
-    let scale = 1.0 / len as f64;
-    let mut bins = vec![0.0; blocks.len()];
-    for (block, chunk) in blocks.chunks_exact(len).enumerate() {
-        let (c, delay) = (block / p, block % p);
-        for (j, &v) in chunk.iter().enumerate() {
-            bins[(c * len + j) * p + delay] = v * scale;
+/// The decoder's first step done as values arrive: each (group, delay) block of `2^b` samples
+/// is Walsh–Hadamard transformed as soon as its last value is in, and scattered into bin
+/// vectors — entry `(c·2^b + j)·P + p` is `U_{c,p}[j] = 2^{-b} Σ_ℓ f(M_c ℓ + d_p)(−1)^{<j,ℓ>}`.
+pub struct StreamingBins {
+    delays: usize,
+    block_len: usize,
+    raw: Vec<f64>,
+    filled: Vec<usize>,
+    bins: Vec<f64>,
+}
+
+impl StreamingBins {
+    /// Empty bins for `design`.
+    pub fn new(design: &SpexDesign) -> Self {
+        let total = design.num_samples();
+        StreamingBins {
+            delays: design.num_delays(),
+            block_len: design.block_len(),
+            raw: vec![0.0; total],
+            filled: vec![0; total / design.block_len()],
+            bins: vec![0.0; total],
         }
     }
-    bins
+
+    /// Takes the values of samples `start..start + values.len()` (indices past the design, such
+    /// as held-out masks, are ignored); every block this completes is transformed now. Each
+    /// sample must be pushed once.
+    pub fn push(&mut self, start: usize, values: &[f64]) {
+        let end = (start + values.len()).min(self.raw.len());
+        if start >= end {
+            return;
+        }
+        self.raw[start..end].copy_from_slice(&values[..end - start]);
+        let mut i = start;
+        while i < end {
+            let block = i / self.block_len;
+            let upto = end.min((block + 1) * self.block_len);
+            self.filled[block] += upto - i;
+            if self.filled[block] == self.block_len {
+                self.transform(block);
+            }
+            i = upto;
+        }
+    }
+
+    fn transform(&mut self, block: usize) {
+        let len = self.block_len;
+        let mut u = self.raw[block * len..(block + 1) * len].to_vec();
+        fwht(&mut u);
+        let (c, delay) = (block / self.delays, block % self.delays);
+        for (j, v) in u.into_iter().enumerate() {
+            self.bins[(c * len + j) * self.delays + delay] = v / len as f64;
+        }
+    }
+
+    /// Whether every block is in.
+    pub fn is_complete(&self) -> bool {
+        self.filled.iter().all(|&f| f == self.block_len)
+    }
+
+    /// The bin vectors (every block must be complete).
+    fn into_bins(self) -> Vec<f64> {
+        assert!(self.is_complete(), "every block must be in before decoding");
+        self.bins
+    }
 }
 
 fn energy(u: &[f64]) -> f64 {

@@ -6,7 +6,8 @@
 //! driver → spex     {"id":0,"values":[0.42,-1.3]}
 //! ```
 //!
-//! One request per batch, each answered in order before the next is sent; `id` counts batches.
+//! One request per batch, each answered before the next is sent; `id` is the batch id (batch `b`
+//! holds masks `b·batch_size ..` of the run, so a resumed run continues the numbering).
 //! A mask is a string of '0'/'1', one character per player (1 = kept). The driver must print
 //! nothing else on standard output (logs go to standard error, which spex passes through) and
 //! should exit when its standard input closes.
@@ -81,12 +82,6 @@ impl Driver {
             }
         });
         Ok(Driver { command: command.to_string(), child, stdin, lines, timeout, next_id: 0 })
-    }
-
-    /// Numbers the next request `id` (a resumed run continues its batch numbering).
-    pub fn with_first_id(mut self, id: u64) -> Self {
-        self.next_id = id;
-        self
     }
 
     fn send(&mut self, id: u64, masks: MaskSlice<'_>) -> Result<(), ValueError> {
@@ -167,6 +162,10 @@ impl ValueFunction for Driver {
         let values = parse_response(&line, id, masks.len())?;
         self.next_id += 1;
         Ok(values)
+    }
+
+    fn begin_batch(&mut self, batch: usize) {
+        self.next_id = batch as u64;
     }
 }
 

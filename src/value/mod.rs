@@ -28,6 +28,11 @@ pub enum ValueError {
 pub trait ValueFunction {
     /// Evaluates `masks`, returning one value per row.
     fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError>;
+
+    /// Called by the engine before [`evaluate`](Self::evaluate) with the id of the batch about to
+    /// be evaluated (batch `b` holds masks `b·batch_size ..` of the run). Most value functions
+    /// ignore it; the driver protocol uses it as the request id.
+    fn begin_batch(&mut self, _batch: usize) {}
 }
 
 impl<F> ValueFunction for F

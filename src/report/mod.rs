@@ -25,9 +25,14 @@
 //! its value with every player ablated and `value_all_kept` with every player kept. `players`
 //! (and each entry's `names`) appear when the players have names.
 
+pub mod html;
+
 use serde::{Deserialize, Serialize};
 
+use crate::rundir::{RunDir, RunDirError};
+
 use crate::explain::{Explanation, Timings};
+use crate::transform::interactions as compute_interactions;
 use crate::faithfulness::Faithfulness;
 use crate::plan::{Budget, Diagnostics, Method};
 use crate::subset::Subset;
@@ -116,4 +121,104 @@ impl ResultFile {
             players: names.map(<[String]>::to_vec),
         }
     }
+}
+
+/// The interactions as CSV: `rank,order,players,names,value` (players and names separated by
+/// spaces), by decreasing |value|, the constant term left out.
+pub fn interactions_csv(result: &ResultFile) -> String {
+    let mut out = String::from("rank,order,players,names,value\n");
+    let rows = result.interactions.iter().filter(|e| !e.players.is_empty());
+    for (rank, e) in rows.enumerate() {
+        let players: Vec<String> = e.players.players().iter().map(u32::to_string).collect();
+        let names = e.names.as_ref().map(|n| csv_field(&n.join(" "))).unwrap_or_default();
+        out += &format!("{},{},{},{},{:?}\n", rank + 1, e.players.len(), players.join(" "), names, e.value);
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// shapiq's name of an index (`None` for `fourier`, which shapiq has no index for).
+pub fn shapiq_index_name(index: Index) -> Option<&'static str> {
+    Some(match index {
+        Index::Fourier => return None,
+        Index::Moebius => "Moebius",
+        Index::Bv => "BV",
+        Index::Sv => "SV",
+        Index::Bii => "BII",
+        Index::Sii => "SII",
+        Index::Ksii => "k-SII",
+        Index::Stii => "STII",
+        Index::Fbii => "FBII",
+        Index::Fsii => "FSII",
+    })
+}
+
+/// The interactions as a shapiq `InteractionValues` JSON file (`InteractionValues.from_json_file`
+/// loads it): metadata plus `"data"` keyed by `"0,5,17"` (`"Empty"` for the constant term).
+/// `interactions` must be in an index shapiq knows (anything but `fourier`).
+pub fn shapiq_json(result: &ResultFile, interactions: &Interactions) -> Option<serde_json::Value> {
+    let index = shapiq_index_name(interactions.index)?;
+    let data: serde_json::Map<String, serde_json::Value> = interactions
+        .values
+        .iter()
+        .map(|(s, v)| {
+            let key = if s.is_empty() {
+                "Empty".to_string()
+            } else {
+                s.players().iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            };
+            (key, serde_json::json!(v))
+        })
+        .collect();
+    let baseline = interactions.get(&Subset::empty());
+    Some(serde_json::json!({
+        "object_name": "InteractionValues",
+        "data_type": "interaction_values",
+        "version": "1.4.1",
+        "created_from": format!("spex {} (n = {}, seed = {})", result.method, result.n, result.seed),
+        "description": null,
+        "parameters": {},
+        "metadata": {
+            "n_players": result.n,
+            "index": index,
+            "max_order": interactions.max_order,
+            "min_order": 0,
+            "estimated": true,
+            "estimation_budget": result.budget.used,
+            "baseline_value": baseline,
+        },
+        "data": data,
+    }))
+}
+
+/// Writes the reports of a finished run into its directory: `result.json`, `interactions.csv`,
+/// `shapiq.json` (in the requested index, or Möbius when that is `fourier`, which shapiq lacks)
+/// and `report.html`. Returns the result file.
+pub fn write_reports(
+    run: &RunDir,
+    explanation: &Explanation,
+    interactions: &Interactions,
+    names: Option<&[String]>,
+    top: usize,
+) -> Result<ResultFile, RunDirError> {
+    let result = ResultFile::new(explanation, interactions, names);
+    run.write_file("result.json", &(serde_json::to_string_pretty(&result).expect("serialises") + "\n"))?;
+    run.write_file("interactions.csv", &interactions_csv(&result))?;
+    // shapiq has no Fourier index: export the Möbius form then (it cannot fail where the
+    // Fourier listing at the same order succeeded, but a refusal only skips the file).
+    let moebius = (interactions.index == Index::Fourier)
+        .then(|| compute_interactions(&explanation.fourier, Index::Moebius, interactions.max_order).ok())
+        .flatten();
+    if let Some(shapiq) = shapiq_json(&result, moebius.as_ref().unwrap_or(interactions)) {
+        run.write_file("shapiq.json", &(serde_json::to_string_pretty(&shapiq).expect("serialises") + "\n"))?;
+    }
+    run.write_file("report.html", &html::render(&result, &explanation.holdout, top))?;
+    Ok(result)
 }
