@@ -2,7 +2,7 @@
 //! values file one number per line. Lines starting with `#` are comments and blank lines are
 //! skipped in both. Every error names the file and the 1-based line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -61,9 +61,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
     move |source| FormatError::Io { path: path.to_path_buf(), source }
 }
 
-/// The data lines of a text file with their 1-based line numbers. With `drop_unterminated`, a
-/// last line without its newline (a write cut short) is left out.
-fn data_lines(path: &Path, drop_unterminated: bool) -> Result<Vec<(usize, String)>, FormatError> {
+/// The data lines of a text file with their 1-based line numbers.
+fn data_lines(path: &Path) -> Result<Vec<(usize, String)>, FormatError> {
     let file = File::open(path).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
     let mut out = Vec::new();
@@ -75,9 +74,6 @@ fn data_lines(path: &Path, drop_unterminated: bool) -> Result<Vec<(usize, String
             break;
         }
         number += 1;
-        if drop_unterminated && !buf.ends_with('\n') {
-            break;
-        }
         let text = buf.trim();
         if !text.is_empty() && !text.starts_with('#') {
             out.push((number, text.to_string()));
@@ -89,7 +85,7 @@ fn data_lines(path: &Path, drop_unterminated: bool) -> Result<Vec<(usize, String
 /// Reads a masks file. All masks must have the same number of players: `n` when given, else
 /// that of the first mask.
 pub fn read_masks(path: &Path, n: Option<usize>) -> Result<MaskBatch, FormatError> {
-    let lines = data_lines(path, false)?;
+    let lines = data_lines(path)?;
     let mut batch: Option<MaskBatch> = n.map(MaskBatch::new);
     for (line, text) in lines {
         let err = |source| FormatError::Mask { path: path.to_path_buf(), line, source };
@@ -119,16 +115,7 @@ pub fn write_masks(path: &Path, header: &[String], masks: &[MaskSlice<'_>]) -> R
 
 /// Reads a values file (every data line one finite number).
 pub fn read_values(path: &Path) -> Result<Vec<f64>, FormatError> {
-    parse_values(path, data_lines(path, false)?)
-}
-
-/// Reads the values a run has appended so far, leaving out a last line whose write was cut
-/// short. A missing file reads as no values.
-pub fn read_values_for_resume(path: &Path) -> Result<Vec<f64>, FormatError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    parse_values(path, data_lines(path, true)?)
+    parse_values(path, data_lines(path)?)
 }
 
 fn parse_values(path: &Path, lines: Vec<(usize, String)>) -> Result<Vec<f64>, FormatError> {
@@ -145,39 +132,6 @@ fn parse_values(path: &Path, lines: Vec<(usize, String)>) -> Result<Vec<f64>, Fo
             }
         })
         .collect()
-}
-
-/// Appends values to a file, one per line, made durable (fsync) on every [`append`](Self::append)
-/// so that a crash loses at most the batch being written.
-pub struct ValuesAppender {
-    path: PathBuf,
-    file: File,
-}
-
-impl ValuesAppender {
-    /// Opens `path` for appending. With `truncate_to` = `Some(k)`, the file is first cut back to
-    /// its first `k` data values (dropping a torn last line) so that appending continues cleanly.
-    pub fn open(path: &Path, truncate_to: Option<usize>) -> Result<Self, FormatError> {
-        if let Some(keep) = truncate_to {
-            let kept = read_values_for_resume(path)?;
-            let text: String = kept.iter().take(keep).map(|v| format!("{v:?}\n")).collect();
-            std::fs::write(path, text).map_err(io_error(path))?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
-        Ok(ValuesAppender { path: path.to_path_buf(), file })
-    }
-
-    /// Appends `values` (full precision) and syncs them to disk.
-    pub fn append(&mut self, values: &[f64]) -> Result<(), FormatError> {
-        let text: String = values.iter().map(|v| format!("{v:?}\n")).collect();
-        self.file.write_all(text.as_bytes()).map_err(io_error(&self.path))?;
-        self.file.sync_data().map_err(io_error(&self.path))
-    }
-
-    /// The file being appended to.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]
@@ -209,19 +163,5 @@ mod tests {
         assert!(read_values(&p).unwrap_err().to_string().contains(":2: \"abc\" is not a number"));
         std::fs::write(&p, "1\n2\n3").unwrap();
         assert_eq!(read_values(&p).unwrap(), vec![1.0, 2.0, 3.0]);
-        assert_eq!(read_values_for_resume(&p).unwrap(), vec![1.0, 2.0], "torn last line dropped");
-    }
-
-    #[test]
-    fn appender_resumes_after_torn_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("v.txt");
-        let mut a = ValuesAppender::open(&p, None).unwrap();
-        a.append(&[0.1, 1.0 / 3.0]).unwrap();
-        drop(a);
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"0.12").unwrap();
-        let mut a = ValuesAppender::open(&p, Some(2)).unwrap();
-        a.append(&[7.0]).unwrap();
-        assert_eq!(read_values(&p).unwrap(), vec![0.1, 1.0 / 3.0, 7.0]);
     }
 }
