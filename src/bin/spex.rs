@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use spex::engine;
@@ -16,6 +17,10 @@ use spex::plan::{default_holdout, DecoderConfig, Design, Method, Plan, PlanSpec}
 use spex::report::ResultFile;
 use spex::rundir::{RunDir, StartMode};
 use spex::transform::Index;
+use spex::value::data::{
+    player_names, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind, Precision, Target,
+    TrainConfig, ValueSpec,
+};
 use spex::value::{demo, driver, ValueFunction};
 
 #[derive(Parser)]
@@ -29,6 +34,9 @@ struct Cli {
 enum Command {
     /// Explain a function of n players: the built-in demo, or a driver program (--oracle).
     Explain(ExplainArgs),
+    /// Data attribution: players are training examples, a mask a training subset, the value a
+    /// test prediction of a model trained on it.
+    Data(DataArgs),
     /// Write the masks of a design (one per line) and its design file beside them.
     Design(DesignArgs),
     /// Decode values computed for a design's masks.
@@ -102,12 +110,19 @@ struct ExplainArgs {
     plan: PlanArgs,
     #[command(flatten)]
     show: ShowArgs,
-    /// Masks per batch sent to the value function.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
     /// Seconds to wait for a driver's answer to one batch before giving up.
     #[arg(long)]
     timeout: Option<f64>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How a run is stored and shown while it runs (shared by `explain` and `data`).
+#[derive(Args)]
+struct RunArgs {
+    /// Masks per batch sent to the value function.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
     /// Run directory: design, values (kept as they arrive) and result.
     #[arg(long, default_value = "spex-out")]
     out: PathBuf,
@@ -120,6 +135,74 @@ struct ExplainArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// Which model `spex data` trains.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ModelArg {
+    /// Multinomial logistic regression.
+    Logreg,
+    /// One hidden tanh layer (--hidden units), then softmax.
+    Mlp,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Training examples: a numeric CSV file of feature columns and a label column, one example
+    /// (one player) per row.
+    #[arg(long)]
+    train: PathBuf,
+    /// Test examples, with the same columns [default: the --train file, so that the test example
+    /// is also a player].
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// 0-based data row of the test example in the test file (header not counted); without it,
+    /// `--target loss` is the mean loss over the whole test file.
+    #[arg(long)]
+    test_index: Option<usize>,
+    /// Label column: a header name or a 0-based position.
+    #[arg(long, default_value = "last")]
+    label: Column,
+    /// Id column naming the examples [default: none; examples are named by their 0-based row].
+    #[arg(long)]
+    id: Option<Column>,
+    /// Header line: auto (the first line is a header when none of its fields is a number), yes, no.
+    #[arg(long, default_value = "auto")]
+    header: HeaderMode,
+    /// Model trained on each subset.
+    #[arg(long, value_enum, default_value = "logreg")]
+    model: ModelArg,
+    /// Hidden units of the MLP.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+    /// Value of a subset: margin or logodds of --class at the test example, or loss (cross-entropy).
+    #[arg(long, default_value = "margin")]
+    target: Target,
+    /// Class of the margin or log-odds: true (the test example's label), predicted (by the model
+    /// trained on every example), or a class label.
+    #[arg(long, default_value = "true")]
+    class: ClassChoice,
+    /// Full-batch gradient-descent steps per model.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Step size [default: 1/L for the curvature bound L of the full training set].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// L2 penalty on the weights.
+    #[arg(long, default_value_t = 1e-3)]
+    l2: f64,
+    /// Seed of the models' initialisation (the MLP's; logistic regression starts at zero).
+    #[arg(long, default_value_t = 0)]
+    init_seed: u64,
+    /// Train in 64-bit floats (default: 32-bit).
+    #[arg(long)]
+    f64: bool,
+    #[command(flatten)]
+    plan: PlanArgs,
+    #[command(flatten)]
+    show: ShowArgs,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -217,6 +300,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Explain(args) => explain(args),
+        Command::Data(args) => data(args),
         Command::Design(args) => design(args),
         Command::Decode(args) => decode(args),
         Command::DemoOracle => {
@@ -245,24 +329,40 @@ fn explain(args: ExplainArgs) -> Result<()> {
         }
     };
     let plan = Plan::new(args.plan.spec(n))?;
-    let mode = if args.resume { StartMode::Resume } else if args.force { StartMode::Force } else { StartMode::Fresh };
-    let (run, mut values) = RunDir::open(&args.out, &plan, &function, mode)?;
-    let masks = plan.all_masks();
-    if values.len() < masks.len() {
-        let mut f: Box<dyn ValueFunction> = match &args.oracle {
+    run_plan(&plan, &function, names.as_deref(), &args.run, &args.show, |done| {
+        Ok(match &args.oracle {
             Some(cmd) => {
                 let timeout = args.timeout.map(Duration::from_secs_f64);
-                let first_id = (values.len() / args.batch_size.max(1)) as u64;
+                let first_id = (done / args.run.batch_size.max(1)) as u64;
                 Box::new(driver::Driver::spawn(cmd, timeout)?.with_first_id(first_id))
             }
             None => Box::new(demo::demo_game()),
-        };
-        evaluate(&mut *f, &plan, &masks, &mut values, &run, &args)?;
+        })
+    })
+}
+
+/// Opens the run directory for `plan` and `function` (resuming or refusing as asked), evaluates
+/// the masks still missing with the value function `make` builds (given the number of values
+/// already stored), decodes, writes `result.json` and prints the summary.
+fn run_plan(
+    plan: &Plan,
+    function: &str,
+    names: Option<&[String]>,
+    args: &RunArgs,
+    show: &ShowArgs,
+    make: impl FnOnce(usize) -> Result<Box<dyn ValueFunction>>,
+) -> Result<()> {
+    let mode = if args.resume { StartMode::Resume } else if args.force { StartMode::Force } else { StartMode::Fresh };
+    let (run, mut values) = RunDir::open(&args.out, plan, function, mode)?;
+    let masks = plan.all_masks();
+    if values.len() < masks.len() {
+        let mut f = make(values.len())?;
+        evaluate(&mut *f, plan, &masks, &mut values, &run, args)?;
     }
-    let explanation = Explanation::decode(&plan, &values, &DecoderConfig::default())?;
-    let result = result_file(&explanation, &args.show, names.as_deref())?;
+    let explanation = Explanation::decode(plan, &values, &DecoderConfig::default())?;
+    let result = result_file(&explanation, show, names)?;
     run.write_result(&result)?;
-    print_summary(&result, &args.show);
+    print_summary(&result, show);
     println!("wrote {}", run.result_path().display());
     Ok(())
 }
@@ -274,7 +374,7 @@ fn evaluate(
     masks: &spex::mask::MaskBatch,
     values: &mut Vec<f64>,
     run: &RunDir,
-    args: &ExplainArgs,
+    args: &RunArgs,
 ) -> Result<()> {
     let bar = progress_bar(masks.len(), values.len(), args.quiet);
     let mut appender = run.appender()?;
@@ -296,6 +396,76 @@ fn evaluate(
         eprintln!("evaluated {} masks ({} design + {} held-out)", masks.len(), plan.budget_used(), plan.holdout().len());
     }
     Ok(())
+}
+
+fn data(args: DataArgs) -> Result<()> {
+    let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
+    let train = Features::from_csv(&args.train, &csv)?;
+    let test_path = args.test.as_ref().unwrap_or(&args.train);
+    let test = match &args.test {
+        Some(path) => Features::from_csv(path, &csv)?,
+        None => train.clone(),
+    };
+    let spec = ValueSpec { target: args.target, test: args.test_index, class: args.class.clone() };
+    let model = match args.model {
+        ModelArg::Logreg => ModelKind::LogReg,
+        ModelArg::Mlp => ModelKind::Mlp { hidden: args.hidden },
+    };
+    let precision = if args.f64 { Precision::F64 } else { Precision::F32 };
+    let config = TrainConfig { model, steps: args.steps, lr: args.lr, l2: args.l2, seed: args.init_seed, precision, ..TrainConfig::default() };
+    // The value function is built before the run directory is opened, so that bad input fails
+    // before anything is written.
+    let value = DataValue::new(&train, &test, &spec, config, &Device::Cpu)?;
+    let what = match (value.class(), args.test_index) {
+        (Some(k), Some(i)) => format!(
+            "{} of class {:?} at test example {i} ({}:{})",
+            args.target, train.classes[k], test.ids[i], test.label(i)
+        ),
+        (None, Some(i)) => format!("loss at test example {i} ({}:{})", test.ids[i], test.label(i)),
+        _ => format!("mean loss over the {} test examples", test.rows()),
+    };
+    println!(
+        "data: {} training examples, {} features, {} classes; {}, {} steps of size {:.4}; value: {what}",
+        train.rows(),
+        train.dim,
+        train.classes.len(),
+        match model {
+            ModelKind::LogReg => "logistic regression".to_string(),
+            ModelKind::Mlp { hidden } => format!("MLP with {hidden} hidden units"),
+        },
+        args.steps,
+        value.trainer().learning_rate()
+    );
+    let function = format!(
+        "data train={} ({}) test={} ({}) label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
+         init_seed={} f64={} target={} class={} test_index={:?}",
+        args.train.display(),
+        fingerprint(&args.train)?,
+        test_path.display(),
+        fingerprint(test_path)?,
+        args.label,
+        args.id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        args.header,
+        model,
+        args.steps,
+        args.lr,
+        args.l2,
+        args.init_seed,
+        args.f64,
+        args.target,
+        args.class,
+        args.test_index
+    );
+    let plan = Plan::new(args.plan.spec(train.rows()))?;
+    let names = player_names(&train);
+    run_plan(&plan, &function, Some(&names), &args.run, &args.show, |_| Ok(Box::new(value)))
+}
+
+/// Size and FNV-1a hash of a file's bytes: a resumed run must see the same data.
+fn fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    Ok(format!("{} bytes, fnv1a {hash:016x}", bytes.len()))
 }
 
 fn progress_bar(total: usize, done: usize, quiet: bool) -> ProgressBar {
