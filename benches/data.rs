@@ -3,9 +3,16 @@
 //!
 //! `cargo bench --bench data` runs the issue's setting: n = 1 000 training examples, 64
 //! features, 10 classes, 200 full-batch steps, batches of 256 masks keeping each example with
-//! probability ½, on the machine's cores (set `RAYON_NUM_THREADS` to pin them). Arguments:
-//! `--sequential K` (models timed one at a time, default 32; their rate is per model, so fewer
-//! suffice), `--reps R` (timed batches, default 3), `--mlp-only`, `--logreg-only`.
+//! probability ½, on the machine's cores. Arguments: `--sequential K` (models timed one at a
+//! time, default 32; their rate is per model, so fewer suffice), `--reps R` (timed batches,
+//! default 3), `--mlp-only`, `--logreg-only`.
+//!
+//! Two process settings make the comparison fair and are printed: glibc's allocator keeps freed
+//! memory ([`spex::value::data::tune_allocator`]), and `RAYON_NUM_THREADS` is set to the number
+//! of cores when unset — otherwise candle reads `/proc/cpuinfo` on every matmul to count
+//! physical cores, which costs the one-at-a-time training (two small matmuls per step) about
+//! 40% of its time and would inflate the speedup. The last line is the floor the batched
+//! logistic regression cannot beat: its two GEMMs per step at the GEMM throughput measured here.
 
 use std::time::Instant;
 
@@ -14,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spex::mask::{Mask, MaskBatch};
 use spex::planted::standard_normal;
-use spex::value::data::{BatchTrainer, Features, ModelKind, Standardizer, TrainConfig};
+use spex::value::data::{tune_allocator, BatchTrainer, Features, ModelKind, Standardizer, TrainConfig};
 
 const N: usize = 1000;
 const DIM: usize = 64;
@@ -61,6 +68,11 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        std::env::set_var("RAYON_NUM_THREADS", cores.to_string()); // before any thread starts
+    }
+    let tuned = tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let sequential = arg(&args, "--sequential", 32).clamp(1, BATCH);
     let reps = arg(&args, "--reps", 3).max(1);
@@ -70,7 +82,8 @@ fn main() {
     let threads = rayon::current_num_threads();
     println!(
         "data attribution: n = {N}, {DIM} features, {CLASSES} classes, {STEPS} steps, batch of {BATCH} masks, \
-         {threads} threads, f32, CPU"
+         {threads} threads (RAYON_NUM_THREADS={}), f32, CPU, allocator tuned: {tuned}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_default()
     );
     let mut models = vec![];
     if !args.iter().any(|a| a == "--mlp-only") {
@@ -111,4 +124,19 @@ fn main() {
             println!("{name:<10} {mode:<34} {secs:>10.3} {rate:>14.1} {:>8.1}x", rate / seq_rate);
         }
     }
+    // The floor: per step, X·W and Xᵀ·R with X of n × (d+1) and W of (d+1) × (256·10).
+    let x = candle_core::Tensor::ones((N, DIM + 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let w = candle_core::Tensor::ones((DIM + 1, BATCH * CLASSES), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let secs = time(20, || {
+        x.matmul(&w).unwrap();
+    });
+    let gflops = 2.0 * (N * (DIM + 1) * BATCH * CLASSES) as f64 / secs / 1e9;
+    let floor = 2.0 * secs * STEPS as f64;
+    println!(
+        "GEMM {N}x{}x{}: {gflops:.1} GFLOPS; the batched logistic regression's two GEMMs per step alone take \
+         {floor:.3} s per batch ({:.1} trainings/s at most)",
+        DIM + 1,
+        BATCH * CLASSES,
+        BATCH as f64 / floor
+    );
 }

@@ -18,8 +18,8 @@ use spex::report::ResultFile;
 use spex::rundir::{RunDir, StartMode};
 use spex::transform::Index;
 use spex::value::data::{
-    player_names, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind, Precision, Target,
-    TrainConfig, ValueSpec,
+    player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
+    Precision, Target, TrainConfig, ValueSpec,
 };
 use spex::value::{demo, driver, ValueFunction};
 
@@ -399,6 +399,8 @@ fn evaluate(
 }
 
 fn data(args: DataArgs) -> Result<()> {
+    // Training allocates and frees large tensors every step; keep the memory (glibc only).
+    tune_allocator();
     let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
     let train = Features::from_csv(&args.train, &csv)?;
     let test_path = args.test.as_ref().unwrap_or(&args.train);

@@ -30,28 +30,62 @@ pub(crate) trait Real:
     fn from_f64(v: f64) -> Self;
 }
 
-macro_rules! real {
-    ($t:ty) => {
-        impl Real for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
-            }
-            fn from_f64(v: f64) -> Self {
-                v as $t
-            }
-        }
-    };
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        fast_exp(self)
+    }
+    fn tanh(self) -> Self {
+        // tanh|x| = (1 − e^{−2|x|}) / (1 + e^{−2|x|}), no overflow; absolute error ~1e-7.
+        let e = fast_exp(-2.0 * self.abs());
+        ((1.0 - e) / (1.0 + e)).copysign(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
 }
-real!(f32);
-real!(f64);
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f64::max(self, other)
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// `e^x` in `f32` without a library call, so that loops over it vectorise: `x = k·ln 2 + f`
+/// with `k` an integer (Cody–Waite split of ln 2) and `|f| ≤ ½ ln 2`, `e^f` by its degree-7
+/// Taylor polynomial (remainder below 5e-9), `2^k` put into the exponent bits. Relative error
+/// within a few ulps of `f32`; inputs are clamped to `[−87, 88]` (results stay normal).
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer held in the low bits
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let k_bits = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32); // k as an integer
+    let k = t - ROUND;
+    let f = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((k_bits + 127) << 23) as u32)
+}
 
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {
@@ -79,12 +113,16 @@ fn for_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) 
 
 /// `R = w ⊙ (softmax(Z + bias) − onehot(y))` over the last axis of logits `Z: [P, Q, C]`, with
 /// example weights `w: [P, Q]`, the examples along `axis` (0 or 1) and an optional bias
-/// `[P, C]` (as a third input). Rows of zero weight are zero, without a softmax.
+/// `[P, C]` (as a third input). Only the entries listed in `kept` are computed (the rest are
+/// zero): the masks are fixed for a whole training run, so the lists are made once.
 pub(crate) struct SoftmaxResidual {
     /// Class of every example.
     pub labels: Arc<[u32]>,
     /// The axis of `Z` that runs over examples.
     pub axis: usize,
+    /// For every index along the first axis, the indices along the second whose weight is not
+    /// zero, ascending.
+    pub kept: Arc<[Vec<u32>]>,
 }
 
 impl SoftmaxResidual {
@@ -93,28 +131,31 @@ impl SoftmaxResidual {
         for_chunks(&mut out, q * c, |i, out| {
             let (z, w) = (&z[i * q * c..(i + 1) * q * c], &w[i * q..(i + 1) * q]);
             let bias = bias.map(|b| &b[i * c..(i + 1) * c]);
-            for j in 0..q {
-                let wt = w[j];
-                if wt == T::ZERO {
-                    continue;
-                }
-                let label = self.labels[if self.axis == 0 { i } else { j }] as usize;
-                let (z, out) = (&z[j * c..(j + 1) * c], &mut out[j * c..(j + 1) * c]);
+            // Shifted logits of the kept examples, packed, then one exp loop over all of them
+            // (branch-free, so it vectorises), then normalise and scatter.
+            let kept = &self.kept[i];
+            let mut e = Vec::with_capacity(kept.len() * c);
+            for &j in kept {
+                let j = j as usize;
+                let z = &z[j * c..(j + 1) * c];
+                let start = e.len();
                 match bias {
-                    Some(b) => out.iter_mut().zip(z).zip(b).for_each(|((o, &z), &b)| *o = z + b),
-                    None => out.copy_from_slice(z),
+                    Some(b) => e.extend(z.iter().zip(b).map(|(&z, &b)| z + b)),
+                    None => e.extend_from_slice(z),
                 }
-                let max = out.iter().fold(out[0], |m, &v| m.max(v));
-                let mut sum = T::ZERO;
-                for o in out.iter_mut() {
-                    *o = (*o - max).exp();
-                    sum = sum + *o;
-                }
-                let scale = wt / sum;
-                for o in out.iter_mut() {
-                    *o = *o * scale;
-                }
-                out[label] = out[label] - wt;
+                let row = &mut e[start..];
+                let max = row.iter().fold(row[0], |m, &v| m.max(v));
+                row.iter_mut().for_each(|v| *v = *v - max);
+            }
+            e.iter_mut().for_each(|v| *v = v.exp());
+            for (&j, e) in kept.iter().zip(e.chunks_exact(c)) {
+                let j = j as usize;
+                let label = self.labels[if self.axis == 0 { i } else { j }] as usize;
+                let sum = e.iter().fold(T::ZERO, |s, &v| s + v);
+                let scale = w[j] / sum;
+                let out = &mut out[j * c..(j + 1) * c];
+                out.iter_mut().zip(e).for_each(|(o, &v)| *o = v * scale);
+                out[label] = out[label] - w[j];
             }
         });
         out
@@ -127,7 +168,7 @@ impl SoftmaxResidual {
         bias: Option<(&CpuStorage, &Layout)>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (p, q, c) = z.1.shape().dims3()?;
-        if w.1.shape().dims() != [p, q] {
+        if w.1.shape().dims() != [p, q] || self.kept.len() != p {
             candle_core::bail!("softmax residual: weights {:?} for logits {:?}", w.1.shape(), z.1.shape());
         }
         if let Some((_, l)) = bias {
@@ -315,5 +356,26 @@ impl InplaceOp2 for SgdStep {
             _ => candle_core::bail!("sgd step: f32 or f64 inputs of one type"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_and_tanh_are_accurate() {
+        let mut worst_exp: f64 = 0.0;
+        let mut worst_tanh: f64 = 0.0;
+        for i in -80_000..=80_000 {
+            let x = i as f32 / 1000.0;
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max(((fast_exp(x) as f64) - want).abs() / want);
+            worst_tanh = worst_tanh.max(((Real::tanh(x) as f64) - (x as f64).tanh()).abs());
+        }
+        assert!(worst_exp < 4e-7, "exp relative error {worst_exp}");
+        assert!(worst_tanh < 2e-7, "tanh absolute error {worst_tanh}");
+        assert_eq!(fast_exp(-1000.0), fast_exp(-87.0));
+        assert!(fast_exp(-87.0) > 0.0 && fast_exp(1000.0).is_finite());
     }
 }

@@ -343,12 +343,19 @@ impl BatchTrainer {
         // [B, n] for the MLP (its output layer is per model).
         let example_major = matches!(self.config.model, ModelKind::LogReg);
         let mut weights = vec![0.0; n * b];
+        let mut kept: Vec<Vec<u32>> = vec![Vec::new(); if example_major { n } else { b }];
         for (j, m) in masks.iter().enumerate() {
             let w = 1.0 / counts[j].max(1) as f64;
             for i in m.kept() {
                 weights[if example_major { i * b + j } else { j * n + i }] = w;
+                if example_major {
+                    kept[i].push(j as u32);
+                } else {
+                    kept[j].push(i as u32);
+                }
             }
         }
+        let kept: Arc<[Vec<u32>]> = kept.into();
         let weights = host_tensor(&weights, if example_major { (n, b) } else { (b, n) }, self.dtype, &self.device)?;
         let tensor = |data: &[f64], shape: &[usize]| host_tensor(data, shape, self.dtype, &self.device);
         let per_column = |width: usize| lrs.iter().flat_map(|&lr| std::iter::repeat_n(lr, width)).collect::<Vec<f64>>();
@@ -358,7 +365,7 @@ impl BatchTrainer {
                 let mut w = tensor(&side_by_side(w0, d1, c, b), &[d1, b * c])?;
                 for _ in 0..self.config.steps {
                     let z = self.x.matmul(&w)?.reshape((n, b, c))?; // [n, B, C]
-                    let r = self.residual(&z, &weights, None, 0)?.reshape((n, b * c))?;
+                    let r = self.residual(&z, &weights, &kept, None, 0)?.reshape((n, b * c))?;
                     let g = self.xt.matmul(&r)?; // [d+1, B·C]
                     w = update.apply(w, &g)?;
                 }
@@ -376,7 +383,7 @@ impl BatchTrainer {
                     let a = self.tanh(self.x.matmul(&w1)?)?.reshape((n, b, h))?; // [n, B, H]
                     let a_bnh = a.transpose(0, 1)?; // [B, n, H], a view
                     let z = a_bnh.matmul(&w2)?; // [B, n, C], bias added by the residual
-                    let r = self.residual(&z, &weights, Some(&b2), 1)?; // [B, n, C]
+                    let r = self.residual(&z, &weights, &kept, Some(&b2), 1)?; // [B, n, C]
                     let g2 = a_bnh.transpose(1, 2)?.matmul(&r)?; // [B, H, C]
                     let gb2 = r.sum_keepdim(1)?; // [B, 1, C]
                     let da = r.matmul(&w2.transpose(1, 2)?)?; // [B, n, H]
@@ -393,10 +400,18 @@ impl BatchTrainer {
     }
 
     /// `R = w ⊙ (softmax(Z + bias) − onehot(y))` for logits `Z: [P, Q, C]`, example weights
-    /// `[P, Q]` and an optional bias `[P, 1, C]`, the examples along `axis` (0 or 1).
-    fn residual(&self, z: &Tensor, weights: &Tensor, bias: Option<&Tensor>, axis: usize) -> Result<Tensor, DataError> {
+    /// `[P, Q]` (non-zero where `kept` lists them) and an optional bias `[P, 1, C]`, the
+    /// examples along `axis` (0 or 1).
+    fn residual(
+        &self,
+        z: &Tensor,
+        weights: &Tensor,
+        kept: &Arc<[Vec<u32>]>,
+        bias: Option<&Tensor>,
+        axis: usize,
+    ) -> Result<Tensor, DataError> {
         if self.fused() {
-            let op = SoftmaxResidual { labels: self.labels.clone(), axis };
+            let op = SoftmaxResidual { labels: self.labels.clone(), axis, kept: kept.clone() };
             let z = z.contiguous()?;
             return Ok(match bias {
                 Some(bias) => z.apply_op3_no_bwd(weights, &bias.contiguous()?, &op)?,
