@@ -131,8 +131,8 @@ pub enum Column {
 
 impl FromStr for Column {
     type Err = String;
-    /// A non-negative integer is a position, `last` (or `-1`) the last column, anything else a
-    /// header name. A header name that looks like a number is still found: names are tried first.
+    /// `last` (or `-1`) is the last column; anything else is looked up as a header name first
+    /// and, failing that, read as a 0-based position (so a header named `3` wins over column 3).
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() {
