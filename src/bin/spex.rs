@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,6 +18,10 @@ use spex::rundir::{RunDir, RunInfo, StartMode};
 use spex::runner::{self, RunOptions, RunOutcome};
 use spex::store::Shard;
 use spex::transform::Index;
+use spex::value::data::{
+    player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
+    Precision, Target, TrainConfig, ValueSpec,
+};
 use spex::value::{demo, driver, ValueError, ValueFunction};
 
 #[derive(Parser)]
@@ -30,6 +35,9 @@ struct Cli {
 enum Command {
     /// Explain a function of n players: the built-in demo, or a driver program (--oracle).
     Explain(ExplainArgs),
+    /// Data attribution: players are training examples, a mask a training subset, the value a
+    /// test prediction of a model trained on it.
+    Data(DataArgs),
     /// Write the masks of a design (one per line) and its design file beside them.
     Design(DesignArgs),
     /// Decode values computed for a design's masks.
@@ -176,6 +184,74 @@ struct MergeArgs {
     show: ShowArgs,
 }
 
+/// Which model `spex data` trains.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ModelArg {
+    /// Multinomial logistic regression.
+    Logreg,
+    /// One hidden tanh layer (--hidden units), then softmax.
+    Mlp,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Training examples: a numeric CSV file of feature columns and a label column, one example
+    /// (one player) per row.
+    #[arg(long)]
+    train: PathBuf,
+    /// Test examples, with the same columns [default: the --train file, so that the test example
+    /// is also a player].
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// 0-based data row of the test example in the test file (header not counted); without it,
+    /// `--target loss` is the mean loss over the whole test file.
+    #[arg(long)]
+    test_index: Option<usize>,
+    /// Label column: a header name or a 0-based position.
+    #[arg(long, default_value = "last")]
+    label: Column,
+    /// Id column naming the examples [default: none; examples are named by their 0-based row].
+    #[arg(long)]
+    id: Option<Column>,
+    /// Header line: auto (the first line is a header when none of its fields is a number), yes, no.
+    #[arg(long, default_value = "auto")]
+    header: HeaderMode,
+    /// Model trained on each subset.
+    #[arg(long, value_enum, default_value = "logreg")]
+    model: ModelArg,
+    /// Hidden units of the MLP.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+    /// Value of a subset: margin or logodds of --class at the test example, or loss (cross-entropy).
+    #[arg(long, default_value = "margin")]
+    target: Target,
+    /// Class of the margin or log-odds: true (the test example's label), predicted (by the model
+    /// trained on every example), or a class label.
+    #[arg(long, default_value = "true")]
+    class: ClassChoice,
+    /// Full-batch gradient-descent steps per model.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Step size [default: 1/L for the curvature bound L of the full training set].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// L2 penalty on the weights.
+    #[arg(long, default_value_t = 1e-3)]
+    l2: f64,
+    /// Seed of the models' initialisation (the MLP's; logistic regression starts at zero).
+    #[arg(long, default_value_t = 0)]
+    init_seed: u64,
+    /// Train in 64-bit floats (default: 32-bit).
+    #[arg(long)]
+    f64: bool,
+    #[command(flatten)]
+    plan: PlanArgs,
+    #[command(flatten)]
+    show: ShowArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Args)]
 struct DesignArgs {
     /// Players.
@@ -271,6 +347,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Explain(args) => explain(args),
+        Command::Data(args) => data(args),
         Command::Design(args) => design(args),
         Command::Decode(args) => decode(args),
         Command::Merge(args) => merge(args),
@@ -412,6 +489,82 @@ impl Progress {
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+fn data(args: DataArgs) -> Result<()> {
+    // Training allocates and frees large tensors every step; keep the memory (glibc only).
+    tune_allocator();
+    let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
+    let train = Features::from_csv(&args.train, &csv)?;
+    let test_path = args.test.as_ref().unwrap_or(&args.train);
+    let test = match &args.test {
+        Some(path) => Features::from_csv(path, &csv)?,
+        None => train.clone(),
+    };
+    let spec = ValueSpec { target: args.target, test: args.test_index, class: args.class.clone() };
+    let model = match args.model {
+        ModelArg::Logreg => ModelKind::LogReg,
+        ModelArg::Mlp => ModelKind::Mlp { hidden: args.hidden },
+    };
+    let precision = if args.f64 { Precision::F64 } else { Precision::F32 };
+    let config = TrainConfig { model, steps: args.steps, lr: args.lr, l2: args.l2, seed: args.init_seed, precision, ..TrainConfig::default() };
+    // The value function is built before the run directory is opened, so that bad input fails
+    // before anything is written.
+    let value = DataValue::new(&train, &test, &spec, config, &Device::Cpu)?;
+    let what = match (value.class(), args.test_index) {
+        (Some(k), Some(i)) => format!(
+            "{} of class {:?} at test example {i} ({}:{})",
+            args.target, train.classes[k], test.ids[i], test.label(i)
+        ),
+        (None, Some(i)) => format!("loss at test example {i} ({}:{})", test.ids[i], test.label(i)),
+        _ => format!("mean loss over the {} test examples", test.rows()),
+    };
+    println!(
+        "data: {} training examples, {} features, {} classes; {}, {} steps of size {:.4}; value: {what}",
+        train.rows(),
+        train.dim,
+        train.classes.len(),
+        match model {
+            ModelKind::LogReg => "logistic regression".to_string(),
+            ModelKind::Mlp { hidden } => format!("MLP with {hidden} hidden units"),
+        },
+        args.steps,
+        value.trainer().learning_rate()
+    );
+    let function = format!(
+        "data train={} ({}) test={} ({}) label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
+         init_seed={} f64={} target={} class={} test_index={:?}",
+        args.train.display(),
+        fingerprint(&args.train)?,
+        test_path.display(),
+        fingerprint(test_path)?,
+        args.label,
+        args.id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        args.header,
+        model,
+        args.steps,
+        args.lr,
+        args.l2,
+        args.init_seed,
+        args.f64,
+        args.target,
+        args.class,
+        args.test_index
+    );
+    let plan = Plan::new(args.plan.spec(train.rows()))?;
+    let info = RunInfo { function, players: Some(player_names(&train)) };
+    let mut value = Some(value);
+    let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
+        Ok(Box::new(value.take().expect("the value function is started once")))
+    };
+    run_and_report(&plan, &info, &args.run, &args.show, &mut start)
+}
+
+/// Size and FNV-1a hash of a file's bytes: a resumed run must see the same data.
+fn fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    Ok(format!("{} bytes, fnv1a {hash:016x}", bytes.len()))
 }
 
 fn design(args: DesignArgs) -> Result<()> {

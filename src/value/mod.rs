@@ -1,7 +1,9 @@
 //! Value functions: what the engine queries. A value function maps a batch of masks to one real
 //! value per mask (a logit, a log-probability, a test loss, …). Models, external drivers and
 //! demo games all implement the one trait [`ValueFunction`]; the math never sees more than that.
+//! [`data`] retrains models on subsets of their training examples (data attribution).
 
+pub mod data;
 pub mod demo;
 pub mod driver;
 

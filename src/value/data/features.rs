@@ -1,0 +1,505 @@
+//! Labelled feature matrices: from a numeric CSV file, or from any matrix (e.g. frozen text
+//! embeddings) passed in directly.
+//!
+//! A CSV file holds one example per line: numeric feature columns, one label column (any text;
+//! the classes are its distinct values) and optionally an id column. Blank lines and lines
+//! starting with `#` are skipped. Fields are separated by commas and trimmed; a field wrapped in
+//! double quotes loses them (quoted commas are not supported). Every error names the file, the
+//! line (1-based, as an editor shows it) and, where there is one, the column.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Why a feature matrix could not be read or built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FeatureError {
+    /// The file could not be read.
+    #[error("{source_name}: cannot read: {message}")]
+    Read {
+        /// The file.
+        source_name: String,
+        /// The I/O error.
+        message: String,
+    },
+    /// No data rows (the file is empty, or holds only a header, comments or blank lines).
+    #[error("{source_name}: no data rows")]
+    Empty {
+        /// The file.
+        source_name: String,
+    },
+    /// A row has a different number of fields than the first line.
+    #[error("{source_name} line {line}: {found} fields, but the first line has {expected}")]
+    Ragged {
+        /// The file.
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// Fields on that line.
+        found: usize,
+        /// Fields on the first line.
+        expected: usize,
+    },
+    /// A feature value is not a finite number.
+    #[error("{source_name} line {line}, column {column}{name}: {value:?} is not a finite number", name = column_name(.name))]
+    NotNumeric {
+        /// The file.
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column number.
+        column: usize,
+        /// The column's header name, when there is a header.
+        name: Option<String>,
+        /// The offending field.
+        value: String,
+    },
+    /// A label field is empty.
+    #[error("{source_name} line {line}, column {column}: empty label")]
+    EmptyLabel {
+        /// The file.
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column number.
+        column: usize,
+    },
+    /// A column given by name or number does not exist.
+    #[error("{source_name}: no column {column} ({what}); the file has {available}")]
+    NoSuchColumn {
+        /// The file.
+        source_name: String,
+        /// The column as given.
+        column: String,
+        /// What it was meant to be (label or id column).
+        what: &'static str,
+        /// The columns there are.
+        available: String,
+    },
+    /// Label and id are the same column, or no column is left for features.
+    #[error("{source_name}: {message}")]
+    Columns {
+        /// The file.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A matrix passed in directly is inconsistent.
+    #[error("{0}")]
+    Shape(String),
+}
+
+fn column_name(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" ({n:?})")).unwrap_or_default()
+}
+
+/// Whether the first line of a CSV file is a header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// A header exactly when no field of the first line parses as a number.
+    #[default]
+    Auto,
+    /// The first line is a header.
+    Present,
+    /// There is no header; every line is data.
+    Absent,
+}
+
+impl FromStr for HeaderMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(HeaderMode::Auto),
+            "yes" | "true" | "present" => Ok(HeaderMode::Present),
+            "no" | "false" | "absent" => Ok(HeaderMode::Absent),
+            other => Err(format!("unknown header mode {other:?}; expected auto, yes or no")),
+        }
+    }
+}
+
+/// A column of a CSV file: by header name, or by 0-based position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// A header name.
+    Name(String),
+    /// 0-based position.
+    Index(usize),
+    /// The last column.
+    Last,
+}
+
+impl FromStr for Column {
+    type Err = String;
+    /// `last` (or `-1`) is the last column; anything else is looked up as a header name first
+    /// and, failing that, read as a 0-based position (so a header named `3` wins over column 3).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty column name".into());
+        }
+        Ok(match s {
+            "last" | "-1" => Column::Last,
+            _ => Column::Name(s.to_string()),
+        })
+    }
+}
+
+impl fmt::Display for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Column::Name(s) => write!(f, "{s:?}"),
+            Column::Index(i) => write!(f, "{i}"),
+            Column::Last => f.write_str("last"),
+        }
+    }
+}
+
+/// How to read a CSV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Header handling.
+    pub header: HeaderMode,
+    /// The label column (default: the last).
+    pub label: Column,
+    /// An id column naming the examples (default: none; examples are named by their 0-based row).
+    pub id: Option<Column>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { header: HeaderMode::Auto, label: Column::Last, id: None }
+    }
+}
+
+/// A labelled feature matrix: `rows × dim` numbers, one class per row, one id per row.
+///
+/// Build it from a CSV file ([`Features::from_csv`]), from text ([`Features::parse_csv`]), or
+/// from any matrix with [`Features::new`] / [`Features::from_labels`] — e.g. sentence embeddings
+/// computed once by a frozen encoder, so that probes are trained on subsets of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    /// Row-major values, `rows × dim`.
+    pub x: Vec<f64>,
+    /// Features per row.
+    pub dim: usize,
+    /// Class of each row, an index into `classes`.
+    pub y: Vec<usize>,
+    /// Id of each row (shown as the player's name).
+    pub ids: Vec<String>,
+    /// Class names, in index order.
+    pub classes: Vec<String>,
+}
+
+impl Features {
+    /// A matrix with class indices. Checks that the sizes agree, every value is finite and every
+    /// class index names a class.
+    pub fn new(
+        x: Vec<f64>,
+        dim: usize,
+        y: Vec<usize>,
+        ids: Vec<String>,
+        classes: Vec<String>,
+    ) -> Result<Self, FeatureError> {
+        let rows = y.len();
+        if dim == 0 {
+            return Err(FeatureError::Shape("features need at least one column".into()));
+        }
+        if x.len() != rows * dim {
+            return Err(FeatureError::Shape(format!("{} values do not make {rows} rows of {dim} features", x.len())));
+        }
+        if ids.len() != rows {
+            return Err(FeatureError::Shape(format!("{} ids for {rows} rows", ids.len())));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(FeatureError::Shape(format!("row {}, feature {}: {} is not finite", i / dim, i % dim, x[i])));
+        }
+        if let Some(row) = y.iter().position(|&c| c >= classes.len()) {
+            return Err(FeatureError::Shape(format!(
+                "row {row}: class {} but there are {} classes",
+                y[row],
+                classes.len()
+            )));
+        }
+        Ok(Features { x, dim, y, ids, classes })
+    }
+
+    /// A matrix with one label (any text) per row; the classes are the distinct labels, sorted
+    /// numerically when every label is a number and as text otherwise. `ids` default to the
+    /// 0-based row numbers.
+    pub fn from_labels<S: AsRef<str>>(
+        x: Vec<f64>,
+        dim: usize,
+        labels: &[S],
+        ids: Option<Vec<String>>,
+    ) -> Result<Self, FeatureError> {
+        let classes = class_names(labels.iter().map(AsRef::as_ref));
+        let y = labels.iter().map(|l| classes.iter().position(|c| c == l.as_ref()).expect("listed")).collect();
+        let ids = ids.unwrap_or_else(|| (0..labels.len()).map(|i| i.to_string()).collect());
+        Features::new(x, dim, y, ids, classes)
+    }
+
+    /// Reads a CSV file (see the module documentation).
+    pub fn from_csv(path: &Path, options: &CsvOptions) -> Result<Self, FeatureError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FeatureError::Read { source_name: source_name.clone(), message: e.to_string() })?;
+        Features::parse_csv(&text, options, &source_name)
+    }
+
+    /// Parses CSV text; `source_name` names it in errors.
+    pub fn parse_csv(text: &str, options: &CsvOptions, source_name: &str) -> Result<Self, FeatureError> {
+        let src = || source_name.to_string();
+        let mut lines = text
+            .split('\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(i, l)| (i, split_fields(l)))
+            .peekable();
+        let Some((_, first)) = lines.peek().cloned() else {
+            return Err(FeatureError::Empty { source_name: src() });
+        };
+        let width = first.len();
+        let header = match options.header {
+            HeaderMode::Present => true,
+            HeaderMode::Absent => false,
+            HeaderMode::Auto => !first.iter().any(|f| parse_number(f).is_some()),
+        };
+        let names: Option<Vec<String>> = if header {
+            lines.next();
+            Some(first.iter().map(|s| s.to_string()).collect())
+        } else {
+            None
+        };
+        let label = resolve_column(&options.label, names.as_deref(), width, source_name, "label column")?;
+        let id = match &options.id {
+            Some(c) => Some(resolve_column(c, names.as_deref(), width, source_name, "id column")?),
+            None => None,
+        };
+        if id == Some(label) {
+            return Err(FeatureError::Columns {
+                source_name: src(),
+                message: format!("the id and label columns are the same (column {})", label + 1),
+            });
+        }
+        let feature_columns: Vec<usize> = (0..width).filter(|&c| c != label && Some(c) != id).collect();
+        if feature_columns.is_empty() {
+            return Err(FeatureError::Columns {
+                source_name: src(),
+                message: format!("{width} columns and none is left for features"),
+            });
+        }
+        let (mut x, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (line, fields) in lines {
+            if fields.len() != width {
+                return Err(FeatureError::Ragged { source_name: src(), line, found: fields.len(), expected: width });
+            }
+            for &c in &feature_columns {
+                let value = parse_number(fields[c]).ok_or_else(|| FeatureError::NotNumeric {
+                    source_name: src(),
+                    line,
+                    column: c + 1,
+                    name: names.as_ref().map(|n| n[c].clone()),
+                    value: fields[c].to_string(),
+                })?;
+                x.push(value);
+            }
+            if fields[label].is_empty() {
+                return Err(FeatureError::EmptyLabel { source_name: src(), line, column: label + 1 });
+            }
+            labels.push(fields[label].to_string());
+            ids.push(match id {
+                Some(c) => fields[c].to_string(),
+                None => ids.len().to_string(),
+            });
+        }
+        if labels.is_empty() {
+            return Err(FeatureError::Empty { source_name: src() });
+        }
+        Features::from_labels(x, feature_columns.len(), &labels, Some(ids))
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.x[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Name of row `i`'s class.
+    pub fn label(&self, i: usize) -> &str {
+        &self.classes[self.y[i]]
+    }
+}
+
+/// Distinct labels, numerically sorted when all are numbers, else as text.
+fn class_names<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let distinct: BTreeSet<&str> = labels.collect();
+    let mut names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+    if names.iter().all(|n| parse_number(n).is_some()) {
+        names.sort_by(|a, b| parse_number(a).unwrap().total_cmp(&parse_number(b).unwrap()));
+    }
+    names
+}
+
+fn split_fields(line: &str) -> Vec<&str> {
+    line.split(',')
+        .map(|f| {
+            let f = f.trim();
+            f.strip_prefix('"').and_then(|g| g.strip_suffix('"')).unwrap_or(f)
+        })
+        .collect()
+}
+
+fn parse_number(field: &str) -> Option<f64> {
+    field.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+fn resolve_column(
+    column: &Column,
+    names: Option<&[String]>,
+    width: usize,
+    source_name: &str,
+    what: &'static str,
+) -> Result<usize, FeatureError> {
+    let found = match column {
+        Column::Last => Some(width - 1),
+        Column::Index(i) => Some(*i).filter(|&i| i < width),
+        Column::Name(name) => names
+            .and_then(|n| n.iter().position(|h| h == name))
+            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < width)),
+    };
+    found.ok_or_else(|| FeatureError::NoSuchColumn {
+        source_name: source_name.to_string(),
+        column: column.to_string(),
+        what,
+        available: match names {
+            Some(n) => format!("columns {}", n.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+            None => format!("{width} columns (0-based positions 0..{}) and no header", width - 1),
+        },
+    })
+}
+
+/// Per-feature standardisation: subtract the mean and divide by the standard deviation, both
+/// measured on the training examples (all of them, whatever subset a mask later selects). A
+/// constant feature is only centred.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardizer {
+    /// Mean of each feature.
+    pub mean: Vec<f64>,
+    /// Divisor of each feature (the population standard deviation, or 1 for a constant feature).
+    pub scale: Vec<f64>,
+}
+
+impl Standardizer {
+    /// Fits the means and scales of `features`.
+    pub fn fit(features: &Features) -> Self {
+        let (d, rows) = (features.dim, features.rows().max(1) as f64);
+        let mut mean = vec![0.0; d];
+        for i in 0..features.rows() {
+            for (m, v) in mean.iter_mut().zip(features.row(i)) {
+                *m += v / rows;
+            }
+        }
+        let mut var = vec![0.0; d];
+        for i in 0..features.rows() {
+            for ((s, v), m) in var.iter_mut().zip(features.row(i)).zip(&mean) {
+                *s += (v - m) * (v - m) / rows;
+            }
+        }
+        let scale = var.iter().map(|v| if *v > 1e-24 { v.sqrt() } else { 1.0 }).collect();
+        Standardizer { mean, scale }
+    }
+
+    /// Standardises one row in place.
+    pub fn apply_row(&self, row: &mut [f64]) {
+        for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+            *v = (*v - m) / s;
+        }
+    }
+
+    /// A standardised copy of `features`.
+    pub fn apply(&self, features: &Features) -> Features {
+        let mut out = features.clone();
+        for row in out.x.chunks_exact_mut(out.dim) {
+            self.apply_row(row);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Features, FeatureError> {
+        Features::parse_csv(text, &CsvOptions::default(), "t.csv")
+    }
+
+    #[test]
+    fn header_auto_labels_and_ids() {
+        let f = parse("a,b,label\n1,2,cat\n# comment\n\n3,4.5,dog\r\n5,6,cat\n").unwrap();
+        assert_eq!((f.rows(), f.dim), (3, 2));
+        assert_eq!(f.x, vec![1.0, 2.0, 3.0, 4.5, 5.0, 6.0]);
+        assert_eq!(f.classes, vec!["cat", "dog"]);
+        assert_eq!(f.y, vec![0, 1, 0]);
+        assert_eq!(f.ids, vec!["0", "1", "2"]);
+        // No header: the first line is data; numeric labels sort numerically.
+        let f = parse("1,2,10\n3,4,9\n5,6,10\n").unwrap();
+        assert_eq!(f.rows(), 3);
+        assert_eq!(f.classes, vec!["9", "10"]);
+        // Label and id by name, label first.
+        let opts = CsvOptions {
+            label: Column::Name("y".into()),
+            id: Some(Column::Name("name".into())),
+            header: HeaderMode::Auto,
+        };
+        let f = Features::parse_csv("y,name,x\n0,ann,1\n1,bob,2\n", &opts, "t.csv").unwrap();
+        assert_eq!(
+            (f.ids.clone(), f.x.clone(), f.y.clone()),
+            (vec!["ann".into(), "bob".into()], vec![1.0, 2.0], vec![0, 1])
+        );
+        assert_eq!(f.label(1), "1");
+    }
+
+    #[test]
+    fn bad_input_names_line_and_column() {
+        let e = parse("a,b,label\n1,2,0\n1,2\n").unwrap_err();
+        assert_eq!(e.to_string(), "t.csv line 3: 2 fields, but the first line has 3");
+        let e = parse("a,b,label\n1,2,0\n1,x,1\n").unwrap_err();
+        assert_eq!(e.to_string(), "t.csv line 3, column 2 (\"b\"): \"x\" is not a finite number");
+        let e = parse("1,2,0\n1,nan,1\n").unwrap_err();
+        assert_eq!(e.to_string(), "t.csv line 2, column 2: \"nan\" is not a finite number");
+        assert_eq!(parse("").unwrap_err(), FeatureError::Empty { source_name: "t.csv".into() });
+        assert_eq!(parse("# only\n\n").unwrap_err(), FeatureError::Empty { source_name: "t.csv".into() });
+        assert_eq!(parse("a,b,c\n").unwrap_err(), FeatureError::Empty { source_name: "t.csv".into() });
+        assert!(matches!(parse("1,,0\n").unwrap_err(), FeatureError::NotNumeric { line: 1, column: 2, .. }));
+        assert!(matches!(parse("1,2,\n").unwrap_err(), FeatureError::EmptyLabel { line: 1, column: 3, .. }));
+        assert!(matches!(parse("label\n0\n").unwrap_err(), FeatureError::Columns { .. }));
+        let opts = CsvOptions { label: Column::Name("nope".into()), ..CsvOptions::default() };
+        let e = Features::parse_csv("a,b\n1,2\n", &opts, "t.csv").unwrap_err();
+        assert!(e.to_string().contains("no column \"nope\" (label column)"), "{e}");
+    }
+
+    #[test]
+    fn standardizer_centres_and_scales() {
+        let f = Features::from_labels(vec![1.0, 5.0, 3.0, 5.0], 2, &["a", "b"], None).unwrap();
+        let s = Standardizer::fit(&f);
+        assert_eq!(s.mean, vec![2.0, 5.0]);
+        assert_eq!(s.scale, vec![1.0, 1.0]);
+        assert_eq!(s.apply(&f).x, vec![-1.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn direct_matrices_are_checked() {
+        assert!(Features::new(vec![1.0; 5], 2, vec![0, 1], vec!["a".into(), "b".into()], vec!["x".into(); 2]).is_err());
+        assert!(Features::new(vec![1.0; 4], 2, vec![0, 2], vec!["a".into(), "b".into()], vec!["x".into(); 2]).is_err());
+        assert!(
+            Features::new(vec![f64::NAN; 2], 1, vec![0, 1], vec!["a".into(), "b".into()], vec!["x".into(); 2]).is_err()
+        );
+    }
+}
