@@ -19,6 +19,7 @@ pub mod decode;
 pub mod design;
 pub mod faithfulness;
 pub mod mask;
+pub mod model;
 pub mod subset;
 pub mod transform;
 pub mod value;
