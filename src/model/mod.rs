@@ -452,8 +452,8 @@ fn load_gguf(path: &Path) -> Result<LoadedModel, ModelError> {
     Ok(LoadedModel { model, tokenizer, eos_ids, source: path.to_path_buf() })
 }
 
-/// The device every model runs on here.
-pub(crate) fn cpu() -> &'static Device {
+/// The device every model runs on (the CPU; the reference path).
+pub fn cpu() -> &'static Device {
     static CPU: Device = Device::Cpu;
     &CPU
 }

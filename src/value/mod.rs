@@ -2,6 +2,11 @@
 //! value per mask (a logit, a log-probability, a test loss, …). Models, external drivers and
 //! demo games all implement the one trait [`ValueFunction`]; the math never sees more than that.
 
+pub mod ablate;
+pub mod encoder;
+pub mod lm;
+pub mod players;
+
 use rayon::prelude::*;
 
 use crate::mask::{MaskRef, MaskSlice};
