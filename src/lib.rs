@@ -12,14 +12,30 @@
 //! * [`transform`]: sparse Fourier and Möbius representations, the Walsh–Hadamard transform.
 //! * [`decode`]: from sampled values back to a sparse Fourier representation.
 //! * [`faithfulness`]: R² of a representation on held-out masks.
-//! * [`value`]: the one trait that connects anything that can be queried.
+//! * [`value`]: the one trait that connects anything that can be queried, the driver protocol,
+//!   and the built-in demo.
+//! * [`plan`], [`engine`], [`explain`]: a method's plan, the batched evaluation loop, and the
+//!   [`explain::Explainer`] front door that ties them to the decoders.
+//! * [`io`], [`rundir`], [`report`]: text formats, run directories that survive interruption,
+//!   and the result schema.
+//! * [`bch`], [`planted`], [`bench`]: BCH codes for the SPEX delays, planted test functions, and
+//!   benchmarks that print figures.
 #![warn(missing_docs)]
 
+pub mod bch;
+pub mod bench;
 pub mod decode;
 pub mod design;
+pub mod engine;
+pub mod explain;
 pub mod faithfulness;
+pub mod io;
 pub mod mask;
 pub mod model;
+pub mod plan;
+pub mod planted;
+pub mod report;
+pub mod rundir;
 pub mod subset;
 pub mod transform;
 pub mod value;

@@ -413,7 +413,7 @@ impl<'a> MaskSlice<'a> {
         self.to_dense(0.0f32, 1.0f32)
     }
 
-    fn to_dense<T: Copy>(&self, zero: T, one: T) -> Vec<T> {
+    fn to_dense<T: Copy>(self, zero: T, one: T) -> Vec<T> {
         let mut out = vec![zero; self.rows * self.n];
         for (row, dst) in self.iter().zip(out.chunks_exact_mut(self.n.max(1))) {
             for i in row.kept() {

@@ -1,7 +1,9 @@
 //! Sampling designs: which masks to query.
 //!
+//! * [`spex`]: the SPEX design (random subsampling + BCH-coded delays).
 //! * [`uniform`]: i.i.d. uniformly random masks (the regression baseline, ProxySPEX, hold-out sets).
 
+pub mod spex;
 pub mod uniform;
 
 use rand::SeedableRng;

@@ -5,8 +5,17 @@
 //!
 //! Both are [`Sparse`] maps from [`Subset`] to coefficient, tagged by their basis so that a Möbius
 //! table is never evaluated as a Fourier one.
+//!
+//! * [`moebius`]: exact conversion between the two ([`Fourier::to_moebius`], [`Moebius::to_fourier`]).
+//! * [`index`]: interaction indices (Shapley/Banzhaf values, SII, k-SII, STII, FSII, FBII, …)
+//!   computed exactly from a Fourier form ([`interactions`]).
 
 pub mod fwht;
+pub mod index;
+pub mod moebius;
+mod spread;
+
+pub use index::{interactions, Index, IndexError, Interactions};
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

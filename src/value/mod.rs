@@ -3,6 +3,8 @@
 //! demo games all implement the one trait [`ValueFunction`]; the math never sees more than that.
 
 pub mod ablate;
+pub mod demo;
+pub mod driver;
 pub mod encoder;
 pub mod lm;
 pub mod players;

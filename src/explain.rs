@@ -1,0 +1,228 @@
+//! The common case in three calls: a value function, an [`Explainer`] with a method and a
+//! budget, and the interactions of the resulting [`Explanation`] in the index you want.
+//!
+//! ```
+//! use spex::explain::Explainer;
+//! use spex::mask::MaskRef;
+//! use spex::transform::Index;
+//! use spex::value::PerMask;
+//!
+//! // Player 3 matters alone; players 1 and 2 only together.
+//! let mut f = PerMask(|m: MaskRef<'_>| 2.0 * m.get(3) as u8 as f64 + (m.get(1) && m.get(2)) as u8 as f64);
+//! let explanation = Explainer::new(20).budget(5_000).explain(&mut f).unwrap();
+//! assert!(explanation.faithfulness.r2.unwrap() > 0.999);
+//! let moebius = explanation.interactions(Index::Moebius, 3).unwrap();
+//! let top: Vec<(Vec<u32>, f64)> =
+//!     moebius.values.iter().take(2).map(|(s, v)| (s.players().to_vec(), (v * 1e6).round() / 1e6)).collect();
+//! assert_eq!(top, vec![(vec![3], 2.0), (vec![1, 2], 1.0)]);
+//! ```
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DecodeError;
+use crate::engine::{self, EngineError};
+use crate::faithfulness::{faithfulness, Faithfulness};
+use crate::mask::MaskSlice;
+use crate::plan::{default_holdout, Budget, DecoderConfig, Diagnostics, Method, Plan, PlanError, PlanSpec};
+use crate::transform::{interactions, Fourier, Index, IndexError, Interactions};
+use crate::value::ValueFunction;
+
+/// Why an explanation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// The plan could not be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Evaluation stopped.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Decoding failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The number of values matches neither the design nor the design plus the held-out masks.
+    #[error(
+        "expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}"
+    )]
+    ValueCount {
+        /// Design masks.
+        design: usize,
+        /// Design and held-out masks.
+        all: usize,
+        /// Values given.
+        found: usize,
+    },
+}
+
+/// Builds and runs explanations. Defaults: SPEX, the reference's budget (`b = 8`), seed 0,
+/// degree parameter 5, a tenth of the budget (100 to 1 000) as held-out masks, batches of 1 024.
+#[derive(Clone, Debug)]
+pub struct Explainer {
+    spec: PlanSpec,
+    holdout_set: bool,
+    batch_size: usize,
+    decoder: DecoderConfig,
+}
+
+impl Explainer {
+    /// An explainer for a function of `n` players.
+    pub fn new(n: usize) -> Self {
+        Explainer { spec: PlanSpec::new(n), holdout_set: false, batch_size: 1024, decoder: DecoderConfig::default() }
+    }
+
+    /// The method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.spec.method = method;
+        self
+    }
+
+    /// Most design masks to query.
+    pub fn budget(mut self, budget: usize) -> Self {
+        self.spec.budget = budget;
+        if !self.holdout_set {
+            self.spec.holdout = default_holdout(budget);
+        }
+        self
+    }
+
+    /// Seed of every random choice.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.spec.seed = seed;
+        self
+    }
+
+    /// SPEX degree parameter `t`: the largest interaction order recoverable.
+    pub fn degree(mut self, t: usize) -> Self {
+        self.spec.degree = t;
+        self
+    }
+
+    /// Held-out masks for the faithfulness score (0 = none, R² not measured).
+    pub fn holdout(mut self, masks: usize) -> Self {
+        self.spec.holdout = masks;
+        self.holdout_set = true;
+        self
+    }
+
+    /// Masks per call of the value function.
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Decoder settings.
+    pub fn decoder(mut self, config: DecoderConfig) -> Self {
+        self.decoder = config;
+        self
+    }
+
+    /// The plan this explainer would run.
+    pub fn plan(&self) -> Result<Plan, ExplainError> {
+        Ok(Plan::new(self.spec.clone())?)
+    }
+
+    /// Queries `f` on every mask of the plan and decodes.
+    pub fn explain<F: ValueFunction + ?Sized>(&self, f: &mut F) -> Result<Explanation, ExplainError> {
+        let clock = Instant::now();
+        let plan = self.plan()?;
+        let masks = plan.all_masks();
+        let design_seconds = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let mut values = Vec::with_capacity(masks.len());
+        engine::evaluate(f, masks.as_slice(), self.batch_size, &mut values, &mut |_| Ok(()))?;
+        let evaluate_seconds = clock.elapsed().as_secs_f64();
+        let mut explanation = Explanation::decode(&plan, &values, &self.decoder)?;
+        explanation.timings.design_seconds = design_seconds;
+        explanation.timings.evaluate_seconds = evaluate_seconds;
+        explanation.timings.total_seconds += design_seconds + evaluate_seconds;
+        Ok(explanation)
+    }
+}
+
+/// Where the time went, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Planning and generating masks.
+    pub design_seconds: f64,
+    /// Evaluating the value function.
+    pub evaluate_seconds: f64,
+    /// Decoding.
+    pub decode_seconds: f64,
+    /// Scoring faithfulness on held-out masks.
+    pub faithfulness_seconds: f64,
+    /// Everything.
+    pub total_seconds: f64,
+}
+
+/// A decoded explanation.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// Players.
+    pub n: usize,
+    /// Method used.
+    pub method: Method,
+    /// Seed.
+    pub seed: u64,
+    /// Budget asked for and used.
+    pub budget: Budget,
+    /// Degree parameter the design used (SPEX may lower the one asked for to fit the budget).
+    pub degree: usize,
+    /// The recovered sparse Fourier representation.
+    pub fourier: Fourier,
+    /// R² on the held-out masks.
+    pub faithfulness: Faithfulness,
+    /// The decoder's report.
+    pub diagnostics: Diagnostics,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+impl Explanation {
+    /// Decodes `values` of `plan`'s masks: one per design mask, optionally followed by one per
+    /// held-out mask (without them, faithfulness is reported as not measured).
+    pub fn decode(plan: &Plan, values: &[f64], config: &DecoderConfig) -> Result<Self, ExplainError> {
+        let (design, all) = (plan.budget_used(), plan.budget_used() + plan.holdout().len());
+        if values.len() != design && values.len() != all {
+            return Err(ExplainError::ValueCount { design, all, found: values.len() });
+        }
+        let clock = Instant::now();
+        let decoded = plan.decode(&values[..design], config)?;
+        let decode_seconds = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let holdout: MaskSlice<'_> = plan.holdout().slice(0..values.len() - design);
+        let faithfulness = faithfulness(&decoded.fourier, holdout, &values[design..]);
+        let faithfulness_seconds = clock.elapsed().as_secs_f64();
+        Ok(Explanation {
+            n: plan.n(),
+            method: plan.spec().method,
+            seed: plan.spec().seed,
+            budget: Budget { requested: plan.spec().budget, used: design },
+            degree: decoded.degree,
+            fourier: decoded.fourier,
+            faithfulness,
+            diagnostics: decoded.diagnostics,
+            timings: Timings {
+                decode_seconds,
+                faithfulness_seconds,
+                total_seconds: decode_seconds + faithfulness_seconds,
+                ..Timings::default()
+            },
+        })
+    }
+
+    /// The interactions in `index` up to `max_order`.
+    pub fn interactions(&self, index: Index, max_order: usize) -> Result<Interactions, IndexError> {
+        interactions(&self.fourier, index, max_order)
+    }
+
+    /// The representation's value with every player ablated: `Σ_k F(k)`.
+    pub fn baseline(&self) -> f64 {
+        self.fourier.iter().map(|(_, v)| v).sum()
+    }
+
+    /// The representation's value with every player kept: `Σ_k F(k)(−1)^{|k|}`.
+    pub fn value_all_kept(&self) -> f64 {
+        self.fourier.iter().map(|(k, v)| if k.len() % 2 == 1 { -v } else { v }).sum()
+    }
+}

@@ -1,0 +1,256 @@
+//! The `spex` command line end to end: design → values → decode, the driver protocol with
+//! well-behaved and misbehaving drivers, resume, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use spex::io::read_masks;
+use spex::value::demo;
+
+const SPEX: &str = env!("CARGO_BIN_EXE_spex");
+
+fn spex(args: &[&str]) -> Output {
+    Command::new(SPEX).args(args).output().expect("spex runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = spex(args);
+    assert!(out.status.success(), "spex {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = spex(args);
+    assert!(!out.status.success(), "spex {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "spex {args:?} panicked:\n{err}");
+    err
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `(players, value)` pairs of a result's interactions, rounded, sorted by players.
+fn interactions(result: &Value) -> Vec<(Vec<u64>, f64)> {
+    let mut v: Vec<(Vec<u64>, f64)> = result["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let players = e["players"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+            (players, (e["value"].as_f64().unwrap() * 1e6).round() / 1e6)
+        })
+        .filter(|(_, v)| *v != 0.0)
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn demo_truth() -> Vec<(Vec<u64>, f64)> {
+    let mut v: Vec<(Vec<u64>, f64)> =
+        demo::TERMS.iter().map(|(p, w)| (p.iter().map(|&x| x as u64).collect(), *w)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn design_values_decode_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("masks.txt");
+    let m = masks.to_str().unwrap();
+    ok(&["design", "--n", "14", "--budget", "3000", "--seed", "4", "--out", m]);
+    let design = json(&dir.path().join("masks.txt.design.json"));
+    assert_eq!(design["method"], "spex");
+    let batch = read_masks(&masks, None).unwrap();
+    assert_eq!(batch.len() as u64, design["masks"].as_u64().unwrap() + design["holdout"].as_u64().unwrap());
+    let values: String = batch.iter().map(|r| format!("{}\n", demo::demo_logit(r))).collect();
+    let v = dir.path().join("values.txt");
+    std::fs::write(&v, values).unwrap();
+    let out = dir.path().join("result.json");
+    let stdout = ok(&[
+        "decode", "--masks", m, "--values", v.to_str().unwrap(), "--index", "moebius", "--max-order", "5", "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("top 10 interactions (moebius, order ≤ 5)"), "{stdout}");
+    let result = json(&out);
+    assert_eq!(result["schema"], "spex-result/1");
+    assert_eq!(interactions(&result), demo_truth());
+    assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
+    assert!(result["baseline"].as_f64().unwrap().abs() < 1e-9);
+}
+
+#[test]
+fn decode_rejects_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("masks.txt");
+    let m = masks.to_str().unwrap();
+    ok(&["design", "--n", "10", "--budget", "2000", "--holdout", "0", "--out", m]);
+    let rows = read_masks(&masks, None).unwrap().len();
+    let v = dir.path().join("values.txt");
+    let vs = v.to_str().unwrap();
+    // Wrong count.
+    std::fs::write(&v, "1\n".repeat(rows - 1)).unwrap();
+    assert!(fails(&["decode", "--masks", m, "--values", vs]).contains(&format!("expected {rows} values")));
+    // NaN, named by line.
+    std::fs::write(&v, format!("{}nan\n", "1\n".repeat(5))).unwrap();
+    assert!(fails(&["decode", "--masks", m, "--values", vs]).contains("values.txt:6: value NaN is not finite"));
+    // An edited mask.
+    std::fs::write(&v, "1\n".repeat(rows)).unwrap();
+    let text = std::fs::read_to_string(&masks).unwrap();
+    let edited = text.replacen("\n0000000000\n", "\n0000000001\n", 1);
+    std::fs::write(&masks, &edited).unwrap();
+    assert!(fails(&["decode", "--masks", m, "--values", vs]).contains("differs from its design"));
+    // A row of the wrong width / a bad character.
+    std::fs::write(&masks, text.replacen("\n0000000000\n", "\n000000000\n", 1)).unwrap();
+    assert!(fails(&["decode", "--masks", m, "--values", vs]).contains("mask has 9 players, expected 10"));
+    std::fs::write(&masks, text.replacen("\n0000000000\n", "\n00000x0000\n", 1)).unwrap();
+    assert!(fails(&["decode", "--masks", m, "--values", vs]).contains("invalid character 'x'"));
+}
+
+#[test]
+fn design_rejects_bad_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.txt");
+    let m = m.to_str().unwrap();
+    assert!(fails(&["design", "--n", "0", "--budget", "1000", "--out", m]).contains("n = 0"));
+    let err = fails(&["design", "--n", "1000", "--budget", "100", "--out", m]);
+    assert!(err.contains("too small for SPEX with n = 1000: the minimum is"), "{err}");
+    assert!(fails(&["design", "--n", "10", "--budget", "100", "--method", "nope", "--out", m]).contains("unknown method"));
+}
+
+fn oracle_cmd(script: &str) -> String {
+    format!("SPEX={SPEX}; {script}")
+}
+
+/// A driver that answers the first `good` batches through `spex demo-oracle`, then does `then`
+/// while the file `flag` exists (so a test can "fix the problem" by deleting it and resume with
+/// the very same command).
+fn flaky(good: usize, then: &str, flag: &Path) -> String {
+    oracle_cmd(&format!(
+        "i=0; while IFS= read -r line; do i=$((i+1)); if [ $i -gt {good} ] && [ -e '{}' ]; then {then}; fi; \
+         printf '%s\\n' \"$line\" | \"$SPEX\" demo-oracle; done",
+        flag.display()
+    ))
+}
+
+fn explain(out: &Path, oracle: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "explain".to_string(),
+        "--oracle".into(),
+        oracle.into(),
+        "--n".into(),
+        "14".into(),
+        "--budget".into(),
+        "3000".into(),
+        "--batch-size".into(),
+        "500".into(),
+        "--index".into(),
+        "moebius".into(),
+        "--max-order".into(),
+        "5".into(),
+        "--quiet".into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Command::new(SPEX).args(&args).output().unwrap()
+}
+
+fn values_kept(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("values.txt")).unwrap().lines().count()
+}
+
+#[test]
+fn explain_through_the_driver_protocol_recovers_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let called = dir.path().join("called");
+    let driver = oracle_cmd(&format!("touch '{}'; \"$SPEX\" demo-oracle", called.display()));
+    let o = explain(&out, &driver, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let result = json(&out.join("result.json"));
+    assert_eq!(interactions(&result), demo_truth());
+    assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
+    // Running again reuses the finished run: the driver is not even started.
+    std::fs::remove_file(&called).unwrap();
+    let again = explain(&out, &driver, &[]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(!called.exists(), "a finished run was recomputed");
+    assert_eq!(interactions(&json(&out.join("result.json"))), demo_truth());
+}
+
+#[test]
+fn misbehaving_drivers_fail_cleanly_and_resume_completes() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = reference_dir.path().join("ref");
+    assert!(explain(&reference, &oracle_cmd("\"$SPEX\" demo-oracle"), &[]).status.success());
+    let reference_values = std::fs::read_to_string(reference.join("values.txt")).unwrap();
+    let wrong_count = "id=$(printf '%s' \"$line\" | sed 's/.*\"id\":\\([0-9]*\\).*/\\1/'); \
+                       echo \"{\\\"id\\\":$id,\\\"values\\\":[1]}\"; continue";
+    let cases: [(&str, usize, &str, &[&str], &str); 4] = [
+        ("malformed", 2, "echo 'this is not json'", &[], "malformed answer to batch 2"),
+        ("early exit", 2, "exit 3", &[], "before answering batch 2"),
+        ("hang", 2, "sleep 30", &["--timeout", "1"], "did not answer batch 2 within 1.0 s"),
+        ("wrong count", 2, wrong_count, &[], "returned 1 values for the 500 masks of batch 2"),
+    ];
+    for (name, good, then, extra, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, flag) = (dir.path().join("run"), dir.path().join("broken"));
+        std::fs::write(&flag, "").unwrap();
+        let driver = flaky(good, then, &flag);
+        let o = explain(&out, &driver, extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: should fail");
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(err.contains("--resume"), "{name}: {err}");
+        assert_eq!(values_kept(&out), good * 500, "{name}: values kept");
+        // Without --resume the unfinished run is protected.
+        let o = explain(&out, &driver, extra);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("unfinished run"), "{name}");
+        // Fix the problem, resume the same command: the values equal an uninterrupted run's.
+        std::fs::remove_file(&flag).unwrap();
+        let o = explain(&out, &driver, &[&["--resume"], extra].concat());
+        assert!(o.status.success(), "{name}: resume failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read_to_string(out.join("values.txt")).unwrap(), reference_values, "{name}");
+        assert_eq!(interactions(&json(&out.join("result.json"))), demo_truth(), "{name}");
+    }
+}
+
+#[test]
+fn a_driver_that_cannot_start_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = explain(&dir.path().join("run"), "no-such-driver-xyz", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Depending on timing the failure shows when sending or when reading; both name the batch
+    // and the driver's exit status.
+    assert!(!o.status.success() && err.contains("batch 0") && err.contains("exit status: 127"), "{err}");
+}
+
+#[test]
+fn resume_refuses_another_function_or_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let bad = flaky(1, "exit 1", &dir.path().join("missing-flag-means-healthy"));
+    let bad = bad.replace("-e '", "! -e '");
+    assert!(!explain(&out, &bad, &[]).status.success());
+    let other = explain(&out, &oracle_cmd("\"$SPEX\" demo-oracle"), &["--resume"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("different value function"));
+    let other = explain(&out, &bad, &["--resume", "--seed", "9"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("different design"));
+    let fresh = explain(&out, &oracle_cmd("\"$SPEX\" demo-oracle"), &["--force"]);
+    assert!(fresh.status.success());
+}
+
+#[test]
+fn builtin_demo_runs_without_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(SPEX).current_dir(dir.path()).args(["explain", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("not like") && stdout.contains("not bad"), "{stdout}");
+    let result = json(&PathBuf::from(dir.path()).join("spex-out/result.json"));
+    assert_eq!(result["players"][2], "not");
+    assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
+}
