@@ -25,6 +25,9 @@ pub struct Gpt2Config {
     pub vocab_size: usize,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// MLP activation: exact (erf) GELU for `"gelu"`, else the tanh approximation (`gelu_new`,
+    /// GPT-2's own).
+    pub exact_gelu: bool,
 }
 
 impl Gpt2Config {
@@ -33,11 +36,16 @@ impl Gpt2Config {
         let hidden_size = cfg_usize(cfg, "n_embd", path)?;
         let num_heads = cfg_usize(cfg, "n_head", path)?;
         check_divides(hidden_size, num_heads, "n_embd / n_head", path)?;
-        if let Some(act) = cfg.get("activation_function").and_then(|v| v.as_str()) {
-            if act != "gelu_new" && act != "gelu_pytorch_tanh" && act != "gelu" {
-                return Err(ModelError::Config { path: path.to_path_buf(), reason: format!("unsupported activation_function {act:?}") });
+        let exact_gelu = match cfg.get("activation_function").and_then(|v| v.as_str()).unwrap_or("gelu_new") {
+            "gelu_new" | "gelu_pytorch_tanh" => false,
+            "gelu" => true,
+            act => {
+                return Err(ModelError::Config {
+                    path: path.to_path_buf(),
+                    reason: format!("unsupported activation_function {act:?} (supported: gelu_new, gelu_pytorch_tanh, gelu)"),
+                })
             }
-        }
+        };
         Ok(Gpt2Config {
             hidden_size,
             num_heads,
@@ -46,6 +54,7 @@ impl Gpt2Config {
             max_positions: cfg_usize_opt(cfg, "n_positions", path)?.unwrap_or(1024),
             vocab_size: cfg_usize(cfg, "vocab_size", path)?,
             layer_norm_eps: cfg_f64(cfg, "layer_norm_epsilon", 1e-5),
+            exact_gelu,
         })
     }
 }
@@ -147,7 +156,8 @@ impl Gpt2 {
             let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
             x = (x + ops::linear(&a, &blk.w_proj, Some(&blk.b_proj))?)?;
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln2.0, &blk.ln2.1, eps)?;
-            let m = ops::linear(&hn, &blk.w_fc, Some(&blk.b_fc))?.gelu()?;
+            let m = ops::linear(&hn, &blk.w_fc, Some(&blk.b_fc))?;
+            let m = if self.cfg.exact_gelu { m.gelu_erf()? } else { m.gelu()? };
             x = (x + ops::linear(&m, &blk.w_out, Some(&blk.b_out))?)?;
         }
         let x = candle_nn::ops::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;

@@ -98,7 +98,7 @@ pub fn apply_head_gates(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> 
     let mut out = attn.broadcast_mul(&g)?;
     if let Some(fill) = fill {
         let off = (1.0 - &g)?; // [B, 1, H, 1]
-        out = (out + off.broadcast_mul(&fill.reshape((1, 1, h, d))?)?)?;
+        out = out.broadcast_add(&off.broadcast_mul(&fill.reshape((1, 1, h, d))?)?)?;
     }
     Ok(out)
 }
@@ -107,27 +107,27 @@ pub fn apply_head_gates(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> 
 /// `log softmax(lm_head · hidden[row, position])[token]`.
 ///
 /// `hidden`: `[B, L, E]` (after the final norm); `lm_head`: `[V, E]`. Only the picked positions go
-/// through the LM head, so the cost is `picks × V × E`, not `B × L × V × E`.
+/// through the LM head, so the cost is `picks × V × E`, not `B × L × V × E`; picks are scored
+/// [`SCORE_CHUNK`] at a time so the `[picks, V]` logits never all exist at once.
 pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, u32)]) -> Result<Vec<f32>, ModelError> {
-    if picks.is_empty() {
-        return Ok(Vec::new());
+    let vocab = lm_head.dim(0)?;
+    if let Some(&(_, _, tok)) = picks.iter().find(|p| p.2 as usize >= vocab) {
+        return Err(ModelError::Input(format!("target token id {tok} outside the vocabulary of {vocab}")));
     }
-    let logits = logits_at(hidden, lm_head, &picks.iter().map(|&(r, p, _)| (r, p)).collect::<Vec<_>>())?;
-    let lse = log_sum_exp_rows(&logits)?;
-    let logits = logits.to_vec2::<f32>()?;
-    let vocab = logits[0].len();
-    picks
-        .iter()
-        .zip(logits.iter().zip(lse))
-        .map(|(&(_, _, tok), (row, lse))| {
-            let t = tok as usize;
-            if t >= vocab {
-                return Err(ModelError::Input(format!("target token id {tok} outside the vocabulary of {vocab}")));
-            }
-            Ok(row[t] - lse)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(picks.len());
+    for chunk in picks.chunks(SCORE_CHUNK) {
+        let at: Vec<(usize, usize)> = chunk.iter().map(|&(r, p, _)| (r, p)).collect();
+        let logits = logits_at(hidden, lm_head, &at)?; // [N, V]
+        let lse = log_sum_exp_rows(&logits)?;
+        let idx = Tensor::from_vec(chunk.iter().map(|p| p.2).collect::<Vec<u32>>(), (chunk.len(), 1), hidden.device())?;
+        let picked = logits.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+        out.extend(picked.iter().zip(lse).map(|(x, l)| x - l));
+    }
+    Ok(out)
 }
+
+/// Picks scored per LM-head product in [`score_targets`] (bounds its `[picks, V]` logits).
+pub const SCORE_CHUNK: usize = 512;
 
 /// LM-head logits `[N, V]` at the given `(row, position)` pairs of `hidden: [B, L, E]`.
 pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Result<Tensor, ModelError> {
@@ -144,7 +144,7 @@ pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Re
     Ok(rows.matmul(&lm_head.t()?)?)
 }
 
-/// Row-wise log-sum-exp of a `[N, V]` matrix, in `f64` accumulation.
+/// Row-wise log-sum-exp of a `[N, V]` matrix (max-shifted, `f32`).
 fn log_sum_exp_rows(logits: &Tensor) -> Result<Vec<f32>, ModelError> {
     let max = logits.max_keepdim(D::Minus1)?;
     let sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
@@ -220,6 +220,12 @@ mod tests {
         let fill = Tensor::new(&[[9f32; 4], [7f32; 4]], &dev).unwrap();
         let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(f, vec![0., 1., 2., 3., 7., 7., 7., 7., 9., 9., 9., 9., 12., 13., 14., 15.]);
+        // More than one position: the fill broadcasts over positions.
+        let attn = Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 2, 2)).unwrap();
+        let gate = Tensor::new(&[[0f32, 1.0]], &dev).unwrap();
+        let fill = Tensor::new(&[[9f32, 8.0], [7.0, 6.0]], &dev).unwrap();
+        let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(f, vec![9., 8., 2., 3., 9., 8., 6., 7.]);
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub struct AblatedBatch {
     /// Per row, the base positions included, in order (row position `i` holds base position
     /// `included[row][i]`).
     pub included: Vec<Vec<usize>>,
-    /// `[B × L]`: whether the row position holds a kept token (not masked, not padding): the
-    /// positions an encoder pools over.
+    /// `[B × L]`: whether the row position holds a token the other positions can see (kept or,
+    /// in replace mode, substituted; not hidden, not padding): the positions an encoder pools
+    /// over, exactly the keys of the row's attention.
     pub present: Vec<bool>,
 }
 
@@ -114,7 +115,6 @@ impl Layout {
         let mut tokens = vec![self.pad_id; b * len];
         let mut positions = vec![0u32; b * len];
         let mut visible = vec![false; b * len];
-        let mut present = vec![false; b * len];
         for (r, (included, kept)) in rows.iter().enumerate() {
             for (i, &p) in included.iter().enumerate() {
                 let at = r * len + i;
@@ -130,7 +130,6 @@ impl Layout {
                     TokenMode::Attention => kept[p],
                     _ => true,
                 };
-                present[at] = kept[p];
             }
         }
         let attn_bias = if padded || any_hidden {
@@ -142,7 +141,7 @@ impl Layout {
         Ok(AblatedBatch {
             input: ModelInput { batch: b, len, tokens, positions, attn_bias, head_gates, capture_head_means: false },
             included: rows.into_iter().map(|r| r.0).collect(),
-            present,
+            present: visible,
         })
     }
 

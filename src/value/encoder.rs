@@ -101,6 +101,7 @@ enum Measure {
 /// An encoder explained by ablation.
 pub struct EncoderValue {
     model: Arc<LoadedModel>,
+    prompt: TokenizedPrompt,
     layout: Layout,
     measure: Measure,
     labels: Vec<String>,
@@ -176,6 +177,11 @@ impl EncoderValue {
                 }
             }
         };
+        if matches!(measure, Measure::Logit(_) | Measure::LogOdds(_)) && owners.first().is_some_and(|o| o.is_some()) {
+            return Err(SetupError::Invalid(
+                "the classification head reads position 0 ([CLS]), so it must be fixed, not a player".into(),
+            ));
+        }
         let head_fill = head_fill(&model, &prompt.ids, &options)?;
         let mut labels: Vec<String> = if options.token_players { prompt.spans.iter().map(|s| s.label.clone()).collect() } else { Vec::new() };
         labels.extend(options.heads.iter().map(HeadPlayer::label));
@@ -192,7 +198,7 @@ impl EncoderValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
-        Ok(EncoderValue { model, layout, measure, labels, max_batch_tokens: options.max_batch_tokens.max(1) })
+        Ok(EncoderValue { model, prompt, layout, measure, labels, max_batch_tokens: options.max_batch_tokens.max(1) })
     }
 
     /// Number of players.
@@ -203,6 +209,16 @@ impl EncoderValue {
     /// One label per player, in mask order.
     pub fn player_labels(&self) -> &[String] {
         &self.labels
+    }
+
+    /// The tokenized input and its spans.
+    pub fn prompt(&self) -> &TokenizedPrompt {
+        &self.prompt
+    }
+
+    /// The mask → input layout (for inspection and tests).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Evaluates a batch of masks.

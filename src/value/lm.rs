@@ -116,8 +116,9 @@ impl LmValue {
     /// Prepares the game from an already tokenized prompt.
     pub fn from_tokens(model: Arc<LoadedModel>, prompt: TokenizedPrompt, options: LmOptions) -> Result<Self, SetupError> {
         let info = model.model.info();
-        let lm_head = model.model.lm_head().ok_or_else(|| SetupError::Invalid("LM value functions need a causal LM; this model is an encoder".into()))?;
-        let _ = lm_head;
+        if model.model.lm_head().is_none() {
+            return Err(SetupError::Invalid("LM value functions need a causal LM; this model is an encoder".into()));
+        }
         check_heads(&options.heads, &info)?;
         if !options.token_players && options.heads.is_empty() {
             return Err(SetupError::Empty("no players: token players are off and no head players given".into()));
@@ -150,6 +151,10 @@ impl LmValue {
                 Vec::new()
             }
             LmMetric::TargetLogProb => {
+                if n_prompt >= info.max_positions {
+                    // No room for even one target token after the prompt.
+                    return Err(SetupError::TooLong { tokens: n_prompt + 1, max: info.max_positions });
+                }
                 let t = match &options.target {
                     Target::Greedy { max_new_tokens } => model.generate_greedy(&prompt.ids, (*max_new_tokens).min(info.max_positions - n_prompt))?,
                     Target::Text(s) => model
