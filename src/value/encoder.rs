@@ -1,9 +1,10 @@
 //! Encoder value functions: cosine similarity of the pooled sentence embedding to a reference
 //! text's embedding, or a class logit / log-odds where the checkpoint has a classification head.
 //!
-//! Sentence embedding = mean of the last hidden states over the tokens present in the row (kept
-//! tokens and fixed ones such as `[CLS]`/`[SEP]`; hidden or removed tokens do not count), then
-//! L2-normalised — the all-MiniLM-L6-v2 recipe.
+//! Sentence embedding = mean of the last hidden states over the tokens the row's attention sees
+//! (kept tokens, fixed ones such as `[CLS]`/`[SEP]`, and substituted ones in replace mode; hidden
+//! or removed tokens do not count), then L2-normalised — the all-MiniLM-L6-v2 recipe. The
+//! classification head reads position 0 (`[CLS]`), which must therefore be fixed.
 //!
 //! ```no_run
 //! use std::sync::Arc;

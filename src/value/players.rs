@@ -320,8 +320,11 @@ fn push_trimmed(text: &str, r: Range<usize>, out: &mut Vec<Range<usize>>) {
 /// How an ablated token player is removed from the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TokenMode {
-    /// Masked tokens are hidden from every other query through the attention mask; positions do
-    /// not change. The default for causal LMs.
+    /// Masked tokens are hidden, as keys, from every other query through the attention mask;
+    /// positions do not change. A masked token's own query still attends itself (so no softmax
+    /// row is empty): that matters only where its output is read, e.g. a masked last prompt
+    /// token still predicts the target from its own embedding and the kept context. The default
+    /// for causal LMs.
     #[default]
     Attention,
     /// Masked tokens are replaced by this token id (see [`replacement_token`]).
