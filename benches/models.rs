@@ -28,7 +28,10 @@ const TEXT: &str = "The history of the city begins with a small fishing village 
 
 fn list(var: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(var) {
-        Ok(s) => s.split(',').map(|x| x.trim().parse().expect("a comma-separated list of numbers")).collect(),
+        Ok(s) => s
+            .split(',')
+            .map(|x| x.trim().parse().expect("a comma-separated list of numbers"))
+            .collect(),
         Err(_) => default.to_vec(),
     }
 }
@@ -36,7 +39,12 @@ fn list(var: &str, default: &[usize]) -> Vec<usize> {
 /// A prompt of exactly `len` tokens of a repeated paragraph, each token a player.
 fn prompt_of(lm: &LoadedModel, len: usize) -> TokenizedPrompt {
     let ids = lm.encode(&TEXT.repeat(len / 40 + 2)).unwrap();
-    let spans = (0..len).map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p] }).collect();
+    let spans = (0..len)
+        .map(|p| TokenSpan {
+            label: format!("#{p}"),
+            positions: vec![p],
+        })
+        .collect();
     TokenizedPrompt::new(ids[..len].to_vec(), spans).unwrap()
 }
 
@@ -66,7 +74,11 @@ fn main() {
         "tokens", "batch", "seconds", "queries/s", "tokens/s", "1-at-a-time/s", "speedup"
     );
     for &len in &lengths {
-        let opts = LmOptions { target: Target::Tokens(vec![504, 3575, 282, 4649]), token_mode: TokenMode::Attention, ..Default::default() };
+        let opts = LmOptions {
+            target: Target::Tokens(vec![504, 3575, 282, 4649]),
+            token_mode: TokenMode::Attention,
+            ..Default::default()
+        };
         let f = LmValue::from_tokens(lm.clone(), prompt_of(&lm, len), opts).unwrap();
         assert_eq!(f.prompt().ids.len(), len, "prompt length");
         let n = f.n_players();

@@ -9,7 +9,10 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::weights::Weights;
-use super::{attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput, ModelError, ModelInfo, ModelInput};
+use super::{
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput,
+    ModelError, ModelInfo, ModelInput,
+};
 
 /// Which tensor naming (and head) the checkpoint uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,14 +52,24 @@ impl BertConfig {
     /// Reads a Hugging Face `config.json` (`model_type` `bert` or `distilbert`).
     pub fn from_hf_json(cfg: &serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         let distil = cfg.get("model_type").and_then(|v| v.as_str()) == Some("distilbert");
-        let act = cfg.get(if distil { "activation" } else { "hidden_act" }).and_then(|v| v.as_str()).unwrap_or("gelu");
+        let act = cfg
+            .get(if distil { "activation" } else { "hidden_act" })
+            .and_then(|v| v.as_str())
+            .unwrap_or("gelu");
         if act != "gelu" {
-            return Err(ModelError::Config { path: path.to_path_buf(), reason: format!("unsupported activation {act:?} (supported: gelu)") });
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("unsupported activation {act:?} (supported: gelu)"),
+            });
         }
         let mut labels: Vec<(usize, String)> = cfg
             .get("id2label")
             .and_then(|v| v.as_object())
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned())))
+                    .collect()
+            })
             .unwrap_or_default();
         labels.sort();
         let c = if distil {
@@ -132,9 +145,14 @@ impl Bert {
             .unwrap_or("");
         let t = |n: &str, shape: &[usize]| w.get(&format!("{p}{n}"), shape);
         let lin = |n: &str, dout: usize, din: usize| -> Result<(Tensor, Tensor), ModelError> {
-            Ok((t(&format!("{n}.weight"), &[dout, din])?, t(&format!("{n}.bias"), &[dout])?))
+            Ok((
+                t(&format!("{n}.weight"), &[dout, din])?,
+                t(&format!("{n}.bias"), &[dout])?,
+            ))
         };
-        let ln = |n: &str| -> Result<(Tensor, Tensor), ModelError> { Ok((t(&format!("{n}.weight"), &[e])?, t(&format!("{n}.bias"), &[e])?)) };
+        let ln = |n: &str| -> Result<(Tensor, Tensor), ModelError> {
+            Ok((t(&format!("{n}.weight"), &[e])?, t(&format!("{n}.bias"), &[e])?))
+        };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let names: [String; 8] = if distil {
@@ -198,11 +216,20 @@ impl Bert {
                     });
                 }
                 let dense = if distil {
-                    (w.get("pre_classifier.weight", &[e, e])?, w.get("pre_classifier.bias", &[e])?)
+                    (
+                        w.get("pre_classifier.weight", &[e, e])?,
+                        w.get("pre_classifier.bias", &[e])?,
+                    )
                 } else {
                     lin("pooler.dense", e, e)?
                 };
-                Some(Head { dense, classifier: (w.get("classifier.weight", &[ncls, e])?, w.get("classifier.bias", &[ncls])?) })
+                Some(Head {
+                    dense,
+                    classifier: (
+                        w.get("classifier.weight", &[ncls, e])?,
+                        w.get("classifier.bias", &[ncls])?,
+                    ),
+                })
             }
         };
         Ok(Bert {
@@ -243,7 +270,10 @@ impl Bert {
 
     /// Class logits `[B, C]` from the hidden states `[B, L, E]` at position 0 (`[CLS]`).
     pub fn classify(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        let head = self.head.as_ref().ok_or_else(|| ModelError::Input("this encoder has no classification head".into()))?;
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("this encoder has no classification head".into()))?;
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let z = ops::linear(&cls, &head.dense.0, Some(&head.dense.1))?;
         let z = match self.cfg.flavor {
@@ -270,7 +300,12 @@ impl Bert {
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {
             let qkv = ops::linear(&x, &layer.wqkv, Some(&layer.bqkv))?;
-            let heads = |j: usize| qkv.narrow(1, j * e, e)?.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous();
+            let heads = |j: usize| {
+                qkv.narrow(1, j * e, e)?
+                    .reshape((b, l, h, d))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
             let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
             let y = (x + ops::linear(&a, &layer.wo, Some(&layer.bo))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln1.0, &layer.ln1.1, eps)?;
@@ -278,6 +313,9 @@ impl Bert {
             let y = (x + ops::linear(&m, &layer.w2, Some(&layer.b2))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln2.0, &layer.ln2.1, eps)?;
         }
-        Ok(ForwardOutput { hidden: x.reshape((b, l, e))?, head_means: means })
+        Ok(ForwardOutput {
+            hidden: x.reshape((b, l, e))?,
+            head_means: means,
+        })
     }
 }

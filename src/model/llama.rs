@@ -18,7 +18,10 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Tensor, D};
 
 use super::weights::Weights;
-use super::{attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput, ModelError, ModelInfo, ModelInput};
+use super::{
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput,
+    ModelError, ModelInfo, ModelInput,
+};
 
 /// Llama 3 style frequency-dependent RoPE scaling (`rope_scaling.rope_type = "llama3"`).
 #[derive(Clone, Debug, PartialEq)]
@@ -82,15 +85,23 @@ impl LlamaConfig {
         let rope_scaling = match cfg.get("rope_scaling") {
             None | Some(serde_json::Value::Null) => None,
             Some(rs) => {
-                let ty = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str()).unwrap_or("");
+                let ty = rs
+                    .get("rope_type")
+                    .or_else(|| rs.get("type"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
                 if ty != "llama3" {
-                    return Err(ModelError::Config { path: path.to_path_buf(), reason: format!("unsupported rope_scaling type {ty:?} (supported: llama3)") });
+                    return Err(ModelError::Config {
+                        path: path.to_path_buf(),
+                        reason: format!("unsupported rope_scaling type {ty:?} (supported: llama3)"),
+                    });
                 }
                 Some(Llama3RopeScaling {
                     factor: cfg_f64(rs, "factor", 8.0),
                     low_freq_factor: cfg_f64(rs, "low_freq_factor", 1.0),
                     high_freq_factor: cfg_f64(rs, "high_freq_factor", 4.0),
-                    original_max_position_embeddings: cfg_usize_opt(rs, "original_max_position_embeddings", path)?.unwrap_or(8192),
+                    original_max_position_embeddings: cfg_usize_opt(rs, "original_max_position_embeddings", path)?
+                        .unwrap_or(8192),
                 })
             }
         };
@@ -113,8 +124,14 @@ impl LlamaConfig {
             rope_theta: cfg_f64(cfg, "rope_theta", 10_000.0),
             rope_interleaved: false,
             rope_scaling,
-            attention_bias: cfg.get("attention_bias").and_then(|v| v.as_bool()).unwrap_or(model_type == "qwen2"),
-            tie_word_embeddings: cfg.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
+            attention_bias: cfg
+                .get("attention_bias")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(model_type == "qwen2"),
+            tie_word_embeddings: cfg
+                .get("tie_word_embeddings")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         };
         c.check(path)?;
         Ok(c)
@@ -125,11 +142,24 @@ impl LlamaConfig {
         let get = |k: &str| -> Result<usize, ModelError> {
             let key = format!("{arch}.{k}");
             meta.get(&key)
-                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)).or_else(|| v.to_i32().ok().map(|x| x.max(0) as u64)))
+                .and_then(|v| {
+                    v.to_u64()
+                        .ok()
+                        .or_else(|| v.to_u32().ok().map(u64::from))
+                        .or_else(|| v.to_i32().ok().map(|x| x.max(0) as u64))
+                })
                 .map(|x| x as usize)
-                .ok_or_else(|| ModelError::Config { path: path.to_path_buf(), reason: format!("missing GGUF metadata {key}") })
+                .ok_or_else(|| ModelError::Config {
+                    path: path.to_path_buf(),
+                    reason: format!("missing GGUF metadata {key}"),
+                })
         };
-        let getf = |k: &str, d: f64| meta.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok()).map(f64::from).unwrap_or(d);
+        let getf = |k: &str, d: f64| {
+            meta.get(&format!("{arch}.{k}"))
+                .and_then(|v| v.to_f32().ok())
+                .map(f64::from)
+                .unwrap_or(d)
+        };
         let hidden_size = get("embedding_length")?;
         let num_heads = get("attention.head_count")?;
         check_divides(hidden_size, num_heads, "embedding_length / attention.head_count", path)?;
@@ -138,7 +168,10 @@ impl LlamaConfig {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.len())
-            .ok_or_else(|| ModelError::Config { path: path.to_path_buf(), reason: "missing GGUF metadata tokenizer.ggml.tokens".into() })?;
+            .ok_or_else(|| ModelError::Config {
+                path: path.to_path_buf(),
+                reason: "missing GGUF metadata tokenizer.ggml.tokens".into(),
+            })?;
         let c = LlamaConfig {
             hidden_size,
             intermediate_size: get("feed_forward_length")?,
@@ -160,9 +193,17 @@ impl LlamaConfig {
     }
 
     fn check(&self, path: &Path) -> Result<(), ModelError> {
-        check_divides(self.num_heads, self.num_kv_heads, "num_attention_heads / num_key_value_heads", path)?;
+        check_divides(
+            self.num_heads,
+            self.num_kv_heads,
+            "num_attention_heads / num_key_value_heads",
+            path,
+        )?;
         if self.head_dim % 2 != 0 {
-            return Err(ModelError::Config { path: path.to_path_buf(), reason: format!("head_dim {} must be even for RoPE", self.head_dim) });
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("head_dim {} must be even for RoPE", self.head_dim),
+            });
         }
         Ok(())
     }
@@ -223,9 +264,19 @@ impl Llama {
     /// the GGUF way (`blk.N…`), checking every shape against `cfg`.
     pub fn new(mut cfg: LlamaConfig, w: &Weights) -> Result<Self, ModelError> {
         let gguf = w.contains("token_embd.weight");
-        let (e, h, kv, d, i) = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size);
+        let (e, h, kv, d, i) = (
+            cfg.hidden_size,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            cfg.intermediate_size,
+        );
         let hf = |s: &str| format!("model.{s}");
-        let embed = if gguf { w.get("token_embd.weight", &[cfg.vocab_size, e])? } else { w.get(&hf("embed_tokens.weight"), &[cfg.vocab_size, e])? };
+        let embed = if gguf {
+            w.get("token_embd.weight", &[cfg.vocab_size, e])?
+        } else {
+            w.get(&hf("embed_tokens.weight"), &[cfg.vocab_size, e])?
+        };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         if gguf {
             cfg.attention_bias = w.contains("blk.0.attn_q.bias");
@@ -261,7 +312,11 @@ impl Llama {
                 w_down: w.get(&name("mlp.down_proj.weight", "ffn_down.weight"), &[e, i])?,
             });
         }
-        let norm = if gguf { w.get("output_norm.weight", &[e])? } else { w.get(&hf("norm.weight"), &[e])? };
+        let norm = if gguf {
+            w.get("output_norm.weight", &[e])?
+        } else {
+            w.get(&hf("norm.weight"), &[e])?
+        };
         let head_name = if gguf { "output.weight" } else { "lm_head.weight" };
         let lm_head = match w.get_opt(head_name, &[cfg.vocab_size, e])? {
             Some(t) if !cfg.tie_word_embeddings => t,
@@ -279,7 +334,14 @@ impl Llama {
                 }
             }
         }
-        Ok(Llama { cfg, embed, layers, norm, lm_head, inv_freq })
+        Ok(Llama {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+        })
     }
 
     /// The configuration.
@@ -322,7 +384,10 @@ impl Llama {
             let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let qkv = ops::linear(&hn, &layer.wqkv, layer.bqkv.as_ref())?;
             let heads = |start: usize, n: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(1, start * d, n * d)?.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()
+                qkv.narrow(1, start * d, n * d)?
+                    .reshape((b, l, n, d))?
+                    .transpose(1, 2)?
+                    .contiguous()
             };
             let q = ops::apply_rope(&heads(0, h)?, &cos, &sin, c.rope_interleaved)?;
             let k = ops::apply_rope(&heads(h, kv)?, &cos, &sin, c.rope_interleaved)?;
@@ -335,6 +400,9 @@ impl Llama {
             x = (x + ops::linear(&act, &layer.w_down, None)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(ForwardOutput { hidden: x.reshape((b, l, c.hidden_size))?, head_means: means })
+        Ok(ForwardOutput {
+            hidden: x.reshape((b, l, c.hidden_size))?,
+            head_means: means,
+        })
     }
 }

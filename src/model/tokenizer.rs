@@ -20,11 +20,20 @@ use super::ModelError;
 /// padding to 128, which would make every pooled embedding mostly `[PAD]`).
 pub fn from_json_file(path: &Path) -> Result<Tokenizer, ModelError> {
     if !path.is_file() {
-        return Err(ModelError::MissingFile { path: path.to_path_buf(), what: "tokenizer.json".into() });
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: "tokenizer.json".into(),
+        });
     }
-    let mut tok = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mut tok = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     tok.with_padding(None);
-    tok.with_truncation(None).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })?;
+    tok.with_truncation(None).map_err(|e| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok(tok)
 }
 
@@ -35,7 +44,8 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 /// Llama 3's (`tokenizer.ggml.pre = "llama-bpe"`): digits in groups of up to three.
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's (`"qwen2"`): like Llama 3 with single digits.
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pre-tokenizer llama.cpp applies for a `tokenizer.ggml.pre` value, as the Hugging Face
 /// `tokenizer.json` of those models spells it:
@@ -49,8 +59,12 @@ const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 pub fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizerWrapper, String> {
     let byte_level = |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
     let split = |pattern: &str| -> Result<PreTokenizerWrapper, String> {
-        let s = Split::new(SplitPattern::Regex(pattern.to_owned()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| format!("pre-tokenizer regex: {e}"))?;
+        let s = Split::new(
+            SplitPattern::Regex(pattern.to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| format!("pre-tokenizer regex: {e}"))?;
         Ok(PreTokenizerWrapper::Split(s))
     };
     Ok(match pre {
@@ -71,15 +85,26 @@ pub fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizerWrapper, String> {
 /// [`pre_tokenizer`]; SmolLM2: `Digits(individual)` before `ByteLevel(add_prefix_space =
 /// false)`), control tokens (type 3) as special tokens, no BOS added.
 pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path) -> Result<Tokenizer, ModelError> {
-    let err = |reason: String| ModelError::Tokenizer { path: path.to_path_buf(), reason };
-    let model = meta.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("");
+    let err = |reason: String| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let model = meta
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+        .unwrap_or("");
     if model != "gpt2" {
-        return Err(err(format!("unsupported GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)")));
+        return Err(err(format!(
+            "unsupported GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)"
+        )));
     }
     let strings = |key: &str| -> Result<Vec<String>, ModelError> {
         let v = meta.get(key).ok_or_else(|| err(format!("missing metadata {key}")))?;
         let arr = v.to_vec().map_err(|e| err(format!("{key}: {e}")))?;
-        arr.iter().map(|x| x.to_string().cloned().map_err(|e| err(format!("{key}: {e}")))).collect()
+        arr.iter()
+            .map(|x| x.to_string().cloned().map_err(|e| err(format!("{key}: {e}"))))
+            .collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges_raw = strings("tokenizer.ggml.merges")?;
@@ -90,7 +115,9 @@ pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path)
     let vocab: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let mut merges = Vec::with_capacity(merges_raw.len());
     for (i, m) in merges_raw.iter().enumerate() {
-        let (a, b) = m.split_once(' ').ok_or_else(|| err(format!("merge {i} ({m:?}) is not two tokens separated by a space")))?;
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| err(format!("merge {i} ({m:?}) is not two tokens separated by a space")))?;
         merges.push((a.to_owned(), b.to_owned()));
     }
     let bpe = BPE::builder()
@@ -98,7 +125,10 @@ pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path)
         .build()
         .map_err(|e| err(format!("building BPE: {e}")))?;
     let mut tok = Tokenizer::new(bpe);
-    let pre_name = meta.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str);
+    let pre_name = meta
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str);
     tok.with_pre_tokenizer(Some(pre_tokenizer(pre_name).map_err(err)?));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     let special: Vec<AddedToken> = tokens
@@ -107,14 +137,16 @@ pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path)
         .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL)
         .map(|(s, _)| AddedToken::from(s.clone(), true))
         .collect();
-    tok.add_special_tokens(special).map_err(|e| err(format!("adding special tokens: {e}")))?;
+    tok.add_special_tokens(special)
+        .map_err(|e| err(format!("adding special tokens: {e}")))?;
     let user: Vec<AddedToken> = tokens
         .iter()
         .zip(&types)
         .filter(|(_, &t)| t == TOKEN_TYPE_USER_DEFINED)
         .map(|(s, _)| AddedToken::from(s.clone(), false))
         .collect();
-    tok.add_tokens(user).map_err(|e| err(format!("adding user-defined tokens: {e}")))?;
+    tok.add_tokens(user)
+        .map_err(|e| err(format!("adding user-defined tokens: {e}")))?;
     Ok(tok)
 }
 
@@ -125,7 +157,10 @@ mod tests {
 
     /// Byte-level vocabulary (GPT-2's byte → character map) plus the merge `1 2`.
     fn meta(pre: Option<&str>) -> HashMap<String, Value> {
-        let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+        let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+            .chain(0xA1..=0xAC)
+            .chain(0xAE..=0xFF)
+            .collect();
         let mut cs = bs.clone();
         for b in 0..256u32 {
             if !bs.contains(&b) {
@@ -140,8 +175,14 @@ mod tests {
         tokens.push("12".into());
         let mut m = HashMap::new();
         m.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
-        m.insert("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect()));
-        m.insert("tokenizer.ggml.merges".to_string(), Value::Array(vec![Value::String("1 2".into())]));
+        m.insert(
+            "tokenizer.ggml.tokens".to_string(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        );
+        m.insert(
+            "tokenizer.ggml.merges".to_string(),
+            Value::Array(vec![Value::String("1 2".into())]),
+        );
         if let Some(p) = pre {
             m.insert("tokenizer.ggml.pre".to_string(), Value::String(p.into()));
         }
@@ -164,6 +205,9 @@ mod tests {
         assert_eq!(pieces(Some("llama-bpe"), "a 1234"), ["a", "Ġ", "12", "3", "4"]);
         assert_eq!(pieces(Some("llama-bpe"), "a 412"), ["a", "Ġ", "4", "12"]);
         let e = from_gguf_metadata(&meta(Some("falcon")), Path::new("t.gguf")).unwrap_err();
-        assert!(e.to_string().contains("falcon") && e.to_string().contains("t.gguf"), "{e}");
+        assert!(
+            e.to_string().contains("falcon") && e.to_string().contains("t.gguf"),
+            "{e}"
+        );
     }
 }

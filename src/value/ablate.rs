@@ -105,7 +105,9 @@ impl Layout {
                 TokenMode::Remove => (0..n).filter(|&p| kept[p]).collect(),
             };
             if included.is_empty() {
-                return Err(ModelError::Input("a mask removes every token of the input (add a fixed prefix)".into()));
+                return Err(ModelError::Input(
+                    "a mask removes every token of the input (add a fixed prefix)".into(),
+                ));
             }
             any_hidden |= self.mode == TokenMode::Attention && included.iter().any(|&p| !kept[p]);
             rows.push((included, kept));
@@ -139,7 +141,15 @@ impl Layout {
         };
         let head_gates = self.head_gates(masks)?;
         Ok(AblatedBatch {
-            input: ModelInput { batch: b, len, tokens, positions, attn_bias, head_gates, capture_head_means: false },
+            input: ModelInput {
+                batch: b,
+                len,
+                tokens,
+                positions,
+                attn_bias,
+                head_gates,
+                capture_head_means: false,
+            },
             included: rows.into_iter().map(|r| r.0).collect(),
             present: visible,
         })
@@ -165,6 +175,9 @@ impl Layout {
             .into_iter()
             .map(|g| g.map(|g| Tensor::from_vec(g, (b, h), cpu())).transpose())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(HeadGates { gates, fill: self.head_fill.clone() }))
+        Ok(Some(HeadGates {
+            gates,
+            fill: self.head_fill.clone(),
+        }))
     }
 }

@@ -114,38 +114,63 @@ impl LmValue {
     }
 
     /// Prepares the game from an already tokenized prompt.
-    pub fn from_tokens(model: Arc<LoadedModel>, prompt: TokenizedPrompt, options: LmOptions) -> Result<Self, SetupError> {
+    pub fn from_tokens(
+        model: Arc<LoadedModel>,
+        prompt: TokenizedPrompt,
+        options: LmOptions,
+    ) -> Result<Self, SetupError> {
         let info = model.model.info();
         if model.model.lm_head().is_none() {
-            return Err(SetupError::Invalid("LM value functions need a causal LM; this model is an encoder".into()));
+            return Err(SetupError::Invalid(
+                "LM value functions need a causal LM; this model is an encoder".into(),
+            ));
         }
         check_heads(&options.heads, &info)?;
         if !options.token_players && options.heads.is_empty() {
-            return Err(SetupError::Empty("no players: token players are off and no head players given".into()));
+            return Err(SetupError::Empty(
+                "no players: token players are off and no head players given".into(),
+            ));
         }
         if let Some(&bad) = prompt.ids.iter().find(|&&t| t as usize >= info.vocab_size) {
-            return Err(SetupError::Invalid(format!("prompt token id {bad} outside the vocabulary of {}", info.vocab_size)));
+            return Err(SetupError::Invalid(format!(
+                "prompt token id {bad} outside the vocabulary of {}",
+                info.vocab_size
+            )));
         }
         let n_prompt = prompt.ids.len();
-        let mut owners = if options.token_players { prompt.owners() } else { vec![None; n_prompt] };
+        let mut owners = if options.token_players {
+            prompt.owners()
+        } else {
+            vec![None; n_prompt]
+        };
         if options.token_mode == TokenMode::Remove && options.token_players && owners.iter().all(|o| o.is_some()) {
             return Err(SetupError::Invalid(
-                "remove mode needs at least one fixed token (a prefix or template) so that no mask empties the input".into(),
+                "remove mode needs at least one fixed token (a prefix or template) so that no mask empties the input"
+                    .into(),
             ));
         }
         if let TokenMode::Replace(id) = options.token_mode {
             if id as usize >= info.vocab_size {
-                return Err(SetupError::Invalid(format!("replacement token id {id} outside the vocabulary of {}", info.vocab_size)));
+                return Err(SetupError::Invalid(format!(
+                    "replacement token id {id} outside the vocabulary of {}",
+                    info.vocab_size
+                )));
             }
         }
         if n_prompt > info.max_positions {
-            return Err(SetupError::TooLong { tokens: n_prompt, max: info.max_positions });
+            return Err(SetupError::TooLong {
+                tokens: n_prompt,
+                max: info.max_positions,
+            });
         }
         let target = match &options.metric {
             LmMetric::LogitDiff { a, b } => {
                 for t in [a, b] {
                     if *t as usize >= info.vocab_size {
-                        return Err(SetupError::Invalid(format!("token id {t} outside the vocabulary of {}", info.vocab_size)));
+                        return Err(SetupError::Invalid(format!(
+                            "token id {t} outside the vocabulary of {}",
+                            info.vocab_size
+                        )));
                     }
                 }
                 Vec::new()
@@ -153,10 +178,15 @@ impl LmValue {
             LmMetric::TargetLogProb => {
                 if n_prompt >= info.max_positions {
                     // No room for even one target token after the prompt.
-                    return Err(SetupError::TooLong { tokens: n_prompt + 1, max: info.max_positions });
+                    return Err(SetupError::TooLong {
+                        tokens: n_prompt + 1,
+                        max: info.max_positions,
+                    });
                 }
                 let t = match &options.target {
-                    Target::Greedy { max_new_tokens } => model.generate_greedy(&prompt.ids, (*max_new_tokens).min(info.max_positions - n_prompt))?,
+                    Target::Greedy { max_new_tokens } => {
+                        model.generate_greedy(&prompt.ids, (*max_new_tokens).min(info.max_positions - n_prompt))?
+                    }
                     Target::Text(s) => model
                         .tokenizer
                         .encode(s.as_str(), false)
@@ -169,7 +199,10 @@ impl LmValue {
                     return Err(SetupError::Empty("the target continuation has no tokens".into()));
                 }
                 if let Some(&bad) = t.iter().find(|&&x| x as usize >= info.vocab_size) {
-                    return Err(SetupError::Invalid(format!("target token id {bad} outside the vocabulary of {}", info.vocab_size)));
+                    return Err(SetupError::Invalid(format!(
+                        "target token id {bad} outside the vocabulary of {}",
+                        info.vocab_size
+                    )));
                 }
                 t
             }
@@ -177,7 +210,10 @@ impl LmValue {
         let mut ids = prompt.ids.clone();
         ids.extend_from_slice(&target);
         if ids.len() > info.max_positions {
-            return Err(SetupError::TooLong { tokens: ids.len(), max: info.max_positions });
+            return Err(SetupError::TooLong {
+                tokens: ids.len(),
+                max: info.max_positions,
+            });
         }
         owners.resize(ids.len(), None);
         let mut read = vec![false; ids.len()];
@@ -189,7 +225,11 @@ impl LmValue {
             }
         }
         let head_fill = head_fill(&model, &ids, &options)?;
-        let mut labels: Vec<String> = if options.token_players { prompt.spans.iter().map(|s| s.label.clone()).collect() } else { Vec::new() };
+        let mut labels: Vec<String> = if options.token_players {
+            prompt.spans.iter().map(|s| s.label.clone()).collect()
+        } else {
+            Vec::new()
+        };
         labels.extend(options.heads.iter().map(HeadPlayer::label));
         let layout = Layout {
             ids,
@@ -204,7 +244,15 @@ impl LmValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
-        Ok(LmValue { model, prompt, target, layout, metric: options.metric, labels, max_batch_tokens: options.max_batch_tokens.max(1) })
+        Ok(LmValue {
+            model,
+            prompt,
+            target,
+            layout,
+            metric: options.metric,
+            labels,
+            max_batch_tokens: options.max_batch_tokens.max(1),
+        })
     }
 
     /// Number of players (token players, then head players).
@@ -256,7 +304,11 @@ impl LmValue {
         let hidden = self.model.model.forward(&batch.input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
         let n_prompt = self.prompt.ids.len();
-        let no_context = |r| ModelError::Input(format!("mask row {r} leaves no token before the target to predict it from"));
+        let no_context = |r| {
+            ModelError::Input(format!(
+                "mask row {r} leaves no token before the target to predict it from"
+            ))
+        };
         match &self.metric {
             LmMetric::TargetLogProb => {
                 let mut picks = Vec::with_capacity(masks.len() * self.target.len());
@@ -267,14 +319,25 @@ impl LmValue {
                     }
                 }
                 let lp = ops::score_targets(&hidden, head, &picks)?;
-                Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
+                Ok(lp
+                    .chunks(self.target.len())
+                    .map(|c| c.iter().map(|&x| x as f64).sum())
+                    .collect())
             }
             LmMetric::LogitDiff { a, b } => {
                 let at = (0..masks.len())
-                    .map(|r| batch.predictor(r, n_prompt).map(|p| (r, p)).ok_or_else(|| no_context(r)))
+                    .map(|r| {
+                        batch
+                            .predictor(r, n_prompt)
+                            .map(|p| (r, p))
+                            .ok_or_else(|| no_context(r))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let logits = ops::logits_at(&hidden, head, &at)?.to_vec2::<f32>()?;
-                Ok(logits.iter().map(|l| l[*a as usize] as f64 - l[*b as usize] as f64).collect())
+                Ok(logits
+                    .iter()
+                    .map(|l| l[*a as usize] as f64 - l[*b as usize] as f64)
+                    .collect())
             }
         }
     }
@@ -282,7 +345,8 @@ impl LmValue {
 
 impl ValueFunction for LmValue {
     fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
-        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
+        self.evaluate_masks(masks)
+            .map_err(|e| ValueError::Failed(e.to_string()))
     }
 }
 
@@ -299,7 +363,11 @@ pub(crate) fn check_heads(heads: &[HeadPlayer], info: &crate::model::ModelInfo) 
 }
 
 /// Mean head outputs over the unablated reference run, when mean ablation is asked for.
-pub(crate) fn head_fill(model: &LoadedModel, ids: &[u32], options_heads_mode: &impl HeadOpts) -> Result<Option<Vec<candle_core::Tensor>>, SetupError> {
+pub(crate) fn head_fill(
+    model: &LoadedModel,
+    ids: &[u32],
+    options_heads_mode: &impl HeadOpts,
+) -> Result<Option<Vec<candle_core::Tensor>>, SetupError> {
     if options_heads_mode.head_mode() != HeadMode::Mean || options_heads_mode.head_players().is_empty() {
         return Ok(None);
     }

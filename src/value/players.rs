@@ -107,7 +107,10 @@ pub struct Prompt {
 impl Prompt {
     /// A prompt whose whole text is players, cut into words.
     pub fn new(text: impl Into<String>) -> Self {
-        Prompt { text: text.into(), ..Default::default() }
+        Prompt {
+            text: text.into(),
+            ..Default::default()
+        }
     }
 
     /// Sets the fixed prefix.
@@ -157,11 +160,18 @@ impl TokenizedPrompt {
         let mut owner: Vec<Option<usize>> = vec![None; ids.len()];
         for (i, s) in spans.iter().enumerate() {
             if s.positions.is_empty() {
-                return Err(SetupError::Invalid(format!("player {i} ({:?}) covers no token", s.label)));
+                return Err(SetupError::Invalid(format!(
+                    "player {i} ({:?}) covers no token",
+                    s.label
+                )));
             }
             for &p in &s.positions {
                 if p >= ids.len() {
-                    return Err(SetupError::PositionOutOfRange { player: i, position: p, len: ids.len() });
+                    return Err(SetupError::PositionOutOfRange {
+                        player: i,
+                        position: p,
+                        len: ids.len(),
+                    });
                 }
                 if let Some(a) = owner[p] {
                     return Err(SetupError::Overlap { a, b: i, position: p });
@@ -203,8 +213,18 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
     // Units: absolute byte ranges inside the text.
     let units: Option<Vec<Range<usize>>> = match &prompt.unit {
         Unit::Tokens => None,
-        Unit::Words => Some(word_ranges(&prompt.text).into_iter().map(|r| r.start + text_start..r.end + text_start).collect()),
-        Unit::Sentences => Some(sentence_ranges(&prompt.text).into_iter().map(|r| r.start + text_start..r.end + text_start).collect()),
+        Unit::Words => Some(
+            word_ranges(&prompt.text)
+                .into_iter()
+                .map(|r| r.start + text_start..r.end + text_start)
+                .collect(),
+        ),
+        Unit::Sentences => Some(
+            sentence_ranges(&prompt.text)
+                .into_iter()
+                .map(|r| r.start + text_start..r.end + text_start)
+                .collect(),
+        ),
         Unit::Spans(spans) => {
             let mut prev_end = 0;
             for r in spans {
@@ -214,7 +234,11 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
                     || !prompt.text.is_char_boundary(r.start)
                     || !prompt.text.is_char_boundary(r.end)
                 {
-                    return Err(SetupError::SpanOutOfRange { start: r.start, end: r.end, len: prompt.text.len() });
+                    return Err(SetupError::SpanOutOfRange {
+                        start: r.start,
+                        end: r.end,
+                        len: prompt.text.len(),
+                    });
                 }
                 prev_end = r.end;
             }
@@ -250,7 +274,10 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
     for (t, u) in unit_of.iter().enumerate() {
         let Some(u) = *u else { continue };
         let i = *index_of_unit.entry(u).or_insert_with(|| {
-            spans.push(TokenSpan { label: String::new(), positions: Vec::new() });
+            spans.push(TokenSpan {
+                label: String::new(),
+                positions: Vec::new(),
+            });
             spans.len() - 1
         });
         spans[i].positions.push(t);
@@ -351,10 +378,11 @@ pub fn replacement_token(tokenizer: &Tokenizer, which: Replacement) -> Result<u3
         Replacement::Mask => &["[MASK]", "<mask>", "<|mask|>"],
         Replacement::Pad => &["[PAD]", "<pad>", "<|pad|>", "<|endoftext|>"],
     };
-    names
-        .iter()
-        .find_map(|n| tokenizer.token_to_id(n))
-        .ok_or_else(|| SetupError::Invalid(format!("the tokenizer has no {which:?} token (looked for {names:?}); pass a token id with TokenMode::Replace")))
+    names.iter().find_map(|n| tokenizer.token_to_id(n)).ok_or_else(|| {
+        SetupError::Invalid(format!(
+            "the tokenizer has no {which:?} token (looked for {names:?}); pass a token id with TokenMode::Replace"
+        ))
+    })
 }
 
 /// How an ablated attention head is removed.
@@ -381,13 +409,20 @@ pub struct HeadPlayer {
 impl HeadPlayer {
     /// Every (layer, head) of a model, layer-major.
     pub fn all(info: &ModelInfo) -> Vec<HeadPlayer> {
-        (0..info.num_layers).flat_map(|layer| (0..info.num_heads).map(move |head| HeadPlayer { layer, head })).collect()
+        (0..info.num_layers)
+            .flat_map(|layer| (0..info.num_heads).map(move |head| HeadPlayer { layer, head }))
+            .collect()
     }
 
     /// Checks the player against the model.
     pub fn check(&self, info: &ModelInfo) -> Result<(), SetupError> {
         if self.layer >= info.num_layers || self.head >= info.num_heads {
-            return Err(SetupError::HeadOutOfRange { layer: self.layer, head: self.head, layers: info.num_layers, heads: info.num_heads });
+            return Err(SetupError::HeadOutOfRange {
+                layer: self.layer,
+                head: self.head,
+                layers: info.num_layers,
+                heads: info.num_heads,
+            });
         }
         Ok(())
     }
@@ -413,10 +448,22 @@ mod tests {
 
     #[test]
     fn tokenized_prompt_rejects_bad_spans() {
-        let span = |p: Vec<usize>| TokenSpan { label: "x".into(), positions: p };
-        assert!(matches!(TokenizedPrompt::new(vec![1, 2], vec![span(vec![2])]), Err(SetupError::PositionOutOfRange { position: 2, .. })));
-        assert!(matches!(TokenizedPrompt::new(vec![1, 2], vec![span(vec![0]), span(vec![0, 1])]), Err(SetupError::Overlap { .. })));
-        assert!(matches!(TokenizedPrompt::new(vec![], vec![]), Err(SetupError::Empty(_))));
+        let span = |p: Vec<usize>| TokenSpan {
+            label: "x".into(),
+            positions: p,
+        };
+        assert!(matches!(
+            TokenizedPrompt::new(vec![1, 2], vec![span(vec![2])]),
+            Err(SetupError::PositionOutOfRange { position: 2, .. })
+        ));
+        assert!(matches!(
+            TokenizedPrompt::new(vec![1, 2], vec![span(vec![0]), span(vec![0, 1])]),
+            Err(SetupError::Overlap { .. })
+        ));
+        assert!(matches!(
+            TokenizedPrompt::new(vec![], vec![]),
+            Err(SetupError::Empty(_))
+        ));
         assert!(TokenizedPrompt::new(vec![1, 2], vec![span(vec![1])]).is_ok());
     }
 }
