@@ -811,3 +811,76 @@ fn value_function_trait_and_labels() {
     .unwrap();
     assert_eq!(f.player_labels(), ["cat sat", "mat"]);
 }
+
+#[test]
+fn family_switches_qwen2_biases_and_distilbert() {
+    // Qwen2: the Llama implementation with Q/K/V biases (`model_type: qwen2`).
+    let dir = tempfile::tempdir().unwrap();
+    let tok = byte_bpe();
+    let spec = LlamaSpec {
+        qkv_bias: true,
+        ..LlamaSpec::tiny(tok.tokens.len())
+    };
+    let w = llama_weights(&spec, 21);
+    write_llama_hf_as(
+        dir.path(),
+        &LlamaSpec {
+            qkv_bias: false,
+            ..spec.clone()
+        },
+        &w,
+        &tok,
+        "qwen2",
+    );
+    let m = Arc::new(model::load(dir.path()).unwrap());
+    let heads = vec![HeadPlayer { layer: 1, head: 2 }];
+    let opts = LmOptions {
+        heads,
+        target: target3(&m),
+        ..Default::default()
+    };
+    let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat"), opts).unwrap();
+    let masks = random_masks(f.n_players(), 12, 22);
+    let dec = Dec::Llama(&spec, &w);
+    check_lm_against_reference(
+        &f,
+        &dec,
+        TokenMode::Attention,
+        HeadMode::Zero,
+        masks.as_slice(),
+        "qwen2",
+    );
+
+    // DistilBERT: BERT blocks under other names, no token types.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = bert_weights(23);
+    write_distilbert_hf(dir.path(), &mut w);
+    let m = Arc::new(model::load(dir.path()).unwrap());
+    let text = "the big red cat sat on the mat";
+    let reference = "a dog ran to the house";
+    let ref_ids = m.encode(reference).unwrap();
+    let ref_emb = mean_pool(
+        &bert_forward(&w, &Seq::plain(&ref_ids, false), &Ablate::default()).hidden,
+        &vec![true; ref_ids.len()],
+    );
+    let f = EncoderValue::new(
+        m.clone(),
+        &Prompt::new(text),
+        EncoderOptions::new(EncoderMetric::Cosine {
+            reference: reference.into(),
+        }),
+    )
+    .unwrap();
+    let masks = random_masks(f.n_players(), 10, 24);
+    let got = f.evaluate_masks(masks.as_slice()).unwrap();
+    let base = f.prompt().ids.clone();
+    for (r, mask) in masks.iter().enumerate() {
+        let kept = kept_positions(&f.layout().owners, 0, mask);
+        let emb = mean_pool(
+            &bert_forward(&w, &Seq::hiding(&base, &kept, false), &Ablate::default()).hidden,
+            &kept,
+        );
+        let want: f64 = emb.iter().zip(&ref_emb).map(|(a, b)| a * b).sum();
+        assert_close(got[r], want, REF_TOL, &format!("distilbert cosine, mask {mask}"));
+    }
+}

@@ -63,7 +63,8 @@ pub struct LlamaConfig {
     pub rope_interleaved: bool,
     /// Llama 3 RoPE scaling, if any.
     pub rope_scaling: Option<Llama3RopeScaling>,
-    /// Whether Q/K/V projections carry biases (Qwen2).
+    /// Whether Q/K/V projections carry biases (always for Qwen2; also whenever the checkpoint has
+    /// them).
     pub attention_bias: bool,
     /// Whether the LM head is the token embedding.
     pub tie_word_embeddings: bool,
@@ -124,10 +125,9 @@ impl LlamaConfig {
             rope_theta: cfg_f64(cfg, "rope_theta", 10_000.0),
             rope_interleaved: false,
             rope_scaling,
-            attention_bias: cfg
-                .get("attention_bias")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(model_type == "qwen2"),
+            // Qwen2 always has Q/K/V biases (its config has no switch); Llama's is `attention_bias`.
+            attention_bias: model_type == "qwen2"
+                || cfg.get("attention_bias").and_then(|v| v.as_bool()).unwrap_or(false),
             tie_word_embeddings: cfg
                 .get("tie_word_embeddings")
                 .and_then(|v| v.as_bool())
@@ -278,9 +278,13 @@ impl Llama {
             w.get(&hf("embed_tokens.weight"), &[cfg.vocab_size, e])?
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
-        if gguf {
-            cfg.attention_bias = w.contains("blk.0.attn_q.bias");
-        }
+        // Biases present in the checkpoint are used whatever the config says (a config that asks
+        // for biases the checkpoint lacks is a missing-tensor error below).
+        cfg.attention_bias |= w.contains(if gguf {
+            "blk.0.attn_q.bias"
+        } else {
+            "model.layers.0.self_attn.q_proj.bias"
+        });
         for l in 0..cfg.num_layers {
             let name = |hf_name: &str, gguf_name: &str| {
                 if gguf {

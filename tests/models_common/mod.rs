@@ -327,8 +327,13 @@ pub fn llama_config_json(s: &LlamaSpec, model_type: &str, eos: u32) -> String {
 
 /// Writes a Hugging Face directory (config.json, model.safetensors, tokenizer.json).
 pub fn write_llama_hf(dir: &Path, s: &LlamaSpec, w: &Tensors, tok: &ByteBpe) {
+    write_llama_hf_as(dir, s, w, tok, "llama");
+}
+
+/// Same, with another `model_type` of the family (`qwen2`, `mistral`, …).
+pub fn write_llama_hf_as(dir: &Path, s: &LlamaSpec, w: &Tensors, tok: &ByteBpe, model_type: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), llama_config_json(s, "llama", tok.eos)).unwrap();
+    std::fs::write(dir.join("config.json"), llama_config_json(s, model_type, tok.eos)).unwrap();
     w.save_safetensors(&dir.join("model.safetensors"));
     tok.save_json(&dir.join("tokenizer.json"));
 }
@@ -534,6 +539,59 @@ pub fn write_bert_hf(dir: &Path, w: &Tensors) {
         "layer_norm_eps": 1e-12, "hidden_act": "gelu", "id2label": {"0": "neg", "1": "neu", "2": "pos"}});
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     w.save_safetensors(&dir.join("model.safetensors"));
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        word_level_json(
+            BERT_WORDS,
+            "[UNK]",
+            &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+            true,
+        ),
+    )
+    .unwrap();
+}
+
+/// Writes BERT-named weights as a DistilBERT checkpoint (`distilbert.` prefix, `q_lin` …, no
+/// token types, no classification head); drops the token-type embedding from `w` so that the
+/// reference computes DistilBERT too.
+pub fn write_distilbert_hf(dir: &Path, w: &mut Tensors) {
+    let (e, h, layers, inter, pos) = BERT;
+    std::fs::create_dir_all(dir).unwrap();
+    for k in [
+        "embeddings.token_type_embeddings.weight",
+        "pooler.dense.weight",
+        "pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ] {
+        w.0.remove(k);
+    }
+    let mut out = Tensors::default();
+    for (k, (shape, data)) in &w.0 {
+        let mut name = k.clone();
+        for l in 0..layers {
+            for (from, to) in [
+                ("attention.self.query", "attention.q_lin"),
+                ("attention.self.key", "attention.k_lin"),
+                ("attention.self.value", "attention.v_lin"),
+                ("attention.output.dense", "attention.out_lin"),
+                ("attention.output.LayerNorm", "sa_layer_norm"),
+                ("intermediate.dense", "ffn.lin1"),
+                ("output.dense", "ffn.lin2"),
+                ("output.LayerNorm", "output_layer_norm"),
+            ] {
+                let b = format!("encoder.layer.{l}.{from}.");
+                if let Some(rest) = k.strip_prefix(&b) {
+                    name = format!("transformer.layer.{l}.{to}.{rest}");
+                }
+            }
+        }
+        out.set(&format!("distilbert.{name}"), shape, data.clone());
+    }
+    let cfg = json!({"model_type": "distilbert", "dim": e, "n_heads": h, "n_layers": layers, "hidden_dim": inter,
+        "max_position_embeddings": pos, "vocab_size": BERT_WORDS.len(), "activation": "gelu"});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    out.save_safetensors(&dir.join("model.safetensors"));
     std::fs::write(
         dir.join("tokenizer.json"),
         word_level_json(
@@ -877,13 +935,20 @@ pub fn gpt2_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
     }
 }
 
+/// BERT by definition; without `embeddings.token_type_embeddings.weight` in `w` it is DistilBERT
+/// (same blocks, no token types).
 pub fn bert_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
     let (e, h, layers, inter, _) = BERT;
     let eps = 1e-12;
+    let zeros = vec![0f32; e];
     let (we, pe, te) = (
         w.get("embeddings.word_embeddings.weight"),
         w.get("embeddings.position_embeddings.weight"),
-        w.get("embeddings.token_type_embeddings.weight"),
+        if w.has("embeddings.token_type_embeddings.weight") {
+            w.get("embeddings.token_type_embeddings.weight")
+        } else {
+            &zeros
+        },
     );
     let mut x: Vec<Vec<f64>> = seq
         .tokens
