@@ -32,6 +32,7 @@ pub mod explain;
 pub mod faithfulness;
 pub mod io;
 pub mod mask;
+pub mod model;
 pub mod plan;
 pub mod planted;
 pub mod report;

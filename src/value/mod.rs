@@ -1,11 +1,59 @@
 //! Value functions: what the engine queries. A value function maps a batch of masks to one real
 //! value per mask (a logit, a log-probability, a test loss, …). Models, external drivers and
 //! demo games all implement the one trait [`ValueFunction`]; the math never sees more than that.
-//! [`data`] retrains models on subsets of their training examples (data attribution).
+//!
+//! # Transformers as value functions
+//!
+//! [`lm::LmValue`] (causal LMs) and [`encoder::EncoderValue`] (BERT-family encoders) turn one
+//! input and a batch of masks into one batched forward pass of ablated copies of the input
+//! (chunked by `max_batch_tokens`), each row with its own mask:
+//!
+//! * [`players`]: what the players are — spans of the input ([`players::Unit`]: tokens, words,
+//!   sentences, marked byte spans; a fixed prefix/suffix such as a chat template is never
+//!   ablated) and attention heads ([`players::HeadPlayer`], query heads under grouped-query
+//!   attention) — and how an ablated one is removed ([`players::TokenMode`]: `Attention`,
+//!   `Replace`, `Remove`; [`players::HeadMode`]: `Zero`, `Mean`). Mask bits: token players
+//!   first, then head players.
+//! * [`ablate`]: the one place where masks become per-row token ids, position ids, key
+//!   visibility (→ [`crate::model::ops::attention_bias`]) and head gates.
+//! * [`lm`]: log-probability of a target continuation, teacher-forced in the same pass (default
+//!   target: the model's greedy answer on the unablated prompt), or a logit difference.
+//! * [`encoder`]: cosine similarity of the pooled embedding to a reference text's, or a class
+//!   logit / log-odds.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use spex::mask::MaskBatch;
+//! use spex::model::cache::load_default_lm;
+//! use spex::value::lm::{LmOptions, LmValue};
+//! use spex::value::players::{HeadPlayer, Prompt, Unit};
+//! use spex::value::ValueFunction;
+//!
+//! let lm = Arc::new(load_default_lm()?); // SmolLM2-135M-Instruct, fetched on first use
+//! // Words of the question are players; the chat template around them is fixed.
+//! let prompt = Prompt::new("What is the capital of France?")
+//!     .with_prefix("<|im_start|>user\n")
+//!     .with_suffix("<|im_end|>\n<|im_start|>assistant\n")
+//!     .with_unit(Unit::Words);
+//! // Two attention heads join the six words as players 6 and 7.
+//! let heads = vec![HeadPlayer { layer: 3, head: 0 }, HeadPlayer { layer: 20, head: 5 }];
+//! let mut f = LmValue::new(lm, &prompt, LmOptions { heads, ..LmOptions::default() })?;
+//! println!("{:?} -> {:?}", f.player_labels(), f.target_text());
+//! let masks = MaskBatch::parse_rows(["11111111", "11111011", "11111110"])?;
+//! let log_p = f.evaluate(masks.as_slice())?; // log p(greedy answer | ablated input), per mask
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`data`] retrains models on subsets of their training examples (data attribution); [`driver`]
+//! talks to external programs over the JSON-lines protocol; [`demo`] is the built-in toy.
 
+pub mod ablate;
 pub mod data;
 pub mod demo;
 pub mod driver;
+pub mod encoder;
+pub mod lm;
+pub mod players;
 
 use rayon::prelude::*;
 

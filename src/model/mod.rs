@@ -1,0 +1,585 @@
+//! Transformer models with first-class masking hooks, on the CPU in `f32`.
+//!
+//! Three families share one forward contract ([`Model::forward`] on a [`ModelInput`]):
+//!
+//! * [`llama`]: RMSNorm, RoPE, grouped-query attention, SwiGLU — Llama 2/3, Qwen2/2.5, Mistral
+//!   and SmolLM2 through config switches;
+//! * [`gpt2`]: GPT-2 (learned positions, LayerNorm, GELU);
+//! * [`bert`]: the BERT-family encoder (BERT, MiniLM, DistilBERT), with an optional
+//!   sequence-classification head.
+//!
+//! Every batch row carries its own token ids, position ids, attention bias and head gates, so one
+//! forward pass serves `B` differently ablated inputs. The model knows nothing of players, masks or
+//! value functions: the caller (see [`crate::value`]) turns masks into those per-row inputs, with
+//! the hooks in [`ops`].
+//!
+//! Loading ([`load`]) reads a Hugging Face directory (`config.json`, `model.safetensors` or
+//! sharded safetensors with its index, `tokenizer.json`) or a GGUF file (weights dequantized to
+//! `f32`, tokenizer built from the metadata); [`cache`] fetches the embedded default models.
+
+pub mod bert;
+pub mod cache;
+pub mod gpt2;
+pub mod llama;
+pub mod ops;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+pub use ops::HeadGates;
+pub use tokenizers::Tokenizer;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A required file is missing.
+    #[error("{path}: missing {what}")]
+    MissingFile {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What it should have held.
+        what: String,
+    },
+    /// A file exists but is not a valid model file.
+    #[error("{path}: not a valid model file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The architecture named by the config or GGUF metadata is not supported.
+    #[error("{path}: unknown architecture {arch:?} (supported: {supported})")]
+    UnknownArchitecture {
+        /// The config or GGUF file.
+        path: PathBuf,
+        /// The architecture it names.
+        arch: String,
+        /// What is supported.
+        supported: &'static str,
+    },
+    /// A config value is missing or invalid.
+    #[error("{path}: bad config: {reason}")]
+    Config {
+        /// The config (or GGUF) file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the architecture needs is absent.
+    #[error("{path}: missing tensor {name}")]
+    MissingTensor {
+        /// The weights file or directory.
+        path: PathBuf,
+        /// The tensor name(s) looked for.
+        name: String,
+    },
+    /// A tensor's shape disagrees with the config.
+    #[error("{path}: tensor {name} has shape {found:?}, but the config implies {expected:?}")]
+    ShapeMismatch {
+        /// The weights file or directory.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// The tokenizer could not be loaded, built or run.
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer {
+        /// Its file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Bad input to a forward pass (too long, token id outside the vocabulary, inconsistent shapes).
+    #[error("{0}")]
+    Input(String),
+    /// The default model could not be fetched.
+    #[error("{0}")]
+    Fetch(String),
+    /// A tensor operation failed.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// One batched forward pass: `batch` rows of `len` tokens, each row with its own positions,
+/// attention bias and head gates.
+#[derive(Clone, Debug)]
+pub struct ModelInput {
+    /// Rows in the batch.
+    pub batch: usize,
+    /// Tokens per row (rows are padded to a common length by the caller).
+    pub len: usize,
+    /// Token ids, row-major `batch × len`.
+    pub tokens: Vec<u32>,
+    /// Position ids, row-major `batch × len` (RoPE angle or learned-position index).
+    pub positions: Vec<u32>,
+    /// Additive attention bias `[batch, 1, len, len]` from [`ops::attention_bias`]; `None` = plain
+    /// causal (decoders) or full (encoders) attention.
+    pub attn_bias: Option<Tensor>,
+    /// Head gates (attention-head ablation); `None` = every head kept.
+    pub head_gates: Option<HeadGates>,
+    /// Whether to record each layer's mean per-head attention output `[H, D]` (over all rows and
+    /// positions) in [`ForwardOutput::head_means`]: the reference for mean ablation.
+    pub capture_head_means: bool,
+}
+
+impl ModelInput {
+    /// One unablated row: positions `0..len`, no bias, no gates.
+    pub fn single(tokens: &[u32]) -> Self {
+        ModelInput {
+            batch: 1,
+            len: tokens.len(),
+            tokens: tokens.to_vec(),
+            positions: (0..tokens.len() as u32).collect(),
+            attn_bias: None,
+            head_gates: None,
+            capture_head_means: false,
+        }
+    }
+
+    fn validate(&self, info: &ModelInfo) -> Result<(), ModelError> {
+        let n = self.batch * self.len;
+        if self.batch == 0 || self.len == 0 {
+            return Err(ModelError::Input("empty input: no tokens to run".into()));
+        }
+        if self.tokens.len() != n || self.positions.len() != n {
+            return Err(ModelError::Input(format!(
+                "input has {} token ids and {} positions, expected batch {} x length {}",
+                self.tokens.len(),
+                self.positions.len(),
+                self.batch,
+                self.len
+            )));
+        }
+        if let Some(&t) = self.tokens.iter().find(|&&t| t as usize >= info.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {t} outside the vocabulary of {} tokens",
+                info.vocab_size
+            )));
+        }
+        if let Some(&p) = self.positions.iter().max() {
+            if p as usize >= info.max_positions {
+                return Err(ModelError::Input(format!(
+                    "input needs position {p}, beyond the model's context of {} tokens",
+                    info.max_positions
+                )));
+            }
+        }
+        if let Some(b) = &self.attn_bias {
+            if b.dims() != [self.batch, 1, self.len, self.len] {
+                return Err(ModelError::Input(format!(
+                    "attention bias has shape {:?}, expected [{}, 1, {}, {}]",
+                    b.dims(),
+                    self.batch,
+                    self.len,
+                    self.len
+                )));
+            }
+        }
+        if let Some(g) = &self.head_gates {
+            if g.gates.len() != info.num_layers {
+                return Err(ModelError::Input(format!(
+                    "head gates for {} layers, the model has {}",
+                    g.gates.len(),
+                    info.num_layers
+                )));
+            }
+            for t in g.gates.iter().flatten() {
+                if t.dims() != [self.batch, info.num_heads] {
+                    return Err(ModelError::Input(format!(
+                        "head gates of shape {:?}, expected [{}, {}]",
+                        t.dims(),
+                        self.batch,
+                        info.num_heads
+                    )));
+                }
+            }
+            if let Some(f) = &g.fill {
+                if f.len() != info.num_layers || f.iter().any(|t| t.dims() != [info.num_heads, info.head_dim]) {
+                    return Err(ModelError::Input(format!(
+                        "head fill values must be {} tensors of shape [{}, {}]",
+                        info.num_layers, info.num_heads, info.head_dim
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Clone, Debug)]
+pub struct ForwardOutput {
+    /// Final hidden states `[batch, len, hidden]` (after the final norm for decoders).
+    pub hidden: Tensor,
+    /// Per layer `[H, D]` mean head outputs, when requested.
+    pub head_means: Option<Vec<Tensor>>,
+}
+
+/// Model family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Llama-style decoder (Llama, Qwen2, Mistral, SmolLM2).
+    Llama,
+    /// GPT-2 decoder.
+    Gpt2,
+    /// BERT-family encoder.
+    Bert,
+}
+
+/// Shape facts about a loaded model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The family.
+    pub family: Family,
+    /// Transformer layers.
+    pub num_layers: usize,
+    /// Query heads per layer (head players are query heads).
+    pub num_heads: usize,
+    /// Key/value heads per layer (fewer than `num_heads` under grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest supported input (context length or learned positions).
+    pub max_positions: usize,
+    /// Whether attention is causal (decoders).
+    pub causal: bool,
+}
+
+/// A model of any supported family.
+pub enum Model {
+    /// Llama family.
+    Llama(llama::Llama),
+    /// GPT-2.
+    Gpt2(gpt2::Gpt2),
+    /// BERT family.
+    Bert(bert::Bert),
+}
+
+impl Model {
+    /// Runs one batched forward pass.
+    pub fn forward(&self, input: &ModelInput) -> Result<ForwardOutput, ModelError> {
+        input.validate(&self.info())?;
+        match self {
+            Model::Llama(m) => m.forward(input),
+            Model::Gpt2(m) => m.forward(input),
+            Model::Bert(m) => m.forward(input),
+        }
+    }
+
+    /// Shape facts.
+    pub fn info(&self) -> ModelInfo {
+        match self {
+            Model::Llama(m) => m.info(),
+            Model::Gpt2(m) => m.info(),
+            Model::Bert(m) => m.info(),
+        }
+    }
+
+    /// The LM head `[vocab, hidden]` of a decoder (tied to the embedding where the model ties it).
+    pub fn lm_head(&self) -> Option<&Tensor> {
+        match self {
+            Model::Llama(m) => Some(m.lm_head()),
+            Model::Gpt2(m) => Some(m.lm_head()),
+            Model::Bert(_) => None,
+        }
+    }
+}
+
+/// A model with its tokenizer, as loaded from disk.
+pub struct LoadedModel {
+    /// The network.
+    pub model: Model,
+    /// Its tokenizer (padding and truncation disabled).
+    pub tokenizer: Tokenizer,
+    /// Token ids that end generation (EOS and end-of-turn tokens).
+    pub eos_ids: Vec<u32>,
+    /// The file or directory it was loaded from.
+    pub source: PathBuf,
+}
+
+impl LoadedModel {
+    /// Encodes `text` (with the tokenizer's special tokens, e.g. BERT's `[CLS] … [SEP]`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| self.tok_err(e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Decodes token ids to text.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.tokenizer.decode(ids, false).map_err(|e| self.tok_err(e))
+    }
+
+    fn tok_err(&self, e: tokenizers::Error) -> ModelError {
+        ModelError::Tokenizer {
+            path: self.source.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Greedy continuation of `prompt_ids`: up to `max_new_tokens` tokens, stopping after an EOS
+    /// id. Returns the new tokens only (the EOS included if one was produced).
+    pub fn generate_greedy(&self, prompt_ids: &[u32], max_new_tokens: usize) -> Result<Vec<u32>, ModelError> {
+        let head = self
+            .model
+            .lm_head()
+            .ok_or_else(|| ModelError::Input("greedy generation needs a causal LM".into()))?;
+        let mut ids = prompt_ids.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new_tokens {
+            let h = self.model.forward(&ModelInput::single(&ids))?.hidden;
+            let logits = ops::logits_at(&h, head, &[(0, ids.len() - 1)])?.squeeze(0)?;
+            let next = logits.argmax(0)?.to_scalar::<u32>()?;
+            ids.push(next);
+            out.push(next);
+            if self.eos_ids.contains(&next) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Loads a model: a `.gguf` file or a Hugging Face directory (`config.json`, safetensors,
+/// `tokenizer.json`). The architecture comes from GGUF `general.architecture` or config
+/// `model_type` / `architectures`.
+pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
+    if path.is_dir() {
+        load_hf_dir(path)
+    } else if path.is_file() {
+        load_gguf(path)
+    } else {
+        Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: "model (a .gguf file or a Hugging Face directory)".into(),
+        })
+    }
+}
+
+const HF_SUPPORTED: &str = "llama, mistral, qwen2, smollm, gpt2, bert, distilbert";
+
+fn load_hf_dir(dir: &Path) -> Result<LoadedModel, ModelError> {
+    let cfg_path = dir.join("config.json");
+    if !cfg_path.is_file() {
+        return Err(ModelError::MissingFile {
+            path: cfg_path,
+            what: "config.json".into(),
+        });
+    }
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+        path: cfg_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let model_type = cfg
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = tokenizer::from_json_file(&tok_path)?;
+    let weights = weights::Weights::from_safetensors_dir(dir)?;
+    let model = match model_type.as_str() {
+        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => Model::Llama(llama::Llama::new(
+            llama::LlamaConfig::from_hf_json(&cfg, &cfg_path)?,
+            &weights,
+        )?),
+        "gpt2" => Model::Gpt2(gpt2::Gpt2::new(
+            gpt2::Gpt2Config::from_hf_json(&cfg, &cfg_path)?,
+            &weights,
+        )?),
+        "bert" | "distilbert" => Model::Bert(bert::Bert::new(
+            bert::BertConfig::from_hf_json(&cfg, &cfg_path)?,
+            &weights,
+        )?),
+        other => {
+            return Err(ModelError::UnknownArchitecture {
+                path: cfg_path,
+                arch: if other.is_empty() {
+                    "(no model_type)".into()
+                } else {
+                    other.into()
+                },
+                supported: HF_SUPPORTED,
+            })
+        }
+    };
+    let mut eos_ids = Vec::new();
+    collect_ids(cfg.get("eos_token_id"), &mut eos_ids);
+    let gen = dir.join("generation_config.json");
+    if let Ok(text) = std::fs::read_to_string(&gen) {
+        if let Ok(g) = serde_json::from_str::<serde_json::Value>(&text) {
+            collect_ids(g.get("eos_token_id"), &mut eos_ids);
+        }
+    }
+    add_named_eos(&tokenizer, &mut eos_ids);
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        eos_ids,
+        source: dir.to_path_buf(),
+    })
+}
+
+fn collect_ids(v: Option<&serde_json::Value>, out: &mut Vec<u32>) {
+    match v {
+        Some(serde_json::Value::Number(n)) => out.extend(n.as_u64().map(|x| x as u32)),
+        Some(serde_json::Value::Array(a)) => out.extend(a.iter().filter_map(|x| x.as_u64().map(|x| x as u32))),
+        _ => {}
+    }
+}
+
+/// End-of-sequence / end-of-turn tokens known by name.
+fn add_named_eos(tok: &Tokenizer, out: &mut Vec<u32>) {
+    for name in ["<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end_of_text|>"] {
+        if let Some(id) = tok.token_to_id(name) {
+            out.push(id);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+}
+
+const GGUF_SUPPORTED: &str = "llama, mistral, qwen2";
+
+fn load_gguf(path: &Path) -> Result<LoadedModel, ModelError> {
+    let (weights, meta) = weights::Weights::from_gguf(path)?;
+    let arch = meta
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    let model = match arch.as_str() {
+        "llama" | "mistral" | "qwen2" => Model::Llama(llama::Llama::new(
+            llama::LlamaConfig::from_gguf(&meta, &arch, path)?,
+            &weights,
+        )?),
+        other => {
+            return Err(ModelError::UnknownArchitecture {
+                path: path.to_path_buf(),
+                arch: if other.is_empty() {
+                    "(no general.architecture)".into()
+                } else {
+                    other.into()
+                },
+                supported: GGUF_SUPPORTED,
+            })
+        }
+    };
+    let tokenizer = tokenizer::from_gguf_metadata(&meta, path)?;
+    let mut eos_ids = Vec::new();
+    if let Some(id) = meta.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+        eos_ids.push(id);
+    }
+    add_named_eos(&tokenizer, &mut eos_ids);
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        eos_ids,
+        source: path.to_path_buf(),
+    })
+}
+
+/// The device every model runs on (the CPU; the reference path).
+pub fn cpu() -> &'static Device {
+    static CPU: Device = Device::Cpu;
+    &CPU
+}
+
+/// Shared attention tail of every family: attention with the batch's bias, mean capture, head
+/// gates, then flattening to `[B·L, H·D]` for the output projection.
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    layer: usize,
+    input: &ModelInput,
+    means: &mut Option<Vec<Tensor>>,
+) -> Result<Tensor, ModelError> {
+    let (b, h, l, d) = q.dims4()?;
+    let mut a = ops::attention(q, k, v, bias)?; // [B, L, H, D]
+    if let Some(m) = means.as_mut() {
+        m.push(a.reshape((b * l, h, d))?.mean(0)?);
+    }
+    if let Some(g) = &input.head_gates {
+        if let Some(gate) = &g.gates[layer] {
+            a = ops::apply_head_gates(&a, gate, g.fill.as_ref().map(|f| &f[layer]))?;
+        }
+    }
+    Ok(a.reshape((b * l, h * d))?)
+}
+
+/// The bias to use: the caller's, or plain causal/full attention.
+pub(crate) fn bias_or_default(input: &ModelInput, causal: bool) -> Result<Tensor, ModelError> {
+    match &input.attn_bias {
+        Some(b) => Ok(b.clone()),
+        None => ops::attention_bias(input.batch, input.len, None, causal, cpu()),
+    }
+}
+
+/// Reads a `usize` field of a Hugging Face config.
+pub(crate) fn cfg_usize(cfg: &serde_json::Value, key: &str, path: &Path) -> Result<usize, ModelError> {
+    cfg_usize_opt(cfg, key, path)?.ok_or_else(|| ModelError::Config {
+        path: path.to_path_buf(),
+        reason: format!("missing \"{key}\""),
+    })
+}
+
+/// Reads an optional `usize` field (rejecting zero and non-integers).
+pub(crate) fn cfg_usize_opt(cfg: &serde_json::Value, key: &str, path: &Path) -> Result<Option<usize>, ModelError> {
+    match cfg.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(x) if x > 0 => Ok(Some(x as usize)),
+            _ => Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("\"{key}\" must be a positive integer, found {v}"),
+            }),
+        },
+    }
+}
+
+/// Reads an optional `f64` field.
+pub(crate) fn cfg_f64(cfg: &serde_json::Value, key: &str, default: f64) -> f64 {
+    cfg.get(key).and_then(|v| v.as_f64()).unwrap_or(default)
+}
+
+/// Checks `a % b == 0` for config sanity (heads dividing the hidden size, …).
+pub(crate) fn check_divides(a: usize, b: usize, what: &str, path: &Path) -> Result<(), ModelError> {
+    if b == 0 || a % b != 0 {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: format!("{what}: {a} is not a multiple of {b}"),
+        });
+    }
+    Ok(())
+}

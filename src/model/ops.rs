@@ -1,0 +1,276 @@
+//! The masking hooks and the shared building blocks of every model family.
+//!
+//! These are the functions a later CUDA path is tested against, so each does one thing and can be
+//! called on its own:
+//!
+//! * [`attention_bias`]: the **only** place that turns per-row key visibility into an additive
+//!   attention bias `[B, 1, L, L]`.
+//! * [`attention`]: scaled dot-product attention with that bias and grouped-query heads, returning
+//!   the per-head outputs `[B, L, H, D]` (before the output projection).
+//! * [`apply_head_gates`]: per-row head gates on `[B, L, H, D]` (zero or mean ablation).
+//! * [`score_targets`]: fused teacher-forced scoring: the log-probability of chosen next tokens at
+//!   chosen positions, computing LM-head logits only for those positions.
+//!
+//! All tensors are `f32` on the CPU.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::ModelError;
+
+/// Builds the additive attention bias `[B, 1, L, L]` (0 = may attend, −∞ = may not).
+///
+/// Query `i` of row `b` may attend key `j` when `key_visible[b * len + j]` holds (or `j == i`: a
+/// query always sees itself, so no softmax row is empty) and, if `causal`, when `j <= i`.
+/// `key_visible = None` means every key is visible.
+pub fn attention_bias(
+    batch: usize,
+    len: usize,
+    key_visible: Option<&[bool]>,
+    causal: bool,
+    device: &Device,
+) -> Result<Tensor, ModelError> {
+    if let Some(v) = key_visible {
+        if v.len() != batch * len {
+            return Err(ModelError::Input(format!(
+                "key visibility has {} entries, expected batch {batch} x length {len}",
+                v.len()
+            )));
+        }
+    }
+    let mut data = vec![0f32; batch * len * len];
+    for b in 0..batch {
+        let vis = key_visible.map(|v| &v[b * len..(b + 1) * len]);
+        for i in 0..len {
+            let row = &mut data[(b * len + i) * len..(b * len + i + 1) * len];
+            for (j, x) in row.iter_mut().enumerate() {
+                let visible = j == i || (!(causal && j > i) && vis.is_none_or(|v| v[j]));
+                if !visible {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(data, (batch, 1, len, len), device)?)
+}
+
+/// Scaled dot-product attention.
+///
+/// `q`: `[B, H, L, D]`; `k`, `v`: `[B, Hkv, L, D]` with `H` a multiple of `Hkv` (grouped-query
+/// attention: query head `h` reads key/value head `h / (H / Hkv)`); `bias`: `[B, 1, L, L]` from
+/// [`attention_bias`]. Returns the per-head outputs `[B, L, H, D]`, contiguous.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<Tensor, ModelError> {
+    let (b, h, l, d) = q.dims4()?;
+    let hkv = k.dim(1)?;
+    let (k, v) = if hkv != h {
+        let rep = h / hkv;
+        let expand = |t: &Tensor| -> candle_core::Result<Tensor> {
+            t.unsqueeze(2)?.expand((b, hkv, rep, l, d))?.reshape((b, h, l, d))
+        };
+        (expand(k)?, expand(v)?)
+    } else {
+        (k.clone(), v.clone())
+    };
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.contiguous()?)
+}
+
+/// Per-row, per-layer head gates: the attention-head ablation hook.
+///
+/// `gates[layer]` is `None` when no head of that layer is touched in any row, else a `[B, H]`
+/// tensor of 1 (kept) / 0 (ablated). `fill[layer]`, when present, is the `[H, D]` value an ablated
+/// head takes (mean ablation); without it an ablated head outputs zero.
+#[derive(Clone, Debug)]
+pub struct HeadGates {
+    /// Per layer: `None` (all heads kept in every row) or `[B, H]` gates.
+    pub gates: Vec<Option<Tensor>>,
+    /// Per layer `[H, D]` replacement values (mean ablation), or `None` for zero ablation.
+    pub fill: Option<Vec<Tensor>>,
+}
+
+/// Applies one layer's head gates to the per-head attention outputs `attn: [B, L, H, D]`:
+/// `out = g * attn + (1 - g) * fill` with `g: [B, H]` broadcast over positions and `fill: [H, D]`
+/// (zero when `None`).
+pub fn apply_head_gates(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> Result<Tensor, ModelError> {
+    let (b, _l, h, d) = attn.dims4()?;
+    let g = gate.reshape((b, 1, h, 1))?;
+    let mut out = attn.broadcast_mul(&g)?;
+    if let Some(fill) = fill {
+        let off = (1.0 - &g)?; // [B, 1, H, 1]
+        out = out.broadcast_add(&off.broadcast_mul(&fill.reshape((1, 1, h, d))?)?)?;
+    }
+    Ok(out)
+}
+
+/// Fused teacher-forced scoring: for each `(row, position, token)` returns
+/// `log softmax(lm_head · hidden[row, position])[token]`.
+///
+/// `hidden`: `[B, L, E]` (after the final norm); `lm_head`: `[V, E]`. Only the picked positions go
+/// through the LM head, so the cost is `picks × V × E`, not `B × L × V × E`; picks are scored
+/// [`SCORE_CHUNK`] at a time so the `[picks, V]` logits never all exist at once.
+pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, u32)]) -> Result<Vec<f32>, ModelError> {
+    let vocab = lm_head.dim(0)?;
+    if let Some(&(_, _, tok)) = picks.iter().find(|p| p.2 as usize >= vocab) {
+        return Err(ModelError::Input(format!(
+            "target token id {tok} outside the vocabulary of {vocab}"
+        )));
+    }
+    let mut out = Vec::with_capacity(picks.len());
+    for chunk in picks.chunks(SCORE_CHUNK) {
+        let at: Vec<(usize, usize)> = chunk.iter().map(|&(r, p, _)| (r, p)).collect();
+        let logits = logits_at(hidden, lm_head, &at)?; // [N, V]
+        let lse = log_sum_exp_rows(&logits)?;
+        let idx = Tensor::from_vec(
+            chunk.iter().map(|p| p.2).collect::<Vec<u32>>(),
+            (chunk.len(), 1),
+            hidden.device(),
+        )?;
+        let picked = logits.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+        out.extend(picked.iter().zip(lse).map(|(x, l)| x - l));
+    }
+    Ok(out)
+}
+
+/// Picks scored per LM-head product in [`score_targets`] (bounds its `[picks, V]` logits).
+pub const SCORE_CHUNK: usize = 512;
+
+/// LM-head logits `[N, V]` at the given `(row, position)` pairs of `hidden: [B, L, E]`.
+pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Result<Tensor, ModelError> {
+    let (b, l, e) = hidden.dims3()?;
+    let mut idx = Vec::with_capacity(at.len());
+    for &(r, p) in at {
+        if r >= b || p >= l {
+            return Err(ModelError::Input(format!(
+                "scoring position ({r}, {p}) outside a batch of {b} x {l}"
+            )));
+        }
+        idx.push((r * l + p) as u32);
+    }
+    let idx = Tensor::from_vec(idx, at.len(), hidden.device())?;
+    let rows = hidden.reshape((b * l, e))?.index_select(&idx, 0)?;
+    Ok(rows.matmul(&lm_head.t()?)?)
+}
+
+/// Row-wise log-sum-exp of a `[N, V]` matrix (max-shifted, `f32`).
+fn log_sum_exp_rows(logits: &Tensor) -> Result<Vec<f32>, ModelError> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    let sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
+    let out = (sum.log()? + max)?.squeeze(1)?;
+    Ok(out.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// `x · wᵀ (+ b)` for `x: [N, in]`, `w: [out, in]`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Rotary position embedding on `x: [B, H, L, D]` at per-row positions `cos`, `sin: [B, L, D/2]`
+/// (from [`rope_cos_sin`]). `interleaved` pairs dimensions (2i, 2i+1) (GGUF Llama weights, whose
+/// Q/K rows llama.cpp permuted); otherwise (i, i + D/2) (Hugging Face weights).
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor, ModelError> {
+    let x = x.contiguous()?;
+    Ok(if interleaved {
+        candle_nn::rotary_emb::rope_i(&x, cos, sin)?
+    } else {
+        candle_nn::rotary_emb::rope(&x, cos, sin)?
+    })
+}
+
+/// `cos` and `sin` tables `[B, L, D/2]` for the given positions (`B * L` of them) and inverse
+/// frequencies (`D/2` of them).
+pub fn rope_cos_sin(
+    positions: &[u32],
+    batch: usize,
+    len: usize,
+    inv_freq: &[f32],
+    device: &Device,
+) -> Result<(Tensor, Tensor), ModelError> {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in inv_freq {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (batch, len, half), device)?,
+        Tensor::from_vec(sin, (batch, len, half), device)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_hides_invisible_keys_but_not_self() {
+        let vis = [true, false, true];
+        let b = attention_bias(1, 3, Some(&vis), true, &Device::Cpu).unwrap();
+        let v: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let ninf = f32::NEG_INFINITY;
+        assert_eq!(v, vec![0.0, ninf, ninf, 0.0, 0.0, ninf, 0.0, ninf, 0.0]);
+        let b = attention_bias(1, 2, None, false, &Device::Cpu).unwrap();
+        assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 4]);
+        assert!(attention_bias(2, 3, Some(&vis), true, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn head_gates_zero_and_fill() {
+        let dev = Device::Cpu;
+        let attn = Tensor::arange(0f32, 16.0, &dev).unwrap().reshape((2, 1, 2, 4)).unwrap();
+        let gate = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
+        let z = apply_head_gates(&attn, &gate, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            z,
+            vec![0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 12., 13., 14., 15.]
+        );
+        let fill = Tensor::new(&[[9f32; 4], [7f32; 4]], &dev).unwrap();
+        let f = apply_head_gates(&attn, &gate, Some(&fill))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            f,
+            vec![0., 1., 2., 3., 7., 7., 7., 7., 9., 9., 9., 9., 12., 13., 14., 15.]
+        );
+        // More than one position: the fill broadcasts over positions.
+        let attn = Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 2, 2)).unwrap();
+        let gate = Tensor::new(&[[0f32, 1.0]], &dev).unwrap();
+        let fill = Tensor::new(&[[9f32, 8.0], [7.0, 6.0]], &dev).unwrap();
+        let f = apply_head_gates(&attn, &gate, Some(&fill))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(f, vec![9., 8., 2., 3., 9., 8., 6., 7.]);
+    }
+
+    #[test]
+    fn score_targets_matches_log_softmax() {
+        let dev = Device::Cpu;
+        let hidden = Tensor::new(&[[[1f32, 0.0], [0.5, -1.0]]], &dev).unwrap();
+        let head = Tensor::new(&[[1f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &dev).unwrap();
+        let got = score_targets(&hidden, &head, &[(0, 1, 2), (0, 0, 0)]).unwrap();
+        let lp = |l: [f64; 3], t: usize| l[t] - l.iter().map(|x| x.exp()).sum::<f64>().ln();
+        assert!((got[0] as f64 - lp([0.5, -1.0, -0.5], 2)).abs() < 1e-6);
+        assert!((got[1] as f64 - lp([1.0, 0.0, 1.0], 0)).abs() < 1e-6);
+        assert!(score_targets(&hidden, &head, &[(0, 0, 3)]).is_err());
+        assert!(score_targets(&hidden, &head, &[(1, 0, 0)]).is_err());
+    }
+}
