@@ -40,10 +40,7 @@ fn list(var: &str, default: &[usize]) -> Vec<usize> {
 fn prompt_of(lm: &LoadedModel, len: usize) -> TokenizedPrompt {
     let ids = lm.encode(&TEXT.repeat(len / 40 + 2)).unwrap();
     let spans = (0..len)
-        .map(|p| TokenSpan {
-            label: format!("#{p}"),
-            positions: vec![p],
-        })
+        .map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p], text: 0..0 })
         .collect();
     TokenizedPrompt::new(ids[..len].to_vec(), spans).unwrap()
 }

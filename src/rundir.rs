@@ -73,6 +73,38 @@ pub struct RunInfo {
     /// Names of the players, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub players: Option<Vec<String>>,
+    /// What the value measures, in words (e.g. the log-probability of the greedy answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored: Option<String>,
+    /// The model queried, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The text explained and where its players lie in it, for text inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputText>,
+}
+
+impl RunInfo {
+    /// A run of `function` with unnamed players.
+    pub fn new(function: impl Into<String>) -> Self {
+        RunInfo { function: function.into(), players: None, scored: None, model: None, input: None }
+    }
+
+    /// The same, with player names.
+    pub fn with_players(mut self, names: Vec<String>) -> Self {
+        self.players = Some(names);
+        self
+    }
+}
+
+/// A text input and its players' places in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputText {
+    /// The whole text given to the model (fixed prefix and suffix included).
+    pub text: String,
+    /// Per player, in mask order: the byte range `[start, end)` of `text` it covers, or `None`
+    /// for players that are not text (attention heads).
+    pub spans: Vec<Option<[usize; 2]>>,
 }
 
 /// An open run directory.
@@ -218,7 +250,7 @@ mod tests {
     }
 
     fn info(f: &str) -> RunInfo {
-        RunInfo { function: f.into(), players: None }
+        RunInfo::new(f)
     }
 
     fn open(dir: &Path, p: &Plan, f: &str, mode: StartMode) -> Result<(RunDir, Store), RunDirError> {

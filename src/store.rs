@@ -137,7 +137,7 @@ pub enum StoreError {
         /// The store.
         path: PathBuf,
         /// What differs.
-        what: &'static str,
+        what: String,
     },
     /// A record disagrees with the header or with another record of the same batch.
     #[error("{path}: {reason}")]
@@ -267,13 +267,14 @@ impl Store {
             return Store::create(path, header, sync_every);
         }
         let store = Store::open(path, sync_every)?;
-        let mismatch = |what| Err(StoreError::Mismatch { path: path.to_path_buf(), what });
+        let mismatch = |what: &str| Err(StoreError::Mismatch { path: path.to_path_buf(), what: what.to_string() });
         let h = &store.header;
         if h.plan != header.plan {
             return mismatch("design (n, method, budget, seed, degree or hold-out size)");
         }
         if h.function != header.function {
-            return mismatch("value function (model, input or driver)");
+            let what = format!("value function (stored: {}; this run: {})", h.function, header.function);
+            return mismatch(&what);
         }
         if h.batch_size != header.batch_size {
             return mismatch("batch size");

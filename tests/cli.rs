@@ -246,9 +246,9 @@ fn resume_refuses_another_function_or_design() {
 }
 
 #[test]
-fn builtin_demo_runs_without_arguments() {
+fn builtin_demo_runs_with_demo_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(SPEX).current_dir(dir.path()).args(["explain", "--quiet"]).output().unwrap();
+    let out = Command::new(SPEX).current_dir(dir.path()).args(["explain", "--demo", "--quiet"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("not like") && stdout.contains("not bad"), "{stdout}");
@@ -263,7 +263,7 @@ fn proxyspex_and_auto_recover_the_demo_and_say_why() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         let o = Command::new(SPEX)
-            .args(["explain", "--quiet", "--method", method, "--budget", "3000", "--index", "moebius", "--out"])
+            .args(["explain", "--demo", "--quiet", "--method", method, "--budget", "3000", "--index", "moebius", "--out"])
             .arg(&out)
             .output()
             .unwrap();

@@ -30,7 +30,7 @@ fn explain_args(out: &Path, extra: &[&str]) -> Vec<String> {
 
 /// `spex explain` of the built-in demo (players named) with `extra` options.
 fn demo_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["explain", "--budget", "3000", "--batch-size", "100", "--quiet", "--out"]
+    let mut args: Vec<String> = ["explain", "--demo", "--budget", "3000", "--batch-size", "100", "--quiet", "--out"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -127,7 +127,7 @@ fn sharded_runs_merged_equal_the_unsharded_run() {
 fn finished_runs_leave_every_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = Command::new(SPEX).args(["explain", "--quiet", "--index", "fourier", "--out"]).arg(&out).output().unwrap();
+    let o = Command::new(SPEX).args(["explain", "--demo", "--quiet", "--index", "fourier", "--out"]).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = read(&out.join("interactions.csv"));
     assert!(csv.starts_with("rank,order,players,names,value\n1,"), "{csv}");

@@ -22,6 +22,7 @@ use spex::value::data::{
     player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
     Precision, Target, TrainConfig, ValueSpec,
 };
+use spex::value::setup::{self, InputSpec, Players, TokenAblation, EXAMPLE_PROMPT};
 use spex::value::{demo, driver, ValueError, ValueFunction};
 
 #[derive(Parser)]
@@ -33,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Explain a function of n players: the built-in demo, or a driver program (--oracle).
+    /// Explain one input of a model (default: the embedded LLM on a built-in example), the
+    /// built-in toy function (--demo), or a driver program (--oracle).
     Explain(ExplainArgs),
     /// Data attribution: players are training examples, a mask a training subset, the value a
     /// test prediction of a model trained on it.
@@ -55,10 +57,12 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct PlanArgs {
-    /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline) or auto.
-    #[arg(long, default_value = "spex")]
-    method: Method,
-    /// Most design masks to query [default: the reference's b = 8 design for spex, 5 000 otherwise].
+    /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline) or auto [default:
+    /// auto for models, spex otherwise].
+    #[arg(long)]
+    method: Option<Method>,
+    /// Most design masks to query [default: 1 200 for models; otherwise the reference's b = 8
+    /// design for spex, 5 000 for the other methods].
     #[arg(long)]
     budget: Option<usize>,
     /// Seed of every random choice.
@@ -73,12 +77,20 @@ struct PlanArgs {
 }
 
 impl PlanArgs {
+    /// The plan for `n` players with the defaults of functions other than models.
     fn spec(&self, n: usize) -> PlanSpec {
+        let method = self.method.unwrap_or(Method::Spex);
         let default = PlanSpec::new(n);
-        let budget = self.budget.unwrap_or(if self.method == Method::Spex { default.budget } else { 5000 });
+        self.spec_or(n, method, if method == Method::Spex { default.budget } else { 5000 })
+    }
+
+    /// The plan for `n` players, with the method and budget used when none is given.
+    fn spec_or(&self, n: usize, method: Method, budget: usize) -> PlanSpec {
+        let method = self.method.unwrap_or(method);
+        let budget = self.budget.unwrap_or(budget);
         PlanSpec {
             n,
-            method: self.method,
+            method,
             budget,
             seed: self.seed,
             degree: self.degree,
@@ -102,13 +114,17 @@ struct ShowArgs {
 
 #[derive(Args)]
 struct ExplainArgs {
-    /// Driver command (run through `sh -c`) speaking the JSON-lines protocol; without it, the
-    /// built-in demo is explained.
+    /// Explain the built-in toy function of 8 words instead of a model (no model needed).
+    #[arg(long, conflicts_with = "oracle")]
+    demo: bool,
+    /// Driver command (run through `sh -c`) speaking the JSON-lines protocol, instead of a model.
     #[arg(long)]
     oracle: Option<String>,
     /// Players (required with --oracle).
-    #[arg(long)]
+    #[arg(long, requires = "oracle")]
     n: Option<usize>,
+    #[command(flatten)]
+    input: InputArgs,
     #[command(flatten)]
     plan: PlanArgs,
     #[command(flatten)]
@@ -120,12 +136,111 @@ struct ExplainArgs {
     run: RunArgs,
 }
 
+/// One model input (without --demo or --oracle).
+#[derive(Args, Clone)]
+struct InputArgs {
+    /// Model: a GGUF file or a Hugging Face directory [default: SmolLM2-135M-Instruct, fetched
+    /// into the cache on first use].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Text to explain [default: a built-in example].
+    #[arg(long, conflicts_with = "input_file")]
+    prompt: Option<String>,
+    /// File holding the text to explain.
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// Fixed text before the prompt, never ablated (e.g. a chat template's opening).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Fixed text after the prompt, never ablated.
+    #[arg(long, default_value = "")]
+    suffix: String,
+    /// Players: words, tokens, sentences, heads, tokens+heads or words+heads.
+    #[arg(long, default_value = "words")]
+    players: Players,
+    /// How an ablated token is removed: attention (hidden from every query), replace (by the
+    /// unknown/mask/pad token) or remove.
+    #[arg(long, default_value = "attention")]
+    token_mode: TokenAblation,
+    /// How an ablated head is removed: zero its output, or replace it by its mean over positions.
+    #[arg(long, value_enum, default_value = "zero")]
+    head_mode: HeadModeArg,
+    /// Causal LMs: the continuation whose log-probability is the value [default: the model's
+    /// greedy answer].
+    #[arg(long)]
+    target: Option<String>,
+    /// Tokens of the greedy answer [default: 1 for the built-in example, else 5].
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Causal LMs: the value is logit(A) − logit(B) of the next token (single-token texts).
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "target")]
+    logit_diff: Option<Vec<String>>,
+    /// Encoders: the text whose embedding the input's is compared with [default: the unablated
+    /// input].
+    #[arg(long)]
+    reference: Option<String>,
+}
+
+/// How ablated heads are removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum HeadModeArg {
+    /// Zero the head's output.
+    Zero,
+    /// Replace it by its mean over the input's positions.
+    Mean,
+}
+
+impl InputArgs {
+    /// The input described, with the built-in example when no text is given.
+    fn spec(&self) -> Result<InputSpec> {
+        let (prompt, example) = match (&self.prompt, &self.input_file) {
+            (Some(p), _) => (p.clone(), false),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                (text.trim_end_matches(['\n', '\r']).to_string(), false)
+            }
+            (None, None) => (EXAMPLE_PROMPT.to_string(), true),
+        };
+        let logit_diff = self.logit_diff.as_ref().map(|v| (v[0].clone(), v[1].clone()));
+        Ok(InputSpec {
+            model: self.model.clone(),
+            prefix: self.prefix.clone(),
+            suffix: self.suffix.clone(),
+            players: self.players,
+            token_mode: self.token_mode,
+            head_mean: self.head_mode == HeadModeArg::Mean,
+            target: self.target.clone(),
+            max_new_tokens: self.max_new_tokens.unwrap_or(if example { 1 } else { 5 }),
+            logit_diff,
+            reference: self.reference.clone(),
+            ..InputSpec::new(prompt)
+        })
+    }
+
+    /// Whether any model-input option was given (they make no sense with --demo or --oracle).
+    fn any_given(&self) -> bool {
+        self.model.is_some()
+            || self.prompt.is_some()
+            || self.input_file.is_some()
+            || self.target.is_some()
+            || self.max_new_tokens.is_some()
+            || self.logit_diff.is_some()
+            || self.reference.is_some()
+            || !self.prefix.is_empty()
+            || !self.suffix.is_empty()
+            || self.players != Players::Words
+            || self.token_mode != TokenAblation::Attention
+            || self.head_mode != HeadModeArg::Zero
+    }
+}
+
 /// Where and how a run executes.
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Masks per batch sent to the value function.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    /// Masks per batch sent to the value function: a number, or auto (32 for models on the CPU,
+    /// 256 otherwise).
+    #[arg(long, default_value = "auto")]
+    batch_size: BatchSize,
     /// Run directory: design, sample store (kept batch by batch), reports.
     #[arg(long, default_value = "spex-out")]
     out: PathBuf,
@@ -158,7 +273,8 @@ impl RunArgs {
         }
     }
 
-    fn options(&self) -> RunOptions {
+    /// How to run, with `auto_batch` masks per batch unless a number was given.
+    fn options(&self, auto_batch: usize) -> RunOptions {
         RunOptions {
             out: self.out.clone(),
             mode: if self.resume {
@@ -169,12 +285,37 @@ impl RunArgs {
                 StartMode::Fresh
             },
             shard: self.shard.unwrap_or(Shard::ALL),
-            batch_size: self.batch_size.max(1),
+            batch_size: match self.batch_size {
+                BatchSize::Auto => auto_batch,
+                BatchSize::Rows(n) => n.max(1),
+            },
             sync_every: self.sync_every.max(1),
             queue: 4,
         }
     }
 }
+
+/// `--batch-size auto|N`.
+#[derive(Clone, Copy, Debug)]
+enum BatchSize {
+    Auto,
+    Rows(usize),
+}
+
+impl std::str::FromStr for BatchSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BatchSize::Auto),
+            n => n.parse().map(BatchSize::Rows).map_err(|_| format!("expected auto or a number of masks, not {n:?}")),
+        }
+    }
+}
+
+/// Masks per batch of `--batch-size auto` for models (a batch of 32 keeps the CPU's matrix
+/// multiplications efficient and the progress display lively) and for other functions.
+const AUTO_BATCH_MODEL: usize = 32;
+const AUTO_BATCH_OTHER: usize = 256;
 
 #[derive(Args)]
 struct MergeArgs {
@@ -366,18 +507,18 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn explain(args: ExplainArgs) -> Result<()> {
-    let (n, names, function) = match (&args.oracle, args.n) {
-        (Some(cmd), Some(n)) => (n, None, format!("driver: {cmd}")),
+    if !args.demo && args.oracle.is_none() {
+        return explain_model(args);
+    }
+    if args.input.any_given() {
+        bail!("--model, --prompt and the other input options describe a model input; drop them with --demo or --oracle");
+    }
+    let (n, info) = match (&args.oracle, args.n) {
+        (Some(cmd), Some(n)) => (n, RunInfo::new(format!("driver: {cmd}"))),
         (Some(_), None) => bail!("--oracle needs --n, the number of players"),
-        (None, n) => {
-            if n.is_some_and(|n| n != demo::WORDS.len()) {
-                bail!("the built-in demo has {} players; drop --n or give --oracle", demo::WORDS.len());
-            }
-            (demo::WORDS.len(), Some(demo::WORDS.map(String::from).to_vec()), "demo".to_string())
-        }
+        (None, _) => (demo::WORDS.len(), RunInfo::new("demo").with_players(demo::WORDS.map(String::from).to_vec())),
     };
     let plan = Plan::new(args.plan.spec(n))?;
-    let info = RunInfo { function, players: names };
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let oracle = args.oracle.clone();
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
@@ -386,20 +527,48 @@ fn explain(args: ExplainArgs) -> Result<()> {
             None => Box::new(demo::demo_game()),
         })
     };
-    run_and_report(&plan, &info, &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER), &args.run, &args.show, &mut start)
+}
+
+/// Default budget of model runs: enough for ProxySPEX to reach R² ≈ 1 on prompts of a few dozen
+/// players, and a quick start of about a minute on two CPU cores.
+const MODEL_BUDGET: usize = 1200;
+
+/// `spex explain` on a model: builds the input's game (the model answers once, unablated, to
+/// fix the target), then runs it.
+fn explain_model(args: ExplainArgs) -> Result<()> {
+    if args.timeout.is_some() {
+        bail!("--timeout applies to --oracle drivers");
+    }
+    let spec = args.input.spec()?;
+    let quiet = args.run.log_mode() == LogMode::Quiet;
+    if !quiet {
+        eprintln!("loading {}…", spec.model.as_ref().map_or("the default model".to_string(), |p| p.display().to_string()));
+    }
+    let (model, identity) = setup::load_model(spec.model.as_deref())?;
+    let game = setup::build(model, &identity, &spec)?;
+    println!("explaining: {}", game.input.text);
+    println!("players: {} ({:?}); value: {}", game.players.len(), spec.players, game.scored);
+    let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;
+    let info = game.info();
+    let mut value = Some(game.value);
+    let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
+        Ok(value.take().expect("the value function is started once"))
+    };
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_MODEL), &args.run, &args.show, &mut start)
 }
 
 /// Runs a plan into its directory with progress, then writes and prints the reports.
 fn run_and_report(
     plan: &Plan,
     info: &RunInfo,
+    options: &RunOptions,
     run: &RunArgs,
     show: &ShowArgs,
     start: &mut dyn FnMut() -> Result<Box<dyn ValueFunction>, ValueError>,
 ) -> Result<()> {
-    let options = run.options();
     let progress = Progress::new(run.log_mode(), plan.total_masks());
-    let (dir, outcome) = runner::run(plan, info, &options, start, &DecoderConfig::default(), &mut |p| progress.update(p))?;
+    let (dir, outcome) = runner::run(plan, info, options, start, &DecoderConfig::default(), &mut |p| progress.update(p))?;
     progress.finish();
     match outcome {
         RunOutcome::ShardDone { stats, store } => {
@@ -424,15 +593,15 @@ fn run_and_report(
                     100.0 * stats.overhead_share()
                 );
             }
-            report(&dir, &explanation, show, info.players.as_deref())
+            report(&dir, &explanation, show, Some(info))
         }
     }
 }
 
 /// Writes the reports of a finished run and prints its summary.
-fn report(dir: &RunDir, explanation: &Explanation, show: &ShowArgs, names: Option<&[String]>) -> Result<()> {
+fn report(dir: &RunDir, explanation: &Explanation, show: &ShowArgs, info: Option<&RunInfo>) -> Result<()> {
     let interactions = explanation.interactions(show.index, show.max_order.unwrap_or(explanation.degree))?;
-    let result = write_reports(dir, explanation, &interactions, names, show.top)?;
+    let result = write_reports(dir, explanation, &interactions, info, show.top)?;
     print_summary(&result, show);
     println!("wrote {} (and interactions.csv, shapiq.json, report.html)", dir.result_path().display());
     Ok(())
@@ -440,8 +609,8 @@ fn report(dir: &RunDir, explanation: &Explanation, show: &ShowArgs, names: Optio
 
 fn merge(args: MergeArgs) -> Result<()> {
     let (dir, explanation) = runner::merge(&args.dir, &DecoderConfig::default())?;
-    let names = dir.info().and_then(|i| i.players);
-    report(&dir, &explanation, &args.show, names.as_deref())
+    let info = dir.info();
+    report(&dir, &explanation, &args.show, info.as_ref())
 }
 
 /// How progress is shown.
@@ -552,12 +721,12 @@ fn data(args: DataArgs) -> Result<()> {
         args.test_index
     );
     let plan = Plan::new(args.plan.spec(train.rows()))?;
-    let info = RunInfo { function, players: Some(player_names(&train)) };
+    let info = RunInfo::new(function).with_players(player_names(&train));
     let mut value = Some(value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(Box::new(value.take().expect("the value function is started once")))
     };
-    run_and_report(&plan, &info, &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER), &args.run, &args.show, &mut start)
 }
 
 /// Size and FNV-1a hash of a file's bytes: a resumed run must see the same data.
@@ -621,7 +790,7 @@ fn decode(args: DecodeArgs) -> Result<()> {
     let values = read_values(&args.values)?;
     let explanation = Explanation::decode(&plan, &values, &DecoderConfig::default())
         .with_context(|| format!("decoding {}", args.values.display()))?;
-    let result = result_file(&explanation, &args.show, None)?;
+    let result = result_file(&explanation, &args.show)?;
     print_summary(&result, &args.show);
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&result)? + "\n")
@@ -644,9 +813,9 @@ fn check_masks_file(path: &Path, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn result_file(explanation: &Explanation, show: &ShowArgs, names: Option<&[String]>) -> Result<ResultFile> {
+fn result_file(explanation: &Explanation, show: &ShowArgs) -> Result<ResultFile> {
     let interactions = explanation.interactions(show.index, show.max_order.unwrap_or(explanation.degree))?;
-    Ok(ResultFile::new(explanation, &interactions, names))
+    Ok(ResultFile::new(explanation, &interactions, None))
 }
 
 fn print_summary(result: &ResultFile, show: &ShowArgs) {

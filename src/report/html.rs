@@ -1,11 +1,12 @@
 //! `report.html`: a standalone page (inline CSS and SVG, no network) showing the input with
 //! first-order highlights, the top interactions as jointly highlighted spans, a layer × head
-//! heatmap when the players are attention heads (named `L<layer>.H<head>`), and the faithfulness
+//! heatmap when the players are attention heads (named `L<layer>H<head>`), and the faithfulness
 //! figure (predicted against actual values on the held-out masks).
 
 use std::fmt::Write;
 
 use super::ResultFile;
+use crate::rundir::InputText;
 
 /// Renders the report. `holdout` holds `(predicted, actual)` per held-out mask.
 pub fn render(result: &ResultFile, holdout: &[(f64, f64)], top: usize) -> String {
@@ -35,16 +36,25 @@ pub fn render(result: &ResultFile, holdout: &[(f64, f64)], top: usize) -> String
     if let Some(choice) = &result.choice {
         let _ = write!(page, "<p class=meta>{}</p>", escape(choice));
     }
-    page += "<h2>Players, coloured by their first-order value</h2><div class=input>";
-    for (i, name) in names.iter().enumerate() {
-        let _ = write!(
-            page,
-            "<span class=p style=\"background:{}\" title=\"player {i}: {:+.4}\">{}</span> ",
-            colour(first[i] / scale),
-            first[i],
-            escape(name)
-        );
+    if let Some(scored) = &result.scored {
+        let _ = write!(page, "<p class=meta>value: {}</p>", escape(scored));
     }
+    page += "<h2>Players, coloured by their first-order value</h2><div class=input>";
+    page += &match &result.input {
+        Some(input) => text_with_spans(input, "p", |i| Some(colour(first[i] / scale)), |i| format!("player {i}: {:+.4}", first[i])),
+        None => names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(
+                    "<span class=p style=\"background:{}\" title=\"player {i}: {:+.4}\">{}</span> ",
+                    colour(first[i] / scale),
+                    first[i],
+                    escape(name)
+                )
+            })
+            .collect(),
+    };
     page += "</div>";
     page += &interactions_section(result, &names, top);
     page += &head_heatmap(&names, &first, scale);
@@ -67,6 +77,19 @@ fn interactions_section(result: &ResultFile, names: &[String], top: usize) -> St
     let scale = result.interactions.iter().fold(1e-12f64, |m, e| m.max(e.value.abs()));
     for e in result.interactions.iter().filter(|e| e.players.len() >= 2).take(top) {
         let _ = write!(s, "<tr><td class=num>{:+.4}</td><td class=input>", e.value);
+        let colour_of = |i: usize| e.players.contains(i as u32).then(|| colour(e.value / scale));
+        if let Some(input) = &result.input {
+            s += &text_with_spans(input, "p on", colour_of, |i| names[i].clone());
+            let heads: Vec<&str> = (0..names.len())
+                .filter(|&i| input.spans.get(i).is_some_and(Option::is_none) && e.players.contains(i as u32))
+                .map(|i| names[i].as_str())
+                .collect();
+            if !heads.is_empty() {
+                let _ = write!(s, " <span class=\"p on\" style=\"background:{}\">{}</span>", colour(e.value / scale), escape(&heads.join(" ")));
+            }
+            s += "</td></tr>";
+            continue;
+        }
         for (i, name) in names.iter().enumerate() {
             let member = e.players.contains(i as u32);
             if member {
@@ -81,14 +104,42 @@ fn interactions_section(result: &ResultFile, names: &[String], top: usize) -> St
     s
 }
 
-/// A layer × head grid of first-order values, when players are named `L<layer>.H<head>`.
+/// The input text with each player's span as a `<span>` of `class`, coloured by `colour_of`
+/// where it gives a colour, greyed otherwise (the text between spans is fixed and shown plain);
+/// `title` is the hover text.
+fn text_with_spans(
+    input: &InputText,
+    class: &str,
+    colour_of: impl Fn(usize) -> Option<String>,
+    title: impl Fn(usize) -> String,
+) -> String {
+    let mut spans: Vec<(usize, usize, usize)> =
+        input.spans.iter().enumerate().filter_map(|(i, s)| s.map(|[a, b]| (a, b, i))).collect();
+    spans.sort_unstable();
+    let (mut s, mut at) = (String::new(), 0);
+    for (a, b, i) in spans {
+        let (Some(gap), Some(word)) = (input.text.get(at..a), input.text.get(a..b)) else { continue };
+        s += &escape(gap);
+        let (class, style) = match colour_of(i) {
+            Some(c) => (class, format!(" style=\"background:{c}\"")),
+            None => ("p off", String::new()),
+        };
+        let _ = write!(s, "<span class=\"{class}\"{style} title=\"{}\">{}</span>", escape(&title(i)), escape(word));
+        at = b;
+    }
+    s + &escape(input.text.get(at..).unwrap_or(""))
+}
+
+/// A layer × head grid of first-order values, when players are named `L<layer>H<head>` (or
+/// `L<layer>.H<head>`).
 fn head_heatmap(names: &[String], first: &[f64], scale: f64) -> String {
     let heads: Vec<(usize, usize, f64)> = names
         .iter()
         .zip(first)
         .filter_map(|(n, &v)| {
-            let (l, h) = n.strip_prefix('L')?.split_once(".H")?;
-            Some((l.parse().ok()?, h.parse().ok()?, v))
+            // `L3H5` (model runs) or `L3.H5`.
+            let (l, h) = n.strip_prefix('L')?.split_once('H')?;
+            Some((l.trim_end_matches('.').parse().ok()?, h.parse().ok()?, v))
         })
         .collect();
     if heads.is_empty() {

@@ -15,7 +15,12 @@
 //!   "diagnostics": {"decoder": "spex", …},
 //!   "timings": {"design_seconds": …, "evaluate_seconds": …, "decode_seconds": …,
 //!               "faithfulness_seconds": …, "total_seconds": …},
-//!   "players": ["i", "did", …]
+//!   "players": ["i", "did", …],
+//!   "scored": "log-probability of the continuation \" Japanese\"",   (model runs)
+//!   "function": "demo",                  (model and input fingerprint, or driver command)
+//!   "model": "SmolLM2-135M-Instruct …",   (model runs)
+//!   "input": {"text": "Marie grew up …", "spans": [[0, 5], …, null]}   (text inputs: each
+//!             player's byte range in the text; null for attention heads)
 //! }
 //! ```
 //!
@@ -29,7 +34,7 @@ pub mod html;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rundir::{RunDir, RunDirError};
+use crate::rundir::{InputText, RunDir, RunDirError, RunInfo};
 
 use crate::explain::{Explanation, Timings};
 use crate::transform::interactions as compute_interactions;
@@ -92,11 +97,25 @@ pub struct ResultFile {
     /// Names of the players, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub players: Option<Vec<String>>,
+    /// What the value measured, in words (e.g. the greedy answer whose log-probability is scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored: Option<String>,
+    /// What was queried: model and input fingerprint, driver command, or `demo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// The model queried, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The text explained and each player's span in it, for text inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputText>,
 }
 
 impl ResultFile {
-    /// The result file for `explanation` shown as `interactions`, with optional player names.
-    pub fn new(explanation: &Explanation, interactions: &Interactions, names: Option<&[String]>) -> Self {
+    /// The result file for `explanation` shown as `interactions`, described by `info` (player
+    /// names, what was scored and queried) when known.
+    pub fn new(explanation: &Explanation, interactions: &Interactions, info: Option<&RunInfo>) -> Self {
+        let names = info.and_then(|i| i.players.as_deref());
         let entry = |(players, value): (Subset, f64)| {
             let names = names.map(|n| players.players().iter().map(|&p| n[p as usize].clone()).collect());
             Entry { players, value, names }
@@ -119,6 +138,10 @@ impl ResultFile {
             diagnostics: explanation.diagnostics.clone(),
             timings: explanation.timings.clone(),
             players: names.map(<[String]>::to_vec),
+            scored: info.and_then(|i| i.scored.clone()),
+            function: info.map(|i| i.function.clone()),
+            model: info.and_then(|i| i.model.clone()),
+            input: info.and_then(|i| i.input.clone()),
         }
     }
 }
@@ -205,10 +228,10 @@ pub fn write_reports(
     run: &RunDir,
     explanation: &Explanation,
     interactions: &Interactions,
-    names: Option<&[String]>,
+    info: Option<&RunInfo>,
     top: usize,
 ) -> Result<ResultFile, RunDirError> {
-    let result = ResultFile::new(explanation, interactions, names);
+    let result = ResultFile::new(explanation, interactions, info);
     run.write_file("result.json", &(serde_json::to_string_pretty(&result).expect("serialises") + "\n"))?;
     run.write_file("interactions.csv", &interactions_csv(&result))?;
     // shapiq has no Fourier index: export the Möbius form then (it cannot fail where the

@@ -54,6 +54,7 @@ pub mod driver;
 pub mod encoder;
 pub mod lm;
 pub mod players;
+pub mod setup;
 
 use rayon::prelude::*;
 

@@ -139,6 +139,8 @@ pub struct TokenSpan {
     pub label: String,
     /// Token positions in the prompt, ascending.
     pub positions: Vec<usize>,
+    /// Bytes of the whole input text (prefix, player text, suffix) the player covers.
+    pub text: Range<usize>,
 }
 
 /// A tokenized prompt and its token players.
@@ -274,22 +276,17 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
     for (t, u) in unit_of.iter().enumerate() {
         let Some(u) = *u else { continue };
         let i = *index_of_unit.entry(u).or_insert_with(|| {
-            spans.push(TokenSpan {
-                label: String::new(),
-                positions: Vec::new(),
-            });
+            spans.push(TokenSpan { label: String::new(), positions: Vec::new(), text: 0..0 });
             spans.len() - 1
         });
         spans[i].positions.push(t);
     }
     for (u, &i) in &index_of_unit {
-        spans[i].label = match &units {
-            Some(units) => full[units[*u].clone()].to_string(),
-            None => {
-                let (s, e) = offsets[*u];
-                full.get(s..e).unwrap_or("").to_string()
-            }
+        spans[i].text = match &units {
+            Some(units) => units[*u].clone(),
+            None => offsets[*u].0..offsets[*u].1.min(full.len()),
         };
+        spans[i].label = full.get(spans[i].text.clone()).unwrap_or("").to_string();
     }
     if spans.is_empty() {
         return Err(SetupError::Empty("no token of the player text became a player".into()));
@@ -448,10 +445,7 @@ mod tests {
 
     #[test]
     fn tokenized_prompt_rejects_bad_spans() {
-        let span = |p: Vec<usize>| TokenSpan {
-            label: "x".into(),
-            positions: p,
-        };
+        let span = |p: Vec<usize>| TokenSpan { label: "x".into(), positions: p, text: 0..1 };
         assert!(matches!(
             TokenizedPrompt::new(vec![1, 2], vec![span(vec![2])]),
             Err(SetupError::PositionOutOfRange { position: 2, .. })

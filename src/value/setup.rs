@@ -1,0 +1,268 @@
+//! From a description of one input (model, prompt, players, target) to a ready value function,
+//! its players' names and a fingerprint that a stored run is checked against. `spex explain
+//! --model` and `spex sweep` describe their inputs this way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::encoder::{EncoderMetric, EncoderOptions, EncoderValue};
+use super::lm::{LmMetric, LmOptions, LmValue, Target};
+use super::players::{
+    replacement_token, HeadMode, HeadPlayer, Prompt, Replacement, SetupError, TokenMode, TokenizedPrompt, Unit,
+};
+use super::ValueFunction;
+use crate::model::{cache, load, LoadedModel, ModelError};
+use crate::rundir::{InputText, RunInfo};
+
+/// The built-in example input: word players, the greedy one-token answer (" Japanese" with the
+/// default model) as the target.
+pub const EXAMPLE_PROMPT: &str = "Marie grew up in Lyon, but after ten years working in Tokyo she now speaks fluent";
+
+/// Who the players are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Players {
+    /// Words of the prompt.
+    Words,
+    /// Tokens of the prompt.
+    Tokens,
+    /// Sentences of the prompt.
+    Sentences,
+    /// Every attention head (the prompt is fixed).
+    Heads,
+    /// Tokens, then every attention head.
+    #[serde(rename = "tokens+heads")]
+    TokensHeads,
+    /// Words, then every attention head.
+    #[serde(rename = "words+heads")]
+    WordsHeads,
+}
+
+impl std::str::FromStr for Players {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("unknown players {s:?}; expected words, tokens, sentences, heads, tokens+heads or words+heads"))
+    }
+}
+
+/// How ablated tokens are removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenAblation {
+    /// Hidden from every query through the attention mask (positions kept).
+    Attention,
+    /// Replaced by the unknown/mask/pad token (the first the vocabulary has).
+    Replace,
+    /// Deleted (positions shift).
+    Remove,
+}
+
+impl std::str::FromStr for TokenAblation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("unknown token mode {s:?}; expected attention, replace or remove"))
+    }
+}
+
+/// One input to explain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Model file or directory; `None` = the default (SmolLM2-135M-Instruct, fetched on first use).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Text whose parts are players.
+    pub prompt: String,
+    /// Fixed text before the players (never ablated).
+    #[serde(default)]
+    pub prefix: String,
+    /// Fixed text after the players (never ablated).
+    #[serde(default)]
+    pub suffix: String,
+    /// Who the players are.
+    #[serde(default = "default_players")]
+    pub players: Players,
+    /// How ablated tokens are removed.
+    #[serde(default = "default_token_mode")]
+    pub token_mode: TokenAblation,
+    /// How ablated heads are removed: zero or mean.
+    #[serde(default)]
+    pub head_mean: bool,
+    /// Causal LMs: the continuation scored; `None` = the model's greedy answer.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Length of the greedy answer, in tokens.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Causal LMs: score `logit(a) − logit(b)` of the next token instead (two single-token texts).
+    #[serde(default)]
+    pub logit_diff: Option<(String, String)>,
+    /// Encoders: the text whose embedding the input's is compared with (default: the unablated
+    /// input itself).
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+fn default_players() -> Players {
+    Players::Words
+}
+fn default_token_mode() -> TokenAblation {
+    TokenAblation::Attention
+}
+fn default_max_new_tokens() -> usize {
+    5
+}
+
+impl InputSpec {
+    /// The prompt with defaults for everything else.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        InputSpec {
+            model: None,
+            prompt: prompt.into(),
+            prefix: String::new(),
+            suffix: String::new(),
+            players: default_players(),
+            token_mode: default_token_mode(),
+            head_mean: false,
+            target: None,
+            max_new_tokens: default_max_new_tokens(),
+            logit_diff: None,
+            reference: None,
+        }
+    }
+}
+
+/// A ready input: the value function, its players' names, the text scored, and a fingerprint.
+pub struct Game {
+    /// The value function.
+    pub value: Box<dyn ValueFunction + Send>,
+    /// One name per player (`"Lyon,"`, `"L3H5"`, …).
+    pub players: Vec<String>,
+    /// What is measured, in words (e.g. the greedy answer that is scored).
+    pub scored: String,
+    /// Identifies model, input and options: a stored run is only resumed with the same one.
+    pub fingerprint: String,
+    /// The model, as [`load_model`] identified it.
+    pub model: String,
+    /// The whole input text and each player's span in it.
+    pub input: InputText,
+}
+
+impl Game {
+    /// The run description stored beside the samples and copied into the reports.
+    pub fn info(&self) -> RunInfo {
+        RunInfo {
+            scored: Some(self.scored.clone()),
+            model: Some(self.model.clone()),
+            input: Some(self.input.clone()),
+            ..RunInfo::new(self.fingerprint.clone()).with_players(self.players.clone())
+        }
+    }
+}
+
+/// The input text and, per player, its byte span (heads, after the token players, have none).
+fn input_text(spec: &InputSpec, prompt: &TokenizedPrompt, token_players: bool, heads: usize) -> InputText {
+    let text = format!("{}{}{}", spec.prefix, spec.prompt, spec.suffix);
+    let tokens = prompt.spans.iter().filter(|_| token_players).map(|s| Some([s.text.start, s.text.end]));
+    InputText { text, spans: tokens.chain(std::iter::repeat_n(None, heads)).collect() }
+}
+
+/// Loads a model (the default one when `path` is `None`), keeping loaded models for reuse.
+pub fn load_model(path: Option<&Path>) -> Result<(Arc<LoadedModel>, String), ModelError> {
+    match path {
+        None => {
+            let path = cache::SMOLLM2.ensure()?;
+            let model = load(&path)?;
+            Ok((Arc::new(model), format!("{} sha256:{}", cache::SMOLLM2.name, cache::SMOLLM2.weights_sha256)))
+        }
+        Some(path) => Ok((Arc::new(load(path)?), file_identity(path))),
+    }
+}
+
+/// Path, size and modification time of a model file or of the files of a model directory:
+/// cheap to compute for large checkpoints, and changes whenever they are replaced.
+fn file_identity(path: &Path) -> String {
+    let describe = |p: &Path| {
+        let meta = std::fs::metadata(p).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        format!("{} {size} {}", p.display(), mtime.map_or(0, |d| d.as_secs()))
+    };
+    let mut parts = vec![describe(path)];
+    if let Ok(dir) = std::fs::read_dir(path) {
+        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        parts.extend(files.iter().map(|f| describe(f)));
+    }
+    parts.join("; ")
+}
+
+/// Builds the game of `spec` on an already loaded model (`identity` from [`load_model`]).
+pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Result<Game, SetupError> {
+    let unit = match spec.players {
+        Players::Words | Players::WordsHeads | Players::Heads => Unit::Words,
+        Players::Tokens | Players::TokensHeads => Unit::Tokens,
+        Players::Sentences => Unit::Sentences,
+    };
+    let prompt = Prompt::new(spec.prompt.clone()).with_prefix(spec.prefix.clone()).with_suffix(spec.suffix.clone()).with_unit(unit);
+    let info = model.model.info();
+    let heads = match spec.players {
+        Players::Heads | Players::TokensHeads | Players::WordsHeads => HeadPlayer::all(&info),
+        _ => Vec::new(),
+    };
+    let token_players = spec.players != Players::Heads;
+    let n_heads = heads.len();
+    let token_mode = match spec.token_mode {
+        TokenAblation::Attention => TokenMode::Attention,
+        TokenAblation::Remove => TokenMode::Remove,
+        TokenAblation::Replace => TokenMode::Replace(
+            replacement_token(&model.tokenizer, Replacement::Unk)
+                .or_else(|_| replacement_token(&model.tokenizer, Replacement::Mask))
+                .or_else(|_| replacement_token(&model.tokenizer, Replacement::Pad))?,
+        ),
+    };
+    let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
+    let fingerprint = format!("model: {identity}; input: {}", serde_json::to_string(spec).expect("serialises"));
+    if model.model.lm_head().is_none() {
+        let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{}{}", spec.prefix, spec.prompt, spec.suffix));
+        let metric = EncoderMetric::Cosine { reference: reference.clone() };
+        let options = EncoderOptions { token_players, heads, token_mode, head_mode, ..EncoderOptions::new(metric) };
+        let value = EncoderValue::new(model, &prompt, options)?;
+        let players = value.player_labels().to_vec();
+        let input = input_text(spec, value.prompt(), token_players, n_heads);
+        let scored = format!("cosine similarity of the pooled embedding to that of {reference:?}");
+        return Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input });
+    }
+    let metric = match &spec.logit_diff {
+        Some((a, b)) => LmMetric::LogitDiff { a: single_token(&model, a)?, b: single_token(&model, b)? },
+        None => LmMetric::TargetLogProb,
+    };
+    let target = match &spec.target {
+        Some(text) => Target::Text(text.clone()),
+        None => Target::Greedy { max_new_tokens: spec.max_new_tokens.max(1) },
+    };
+    let options = LmOptions { token_players, heads, token_mode, head_mode, target, metric: metric.clone(), ..LmOptions::default() };
+    let value = LmValue::new(model, &prompt, options)?;
+    let players = value.player_labels().to_vec();
+    let input = input_text(spec, value.prompt(), token_players, n_heads);
+    let scored = match (&metric, &spec.logit_diff) {
+        (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
+        _ => format!("log-probability of the continuation {:?}", value.target_text()),
+    };
+    Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input })
+}
+
+fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
+    let ids = model.tokenizer.encode(text, false).map_err(|e| SetupError::Invalid(format!("tokenizing {text:?}: {e}")))?;
+    match ids.get_ids() {
+        [id] => Ok(*id),
+        other => Err(SetupError::Invalid(format!(
+            "{text:?} is {} tokens; a logit difference needs single tokens (a leading space often matters)",
+            other.len()
+        ))),
+    }
+}

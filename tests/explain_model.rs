@@ -1,0 +1,131 @@
+//! `spex explain` on the default model (SmolLM2-135M-Instruct): players and spans, the scored
+//! target, what is recovered, and the errors of bad model input.
+//!
+//! Like `default_models.rs`, these need the model in the cache (`scripts/fetch-models.sh`); they
+//! skip with a note without it unless `SPEX_REQUIRE_MODELS=1`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use spex::model::cache::SMOLLM2;
+
+const SPEX: &str = env!("CARGO_BIN_EXE_spex");
+
+fn have_model() -> bool {
+    if SMOLLM2.cached().expect("cache directory").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("SPEX_REQUIRE_MODELS").map_or(true, |v| v != "1"),
+        "SPEX_REQUIRE_MODELS=1 but the default model is not cached (run scripts/fetch-models.sh)"
+    );
+    eprintln!("note: skipping: the default model is not cached (run scripts/fetch-models.sh)");
+    false
+}
+
+fn spex(args: &[&str], out: &Path) -> Output {
+    Command::new(SPEX).args(args).args(["--quiet", "--out"]).arg(out).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const PARIS: &[&str] = &["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "400"];
+
+#[test]
+fn word_players_of_a_prompt_find_the_country_behind_the_answer() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = spex(&[PARIS, &["--index", "bv"]].concat(), &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("\" Paris\""), "the greedy answer is the target: {stdout}");
+    let result = json(&out.join("result.json"));
+    let words = ["The", "capital", "of", "France", "is"];
+    assert_eq!(result["players"], serde_json::json!(words));
+    let input = &result["input"];
+    let text = input["text"].as_str().unwrap();
+    for (i, word) in words.iter().enumerate() {
+        let span = &input["spans"][i];
+        let (a, b) = (span[0].as_u64().unwrap() as usize, span[1].as_u64().unwrap() as usize);
+        assert_eq!(&text[a..b], *word);
+    }
+    assert!(result["scored"].as_str().unwrap().contains("Paris"));
+    assert!(result["model"].as_str().unwrap().contains("SmolLM2"));
+    assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.9, "{}", result["faithfulness"]);
+    // Without "France" nothing points to Paris: it carries the largest Banzhaf value.
+    let first: Vec<(f64, String)> = result["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["players"].as_array().unwrap().len() == 1)
+        .map(|e| (e["value"].as_f64().unwrap(), e["names"][0].as_str().unwrap().to_string()))
+        .collect();
+    let top = first.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
+    assert_eq!(top.1, "France", "{first:?}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("title=\"player 3: ") && html.contains(">France</span>"));
+}
+
+#[test]
+fn head_players_are_named_by_layer_and_shown_as_a_heatmap() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = spex(&["explain", "--prompt", "The capital of France is", "--players", "heads", "--budget", "200", "--max-new-tokens", "1"], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result = json(&out.join("result.json"));
+    assert_eq!(result["n"], 30 * 9);
+    assert_eq!(result["players"][0], "L0H0");
+    assert_eq!(result["players"][30 * 9 - 1], "L29H8");
+    assert!(result["input"]["spans"].as_array().unwrap().iter().all(Value::is_null));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Attention heads: first-order value by layer × head") && html.contains("<th>L29</th>"));
+}
+
+#[test]
+fn bad_model_input_fails_clearly_before_anything_is_written() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["explain", "--demo", "--prompt", "hi"], "drop them with --demo or --oracle"),
+        (&["explain", "--prompt", "   "], "empty"),
+        (&["explain", "--model", "/no/such/model.gguf"], "/no/such/model.gguf"),
+        (&["explain", "--prompt", "The capital of France is", "--logit-diff", " Paris", " Lyon is"], "single tokens"),
+        (&["explain", "--prompt", "The capital of France is", "--players", "everything"], "unknown players"),
+    ];
+    for (i, (args, expected)) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("run{i}"));
+        let o = spex(args, &out);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn a_run_of_another_prompt_is_not_resumed() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "100", "--shard", "0/2"], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = spex(&["explain", "--prompt", "The capital of Italy is", "--max-new-tokens", "1", "--budget", "100", "--shard", "0/2", "--resume"], &out);
+    assert!(!other.status.success());
+    assert!(stderr(&other).contains("Italy"), "the refusal names what differs: {}", stderr(&other));
+}
