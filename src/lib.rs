@@ -40,5 +40,6 @@ pub mod rundir;
 pub mod runner;
 pub mod store;
 pub mod subset;
+pub mod sweep;
 pub mod transform;
 pub mod value;

@@ -129,3 +129,45 @@ fn a_run_of_another_prompt_is_not_resumed() {
     assert!(!other.status.success());
     assert!(stderr(&other).contains("Italy"), "the refusal names what differs: {}", stderr(&other));
 }
+
+#[test]
+fn a_sweep_explains_each_input_as_explain_would_and_reuses_finished_ones() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs.jsonl");
+    std::fs::write(
+        &inputs,
+        "{\"id\": \"paris\", \"prompt\": \"The capital of France is\", \"max_new_tokens\": 1}\n\
+         {\"id\": \"blank\", \"prompt\": \" \"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("sweep");
+    let sweep = || {
+        Command::new(SPEX)
+            .args(["sweep", "--inputs"])
+            .arg(&inputs)
+            .args(["--budget", "200", "--log", "quiet", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = sweep();
+    assert!(!first.status.success(), "a failed input makes the sweep fail at the end");
+    let summary = json(&out.join("sweep.json"));
+    assert_eq!(summary[0]["status"], "done");
+    assert_eq!(summary[1]["status"], "failed");
+    assert!(summary[1]["error"].as_str().unwrap().contains("empty"));
+
+    let single = tmp.path().join("single");
+    let o = spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "200"], &single);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (json(&out.join("paris/result.json")), json(&single.join("result.json")));
+    assert_eq!(a["fourier"], b["fourier"]);
+    assert_eq!(a["function"], b["function"]);
+
+    let again = sweep();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("paris: reused"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(json(&out.join("paris/result.json"))["fourier"], a["fourier"]);
+}

@@ -17,6 +17,7 @@ use spex::report::{write_reports, ResultFile};
 use spex::rundir::{RunDir, RunInfo, StartMode};
 use spex::runner::{self, RunOptions, RunOutcome};
 use spex::store::Shard;
+use spex::sweep::SweepEvent;
 use spex::transform::Index;
 use spex::value::data::{
     player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
@@ -37,6 +38,9 @@ enum Command {
     /// Explain one input of a model (default: the embedded LLM on a built-in example), the
     /// built-in toy function (--demo), or a driver program (--oracle).
     Explain(ExplainArgs),
+    /// Explain many model inputs (a JSON-lines file), one run directory each; rerunning the same
+    /// command continues the sweep.
+    Sweep(SweepArgs),
     /// Data attribution: players are training examples, a mask a training subset, the value a
     /// test prediction of a model trained on it.
     Data(DataArgs),
@@ -394,6 +398,37 @@ struct DataArgs {
 }
 
 #[derive(Args)]
+struct SweepArgs {
+    /// Inputs: one JSON object per line, with the fields of a model input (`prompt`, and
+    /// optionally `id`, `model`, `prefix`, `suffix`, `players`, `token_mode`, `head_mean`,
+    /// `target`, `max_new_tokens`, `logit_diff`, `reference`).
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Sweep directory: one run directory per input, and the summary sweep.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Redo every input from scratch.
+    #[arg(long)]
+    force: bool,
+    /// Explain only inputs K with K % N == I (the I-th of N parallel sweeps, e.g. a Slurm array).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Masks per batch: a number, or auto.
+    #[arg(long, default_value = "auto")]
+    batch_size: BatchSize,
+    /// Sync the sample stores every this many batches.
+    #[arg(long, default_value_t = 1)]
+    sync_every: usize,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "bar")]
+    log: LogMode,
+    #[command(flatten)]
+    plan: PlanArgs,
+    #[command(flatten)]
+    show: ShowArgs,
+}
+
+#[derive(Args)]
 struct DesignArgs {
     /// Players.
     #[arg(long)]
@@ -488,6 +523,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Explain(args) => explain(args),
+        Command::Sweep(args) => sweep(args),
         Command::Data(args) => data(args),
         Command::Design(args) => design(args),
         Command::Decode(args) => decode(args),
@@ -556,6 +592,66 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
         Ok(value.take().expect("the value function is started once"))
     };
     run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_MODEL), &args.run, &args.show, &mut start)
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    let inputs = spex::sweep::read_inputs(&args.inputs)?;
+    let plan_for = |n: usize| args.plan.spec_or(n, Method::Auto, MODEL_BUDGET);
+    let options = spex::sweep::SweepOptions {
+        out: args.out.clone(),
+        force: args.force,
+        shard: args.shard.unwrap_or(Shard::ALL),
+        batch_size: match args.batch_size {
+            BatchSize::Auto => AUTO_BATCH_MODEL,
+            BatchSize::Rows(n) => n.max(1),
+        },
+        sync_every: args.sync_every.max(1),
+        plan_for: &plan_for,
+        index: args.show.index,
+        max_order: args.show.max_order,
+        top: args.show.top,
+    };
+    let log = args.log;
+    let bar = Progress::new(log, 0);
+    let outcomes = spex::sweep::run(&inputs, &options, &mut |event| match event {
+        SweepEvent::Start { id, index, count } => {
+            bar.bar.reset();
+            match log {
+                LogMode::Bar => bar.bar.set_prefix(format!("[{}/{count}] {id}", index + 1)),
+                LogMode::Json => eprintln!("{}", serde_json::json!({"event": "input", "id": id, "index": index, "count": count})),
+                LogMode::Quiet => {}
+            }
+        }
+        SweepEvent::Batch(p) => bar.update(p),
+        SweepEvent::Finished(o) => {
+            bar.bar.suspend(|| print_outcome(o));
+            if log == LogMode::Json {
+                eprintln!("{}", serde_json::json!({"event": "finished", "outcome": o}));
+            }
+        }
+    });
+    bar.finish();
+    let failed = outcomes.iter().filter(|o| o.status == "failed").count();
+    println!("{} inputs: {} explained, {failed} failed; summary in {}", outcomes.len(), outcomes.len() - failed, args.out.display());
+    if failed > 0 {
+        bail!(
+            "{failed} of {} inputs failed (see above); rerun the same command once fixed: finished inputs are \
+             reused (an input whose options or design changed needs --force or another --out)",
+            outcomes.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_outcome(o: &spex::sweep::InputOutcome) {
+    match &o.error {
+        Some(e) => println!("{}: failed: {e}", o.id),
+        None => {
+            let r2 = o.r2.map_or("undefined".to_string(), |r| format!("{r:.3}"));
+            let top = o.top.first().map(|(names, v)| format!("; top: {} {v:+.3}", names.join(" × "))).unwrap_or_default();
+            println!("{}: {} ({} players, R² {r2}, {:.1} s){top}", o.id, o.status, o.n.unwrap_or(0), o.seconds);
+        }
+    }
 }
 
 /// Runs a plan into its directory with progress, then writes and prints the reports.
@@ -634,7 +730,7 @@ impl Progress {
     fn new(mode: LogMode, total: usize) -> Self {
         let bar = if mode == LogMode::Bar { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} masks  {msg}  ETA {eta}").expect("valid template"),
+            ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} masks  {msg}  ETA {eta}").expect("valid template"),
         );
         Progress { mode, bar }
     }

@@ -171,16 +171,29 @@ fn input_text(spec: &InputSpec, prompt: &TokenizedPrompt, token_players: bool, h
     InputText { text, spans: tokens.chain(std::iter::repeat_n(None, heads)).collect() }
 }
 
-/// Loads a model (the default one when `path` is `None`), keeping loaded models for reuse.
+/// Loads a model (the default one when `path` is `None`, fetched on first use) and returns it
+/// with its [`model_identity`].
 pub fn load_model(path: Option<&Path>) -> Result<(Arc<LoadedModel>, String), ModelError> {
+    let model = match path {
+        None => load(&cache::SMOLLM2.ensure()?)?,
+        Some(path) => load(path)?,
+    };
+    Ok((Arc::new(model), model_identity(path)))
+}
+
+/// What identifies a model cheaply, without loading it: the default model's name and weights
+/// hash, or a path with the sizes and modification times of its files.
+pub fn model_identity(path: Option<&Path>) -> String {
     match path {
-        None => {
-            let path = cache::SMOLLM2.ensure()?;
-            let model = load(&path)?;
-            Ok((Arc::new(model), format!("{} sha256:{}", cache::SMOLLM2.name, cache::SMOLLM2.weights_sha256)))
-        }
-        Some(path) => Ok((Arc::new(load(path)?), file_identity(path))),
+        None => format!("{} sha256:{}", cache::SMOLLM2.name, cache::SMOLLM2.weights_sha256),
+        Some(path) => file_identity(path),
     }
+}
+
+/// The fingerprint of `spec` on the model `identity`: a stored run is resumed or reused only
+/// under the same one.
+pub fn fingerprint(identity: &str, spec: &InputSpec) -> String {
+    format!("model: {identity}; input: {}", serde_json::to_string(spec).expect("serialises"))
 }
 
 /// Path, size and modification time of a model file or of the files of a model directory:
@@ -226,7 +239,7 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
         ),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
-    let fingerprint = format!("model: {identity}; input: {}", serde_json::to_string(spec).expect("serialises"));
+    let fingerprint = fingerprint(identity, spec);
     if model.model.lm_head().is_none() {
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{}{}", spec.prefix, spec.prompt, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };

@@ -1,0 +1,339 @@
+//! Many inputs overnight: `spex sweep --inputs inputs.jsonl --out DIR` explains every input of a
+//! JSON-lines file into its own run directory `DIR/<id>/`, and keeps `DIR/sweep.json`, a summary
+//! rewritten after every input.
+//!
+//! The sweep is resumable as a whole: rerunning the same command skips the inputs whose result
+//! is already there for the same model, input and design, continues an interrupted input from its
+//! sample store, and starts the rest. One input failing (an empty prompt, a model that does not
+//! load) is recorded in the summary and does not stop the others. Each distinct model is loaded
+//! once.
+//!
+//! An input line is an [`InputSpec`] as JSON plus an optional `"id"` (default: its 1-based line
+//! number, `line-0001`):
+//!
+//! ```text
+//! {"id": "paris", "prompt": "The capital of France is", "max_new_tokens": 1}
+//! {"prompt": "I loved the acting but the plot was thin.", "players": "sentences"}
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::LoadedModel;
+use crate::plan::{DecoderConfig, Plan, PlanSpec};
+use crate::report::write_reports;
+use crate::rundir::StartMode;
+use crate::runner::{self, Progress, RunOptions, RunOutcome};
+use crate::store::Shard;
+use crate::transform::Index;
+use crate::value::setup::{self, InputSpec};
+use crate::value::{ValueError, ValueFunction};
+
+/// One input of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepInput {
+    /// Names its run directory; unique within the sweep.
+    pub id: String,
+    /// What to explain.
+    pub spec: InputSpec,
+}
+
+/// A bad inputs file.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line is not a valid input.
+    #[error("{path}:{line}: {message}")]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// No input at all.
+    #[error("{0} holds no input (one JSON object per line)")]
+    Empty(PathBuf),
+}
+
+/// Reads a JSON-lines inputs file; blank lines and lines starting with `#` are skipped.
+pub fn read_inputs(path: &Path) -> Result<Vec<SweepInput>, SweepError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Io { path: path.to_path_buf(), source })?;
+    let mut inputs: Vec<SweepInput> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |message: String| SweepError::Line { path: path.to_path_buf(), line: i + 1, message };
+        let input = parse_line(line, i + 1).map_err(bad)?;
+        if inputs.iter().any(|other| other.id == input.id) {
+            return Err(bad(format!("id {:?} is used twice; ids name run directories", input.id)));
+        }
+        inputs.push(input);
+    }
+    if inputs.is_empty() {
+        return Err(SweepError::Empty(path.to_path_buf()));
+    }
+    Ok(inputs)
+}
+
+fn parse_line(line: &str, number: usize) -> Result<SweepInput, String> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let id = match object.remove("id") {
+        None => format!("line-{number:04}"),
+        Some(serde_json::Value::String(id)) => id,
+        Some(other) => return Err(format!("id must be a string, not {other}")),
+    };
+    let valid = !id.is_empty() && !id.starts_with('.') && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !valid {
+        return Err(format!("id {id:?} must be letters, digits, '.', '_' or '-' (it names a directory)"));
+    }
+    let spec = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
+    Ok(SweepInput { id, spec })
+}
+
+/// How a sweep runs; the design of each input comes from a function of its player count.
+pub struct SweepOptions<'a> {
+    /// The sweep directory.
+    pub out: PathBuf,
+    /// Redo every input of this sweep (or shard) from scratch.
+    pub force: bool,
+    /// This process's share of the inputs (input `k` belongs to shard `k % count`).
+    pub shard: Shard,
+    /// Masks per batch.
+    pub batch_size: usize,
+    /// Sync the stores every this many batches.
+    pub sync_every: usize,
+    /// The design for an input of `n` players.
+    pub plan_for: &'a dyn Fn(usize) -> PlanSpec,
+    /// Index of the reports.
+    pub index: Index,
+    /// Highest order reported (default: the design's degree).
+    pub max_order: Option<usize>,
+    /// Interactions kept in each summary entry.
+    pub top: usize,
+}
+
+/// What became of one input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputOutcome {
+    /// The input's id.
+    pub id: String,
+    /// Its run directory.
+    pub dir: PathBuf,
+    /// `done`, `reused` (finished by an earlier sweep) or `failed`.
+    pub status: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Players.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// What was scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored: Option<String>,
+    /// Faithfulness R² on held-out masks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+    /// The strongest interactions: player names and value.
+    #[serde(default)]
+    pub top: Vec<(Vec<String>, f64)>,
+    /// Seconds spent on the input in this sweep.
+    pub seconds: f64,
+}
+
+/// What a sweep reports while it runs.
+pub enum SweepEvent<'a> {
+    /// Input `index` (0-based, of `count` in this shard) starts.
+    Start {
+        /// Its id.
+        id: &'a str,
+        /// Position in this shard.
+        index: usize,
+        /// Inputs in this shard.
+        count: usize,
+    },
+    /// A batch of the current input is stored.
+    Batch(&'a Progress),
+    /// The current input is finished or failed.
+    Finished(&'a InputOutcome),
+}
+
+/// Runs the inputs of this shard one after another; returns every outcome (also written to
+/// `out/sweep.json`, or `out/sweep.shard-I-of-K.json` for a shard).
+pub fn run(inputs: &[SweepInput], options: &SweepOptions<'_>, events: &mut (dyn FnMut(SweepEvent<'_>) + Send)) -> Vec<InputOutcome> {
+    let mine: Vec<&SweepInput> =
+        inputs.iter().enumerate().filter(|(k, _)| k % options.shard.count == options.shard.index).map(|(_, i)| i).collect();
+    let mut models = Models::default();
+    let mut outcomes = Vec::new();
+    let _ = std::fs::create_dir_all(&options.out);
+    for (index, input) in mine.iter().enumerate() {
+        events(SweepEvent::Start { id: &input.id, index, count: mine.len() });
+        let clock = Instant::now();
+        let dir = options.out.join(&input.id);
+        let mut outcome = match explain_one(input, &dir, options, &mut models, events) {
+            Ok(done) => done,
+            Err(error) => failed(&input.id, &dir, error),
+        };
+        outcome.seconds = clock.elapsed().as_secs_f64();
+        events(SweepEvent::Finished(&outcome));
+        outcomes.push(outcome);
+        // A summary that cannot be written loses nothing: every input's own directory holds its
+        // result; the next input tries again.
+        let _ = write_summary(&options.out, options.shard, &outcomes);
+    }
+    outcomes
+}
+
+fn failed(id: &str, dir: &Path, error: String) -> InputOutcome {
+    InputOutcome {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        status: "failed".into(),
+        error: Some(error),
+        n: None,
+        scored: None,
+        r2: None,
+        top: Vec::new(),
+        seconds: 0.0,
+    }
+}
+
+/// Loaded models by path, each loaded once per sweep.
+#[derive(Default)]
+struct Models(HashMap<Option<PathBuf>, (Arc<LoadedModel>, String)>);
+
+impl Models {
+    fn get(&mut self, path: Option<&Path>) -> Result<(Arc<LoadedModel>, String), String> {
+        let key = path.map(Path::to_path_buf);
+        if let Some(m) = self.0.get(&key) {
+            return Ok(m.clone());
+        }
+        let loaded = setup::load_model(path).map_err(|e| e.to_string())?;
+        self.0.insert(key, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+fn explain_one(
+    input: &SweepInput,
+    dir: &Path,
+    options: &SweepOptions<'_>,
+    models: &mut Models,
+    events: &mut (dyn FnMut(SweepEvent<'_>) + Send),
+) -> Result<InputOutcome, String> {
+    if !options.force {
+        if let Some(reused) = finished_earlier(input, dir, options) {
+            return Ok(reused);
+        }
+    }
+    let (model, identity) = models.get(input.spec.model.as_deref())?;
+    let game = setup::build(model, &identity, &input.spec).map_err(|e| e.to_string())?;
+    let plan = Plan::new((options.plan_for)(game.players.len())).map_err(|e| e.to_string())?;
+    let info = game.info();
+    let mode = if options.force {
+        StartMode::Force
+    } else if dir.join("samples.store").exists() {
+        StartMode::Resume
+    } else {
+        StartMode::Fresh
+    };
+    let run = RunOptions { mode, batch_size: options.batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
+    let mut value = Some(game.value);
+    let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };
+    let decoder = DecoderConfig::default();
+    let (run_dir, outcome) =
+        runner::run(&plan, &info, &run, &mut start, &decoder, &mut |p| events(SweepEvent::Batch(p))).map_err(|e| e.to_string())?;
+    let RunOutcome::Complete { explanation, .. } = outcome else { unreachable!("a sweep input is never sharded") };
+    let interactions = explanation
+        .interactions(options.index, options.max_order.unwrap_or(explanation.degree))
+        .map_err(|e| e.to_string())?;
+    let result = write_reports(&run_dir, &explanation, &interactions, Some(&info), options.top).map_err(|e| e.to_string())?;
+    Ok(summarise(&input.id, dir, "done", &result, options.top))
+}
+
+/// The outcome of an input whose result an earlier sweep wrote for the same model, input and
+/// design; `None` when it must be (re)computed.
+fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) -> Option<InputOutcome> {
+    let run: crate::rundir::RunInfo = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
+    let fingerprint = setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec);
+    let plan = Plan::load(&dir.join("design.json")).ok()?;
+    let result: crate::report::ResultFile = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()?;
+    let planned = Plan::new((options.plan_for)(plan.n())).ok()?;
+    let same = run.function == fingerprint
+        && planned.to_file() == plan.to_file()
+        && result.index == options.index
+        && options.max_order.is_none_or(|m| m == result.max_order);
+    same.then(|| summarise(&input.id, dir, "reused", &result, options.top))
+}
+
+fn summarise(id: &str, dir: &Path, status: &str, result: &crate::report::ResultFile, top: usize) -> InputOutcome {
+    let names = |e: &crate::report::Entry| e.names.clone().unwrap_or_else(|| e.players.players().iter().map(|p| format!("#{p}")).collect());
+    InputOutcome {
+        status: status.into(),
+        error: None,
+        n: Some(result.n),
+        scored: result.scored.clone(),
+        r2: result.faithfulness.r2,
+        top: result.interactions.iter().filter(|e| !e.players.is_empty()).take(top).map(|e| (names(e), e.value)).collect(),
+        ..failed(id, dir, String::new())
+    }
+}
+
+/// Writes the summary atomically (a temporary file renamed over it).
+fn write_summary(out: &Path, shard: Shard, outcomes: &[InputOutcome]) -> std::io::Result<()> {
+    let name = if shard == Shard::ALL { "sweep.json".to_string() } else { format!("sweep.shard-{}-of-{}.json", shard.index, shard.count) };
+    let tmp = out.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(outcomes).expect("serialises") + "\n")?;
+    std::fs::rename(&tmp, out.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<SweepInput>, SweepError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inputs.jsonl");
+        std::fs::write(&path, text).unwrap();
+        read_inputs(&path)
+    }
+
+    #[test]
+    fn inputs_get_ids_and_defaults() {
+        let inputs = parse("# comment\n{\"id\": \"a\", \"prompt\": \"x y\", \"players\": \"tokens\"}\n\n{\"prompt\": \"z\"}\n").unwrap();
+        assert_eq!(inputs[0].id, "a");
+        assert_eq!(inputs[0].spec.players, setup::Players::Tokens);
+        assert_eq!(inputs[1].id, "line-0004");
+        assert_eq!(inputs[1].spec, InputSpec::new("z"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        for (text, line, says) in [
+            ("{\"prompt\": \"x\"}\n{\"prompt\": 3}\n", 2, "invalid type"),
+            ("{\"prompt\": \"x\", \"player\": \"words\"}", 1, "unknown field `player`"),
+            ("{\"id\": \"../x\", \"prompt\": \"x\"}", 1, "names a directory"),
+            ("{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"a\", \"prompt\": \"y\"}", 2, "used twice"),
+            ("not json", 1, "expected"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(matches!(&e, SweepError::Line { line: l, .. } if *l == line), "{text}: {e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        assert!(matches!(parse("# nothing\n"), Err(SweepError::Empty(_))));
+    }
+}
