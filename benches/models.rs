@@ -18,13 +18,9 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use spex::mask::{Mask, MaskBatch};
 use spex::model::cache::load_default_lm;
-use spex::model::LoadedModel;
+use spex::bench::token_prompt;
 use spex::value::lm::{LmOptions, LmValue, Target};
-use spex::value::players::{TokenMode, TokenSpan, TokenizedPrompt};
-
-const TEXT: &str = "The history of the city begins with a small fishing village on the river, where traders \
-    from the north and the south met to exchange salt, wool and grain. Over the centuries the village grew \
-    into a market town, then into a walled city with a cathedral, a university and a busy port. ";
+use spex::value::players::TokenMode;
 
 fn list(var: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(var) {
@@ -34,15 +30,6 @@ fn list(var: &str, default: &[usize]) -> Vec<usize> {
             .collect(),
         Err(_) => default.to_vec(),
     }
-}
-
-/// A prompt of exactly `len` tokens of a repeated paragraph, each token a player.
-fn prompt_of(lm: &LoadedModel, len: usize) -> TokenizedPrompt {
-    let ids = lm.encode(&TEXT.repeat(len / 40 + 2)).unwrap();
-    let spans = (0..len)
-        .map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p], text: 0..0 })
-        .collect();
-    TokenizedPrompt::new(ids[..len].to_vec(), spans).unwrap()
 }
 
 fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
@@ -76,7 +63,7 @@ fn main() {
             token_mode: TokenMode::Attention,
             ..Default::default()
         };
-        let f = LmValue::from_tokens(lm.clone(), prompt_of(&lm, len), opts).unwrap();
+        let f = LmValue::from_tokens(lm.clone(), token_prompt(&lm, len).unwrap(), opts).unwrap();
         assert_eq!(f.prompt().ids.len(), len, "prompt length");
         let n = f.n_players();
         // Warm up (allocator, thread pool, caches).

@@ -1,6 +1,8 @@
 //! Benchmarks that print figures (`spex bench …`, `cargo bench`): speed goals live here, never
 //! in timed tests.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -9,7 +11,13 @@ use crate::decode::spex::{decode, SpexDecoderConfig};
 use crate::design::spex::{choose_parameters, SpexDesign, DEFAULT_T};
 use crate::design::{rng, uniform::random_masks};
 use crate::explain::Explanation;
-use crate::plan::{DecoderConfig, Method, Plan, PlanSpec};
+use crate::model::LoadedModel;
+use crate::plan::{default_holdout, DecoderConfig, Method, Plan, PlanSpec};
+use crate::rundir::{RunInfo, StartMode};
+use crate::runner::{self, RunOptions, RunOutcome};
+use crate::value::lm::{LmOptions, LmValue, Target};
+use crate::value::players::{SetupError, TokenSpan, TokenizedPrompt};
+use crate::value::ValueFunction;
 use crate::faithfulness::faithfulness;
 use crate::planted::{planted_fourier, planted_moebius, standard_normal};
 
@@ -198,6 +206,100 @@ pub fn format_curve_table(points: &[CurvePoint]) -> String {
             s += &format!(" {cell:>18}");
         }
         s.push('\n');
+    }
+    s
+}
+
+/// Filler text for benchmark prompts of a chosen token length.
+pub const BENCH_TEXT: &str = "The history of the city begins with a small fishing village on the river, where traders \
+    from the north and the south met to exchange salt, wool and grain. Over the centuries the village grew \
+    into a market town, then into a walled city with a cathedral, a university and a busy port. ";
+
+/// A prompt of exactly `len` tokens of [`BENCH_TEXT`], each token a player.
+pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, SetupError> {
+    let ids = lm.encode(&BENCH_TEXT.repeat(len / 40 + 2)).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let spans = (0..len).map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p], text: 0..0 }).collect();
+    TokenizedPrompt::new(ids[..len].to_vec(), spans)
+}
+
+/// One row of the engine throughput benchmark (`spex bench throughput`): a whole run through the
+/// pipeline (masks, queues, model, durable store, decoding) on a causal LM.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThroughputRow {
+    /// Prompt tokens (each a player).
+    pub prompt_tokens: usize,
+    /// Masks per batch.
+    pub batch: usize,
+    /// Masks evaluated (design and held-out).
+    pub masks: usize,
+    /// Masked queries per second of evaluation.
+    pub queries_per_second: f64,
+    /// Prompt tokens × queries per second.
+    pub tokens_per_second: f64,
+    /// Milliseconds per query.
+    pub ms_per_query: f64,
+    /// Share of the run's wall time (evaluation and decoding) not spent in forward passes: mask
+    /// generation, queues, store, and decoding not overlapped with forwards.
+    pub overhead_share: f64,
+    /// Share of the evaluation the model worker waited for masks.
+    pub worker_idle_share: f64,
+    /// Decoding and faithfulness seconds after the last batch.
+    pub decode_seconds: f64,
+    /// Where the forwards ran.
+    pub device: String,
+}
+
+/// Runs a ProxySPEX plan of `budget` masks over a `len`-token prompt (token players, attention
+/// masking, the log-probability of a fixed 4-token target) in batches of `batch`, with a
+/// durable store in `dir`, and measures it.
+pub fn throughput_row(lm: &Arc<LoadedModel>, len: usize, batch: usize, budget: usize, dir: &Path) -> anyhow::Result<ThroughputRow> {
+    let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
+    let f = LmValue::from_tokens(lm.clone(), token_prompt(lm, len)?, options)?;
+    // Warm up allocator, thread pool and caches outside the measurement.
+    f.evaluate_masks(random_masks(len, batch.min(4), &mut rng(9, 0)).as_slice())?;
+    let plan = Plan::new(PlanSpec { method: Method::ProxySpex, budget, holdout: default_holdout(budget), ..PlanSpec::new(len) })?;
+    let run = RunOptions { mode: StartMode::Force, batch_size: batch, ..RunOptions::new(dir) };
+    let mut f = Some(Box::new(f) as Box<dyn ValueFunction>);
+    let mut start = || Ok(f.take().expect("started once"));
+    let (_, outcome) = runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {})?;
+    let RunOutcome::Complete { explanation, stats } = outcome else { anyhow::bail!("an unsharded run completes") };
+    let t = &explanation.timings;
+    let after = t.decode_seconds + t.faithfulness_seconds;
+    let wall = stats.wall_seconds;
+    Ok(ThroughputRow {
+        prompt_tokens: len,
+        batch,
+        masks: stats.masks,
+        queries_per_second: stats.masks as f64 / wall,
+        tokens_per_second: (stats.masks * len) as f64 / wall,
+        ms_per_query: 1e3 * wall / stats.masks as f64,
+        overhead_share: 1.0 - stats.forward_seconds / (wall + after),
+        worker_idle_share: stats.worker_idle_share(),
+        decode_seconds: after,
+        device: format!("cpu ({} threads)", rayon::current_num_threads()),
+    })
+}
+
+/// The throughput rows as a table.
+pub fn format_throughput_table(rows: &[ThroughputRow]) -> String {
+    let mut s = format!(
+        "{:>7} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  device\n",
+        "tokens", "batch", "masks", "queries/s", "tokens/s", "ms/query", "overhead", "idle", "decode s"
+    );
+    for r in rows {
+        s += &format!(
+            "{:>7} {:>6} {:>6} {:>10.2} {:>10.0} {:>9.1} {:>8.2}% {:>8.2}% {:>9.3}  {}\n",
+            r.prompt_tokens,
+            r.batch,
+            r.masks,
+            r.queries_per_second,
+            r.tokens_per_second,
+            r.ms_per_query,
+            100.0 * r.overhead_share,
+            100.0 * r.worker_idle_share,
+            r.decode_seconds,
+            r.device
+        );
     }
     s
 }

@@ -20,7 +20,7 @@ use spex::store::Shard;
 use spex::sweep::SweepEvent;
 use spex::transform::Index;
 use spex::value::data::{
-    player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
+    text, player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
     Precision, Target, TrainConfig, ValueSpec,
 };
 use spex::value::setup::{self, InputSpec, Players, TokenAblation, EXAMPLE_PROMPT};
@@ -340,10 +340,15 @@ enum ModelArg {
 
 #[derive(Args)]
 struct DataArgs {
-    /// Training examples: a numeric CSV file of feature columns and a label column, one example
-    /// (one player) per row.
+    /// Training examples, one example (one player) per row: a numeric CSV file of feature columns
+    /// and a label column, or a `.jsonl` file of texts (`{"text": …, "label": …, "id": …}`),
+    /// embedded once by --encoder.
     #[arg(long)]
     train: PathBuf,
+    /// Encoder embedding the texts of `.jsonl` examples [default: the embedded all-MiniLM-L6-v2,
+    /// fetched on first use].
+    #[arg(long)]
+    encoder: Option<PathBuf>,
     /// Test examples, with the same columns [default: the --train file, so that the test example
     /// is also a player].
     #[arg(long)]
@@ -460,6 +465,25 @@ struct DecodeArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Masked queries per second of whole runs on a causal LM (pipeline, store and decoding
+    /// included), with the engine's overhead and the worker's idle share.
+    Throughput {
+        /// Model [default: the embedded SmolLM2-135M-Instruct].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Prompt lengths in tokens (every token a player).
+        #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
+        lengths: Vec<usize>,
+        /// Masks per batch.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+        batches: Vec<usize>,
+        /// Design masks per run (ProxySPEX; held-out masks come on top).
+        #[arg(long, default_value_t = 256)]
+        budget: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// SPEX decode time and R² on planted sparse functions.
     Decode {
         /// Player counts.
@@ -531,6 +555,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::DemoOracle => {
             let stdin = std::io::stdin();
             Ok(driver::serve(stdin.lock(), std::io::stdout().lock(), &mut demo::demo_game())?)
+        }
+        Command::Bench { what: BenchCommand::Throughput { model, lengths, batches, budget, json } } => {
+            bench_throughput(model.as_deref(), &lengths, &batches, budget, json)
         }
         Command::Bench { what: BenchCommand::Decode { n, terms, degree, budget, json } } => {
             bench_decode(&n, terms, degree, budget, json)
@@ -759,13 +786,8 @@ impl Progress {
 fn data(args: DataArgs) -> Result<()> {
     // Training allocates and frees large tensors every step; keep the memory (glibc only).
     tune_allocator();
-    let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
-    let train = Features::from_csv(&args.train, &csv)?;
     let test_path = args.test.as_ref().unwrap_or(&args.train);
-    let test = match &args.test {
-        Some(path) => Features::from_csv(path, &csv)?,
-        None => train.clone(),
-    };
+    let (train, test) = read_examples(&args)?;
     let spec = ValueSpec { target: args.target, test: args.test_index, class: args.class.clone() };
     let model = match args.model {
         ModelArg::Logreg => ModelKind::LogReg,
@@ -797,12 +819,13 @@ fn data(args: DataArgs) -> Result<()> {
         value.trainer().learning_rate()
     );
     let function = format!(
-        "data train={} ({}) test={} ({}) label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
+        "data train={} ({}) test={} ({}) encoder={} label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
          init_seed={} f64={} target={} class={} test_index={:?}",
         args.train.display(),
         fingerprint(&args.train)?,
         test_path.display(),
         fingerprint(test_path)?,
+        args.encoder.as_ref().map_or(String::new(), |p| p.display().to_string()),
         args.label,
         args.id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         args.header,
@@ -823,6 +846,37 @@ fn data(args: DataArgs) -> Result<()> {
         Ok(Box::new(value.take().expect("the value function is started once")))
     };
     run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER), &args.run, &args.show, &mut start)
+}
+
+/// The training and test examples of `spex data`: CSV features, or `.jsonl` texts embedded by
+/// the encoder.
+fn read_examples(args: &DataArgs) -> Result<(Features, Features)> {
+    let is_text = |p: &Path| p.extension().is_some_and(|e| e == "jsonl");
+    let test_path = args.test.as_ref().unwrap_or(&args.train);
+    if is_text(&args.train) != is_text(test_path) {
+        bail!("--train and --test must both be CSV or both be .jsonl texts");
+    }
+    if !is_text(&args.train) {
+        if args.encoder.is_some() {
+            bail!("--encoder embeds .jsonl texts; {} is a CSV file", args.train.display());
+        }
+        let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
+        let train = Features::from_csv(&args.train, &csv)?;
+        let test = if args.test.is_some() { Features::from_csv(test_path, &csv)? } else { train.clone() };
+        return Ok((train, test));
+    }
+    let encoder = match &args.encoder {
+        Some(path) => spex::model::load(path)?,
+        None => spex::model::cache::load_default_encoder()?,
+    };
+    let embed = |path: &Path| -> Result<Features> {
+        let examples = text::read_text_examples(path)?;
+        eprintln!("embedding {} texts of {}…", examples.len(), path.display());
+        Ok(text::text_features(&encoder, &examples)?)
+    };
+    let train = embed(&args.train)?;
+    let test = if args.test.is_some() { embed(test_path)? } else { train.clone() };
+    Ok((train, test))
 }
 
 /// Size and FNV-1a hash of a file's bytes: a resumed run must see the same data.
@@ -949,6 +1003,23 @@ fn bench_decode(ns: &[usize], terms: usize, degree: usize, budget: Option<usize>
         rows.push(row);
     }
     print_rows(&rows, json, spex::bench::format_decode_table)
+}
+
+fn bench_throughput(model: Option<&Path>, lengths: &[usize], batches: &[usize], budget: usize, json: bool) -> Result<()> {
+    let (lm, identity) = setup::load_model(model)?;
+    eprintln!("model: {identity}");
+    let dir = std::env::temp_dir().join(format!("spex-bench-{}", std::process::id()));
+    let mut rows = Vec::new();
+    for &len in lengths {
+        for &batch in batches {
+            let row = spex::bench::throughput_row(&lm, len, batch, budget, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            let row = row.with_context(|| format!("{len} tokens, batch {batch}"))?;
+            eprintln!("{len} tokens, batch {batch}: {:.2} queries/s", row.queries_per_second);
+            rows.push(row);
+        }
+    }
+    print_rows(&rows, json, spex::bench::format_throughput_table)
 }
 
 fn bench_curve(ns: &[usize], budgets: &[usize], methods: &[Method], setting: &spex::bench::CurveSetting, json: bool) -> Result<()> {

@@ -88,6 +88,24 @@ pub enum FeatureError {
     /// A matrix passed in directly is inconsistent.
     #[error("{0}")]
     Shape(String),
+    /// A line of a text-examples file is not a valid example.
+    #[error("{source_name} line {line}: {message}")]
+    BadLine {
+        /// The file.
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The encoder failed to embed a text.
+    #[error("embedding {what}: {message}")]
+    Embedding {
+        /// Which text.
+        what: String,
+        /// The encoder's error.
+        message: String,
+    },
 }
 
 fn column_name(name: &Option<String>) -> String {

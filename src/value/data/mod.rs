@@ -17,8 +17,8 @@
 //!
 //! Features are standardised with the mean and standard deviation of all training examples
 //! (whatever subset a mask later keeps) and the same transform is applied to the test examples.
-//! They come from a numeric CSV file or from any matrix, e.g. frozen embeddings of texts: see
-//! [`Features`].
+//! They come from a numeric CSV file, from texts embedded by a frozen encoder ([`text`]), or from
+//! any matrix: see [`Features`].
 //!
 //! ```
 //! use spex::mask::MaskBatch;
@@ -38,13 +38,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Text through frozen embeddings is the same call with `Features::new` built from the
-//! embedding matrix (embed once, then train probes on subsets); hooking the embedded encoder of
-//! the models work to it is a follow-up.
+//! Text examples go through frozen embeddings: [`text`] embeds each example once with an encoder
+//! (the embedded all-MiniLM-L6-v2 by default) into [`Features`], and the probes are trained on
+//! subsets of those rows.
 
 pub mod features;
 mod kernels;
 pub mod reference;
+pub mod text;
 pub mod train;
 
 use std::fmt;
