@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::exhaustive::{self, ExhaustiveDiagnostics};
 use crate::decode::lasso::{self, LassoConfig, LassoDiagnostics};
 use crate::decode::proxyspex::{self, ProxyConfig, ProxyDiagnostics};
 use crate::decode::spex::{self as spex_decoder, SpexDecoderConfig, SpexDiagnostics, StreamingBins};
@@ -30,7 +31,10 @@ pub enum Method {
     /// as Fourier coefficients.
     #[serde(rename = "proxyspex")]
     ProxySpex,
-    /// Choose SPEX or ProxySPEX from the number of players and the budget (see [`choose_method`]).
+    /// Every one of the `2^n` masks, decoded exactly by one Walsh–Hadamard transform (a handful
+    /// of players).
+    Exhaustive,
+    /// Choose from the number of players and the budget (see [`choose_method`]).
     Auto,
 }
 
@@ -40,6 +44,7 @@ impl fmt::Display for Method {
             Method::Spex => "spex",
             Method::Uniform => "uniform",
             Method::ProxySpex => "proxyspex",
+            Method::Exhaustive => "exhaustive",
             Method::Auto => "auto",
         })
     }
@@ -52,8 +57,9 @@ impl FromStr for Method {
             "spex" => Ok(Method::Spex),
             "uniform" => Ok(Method::Uniform),
             "proxyspex" | "proxy-spex" => Ok(Method::ProxySpex),
+            "exhaustive" => Ok(Method::Exhaustive),
             "auto" => Ok(Method::Auto),
-            other => Err(format!("unknown method {other:?}; expected spex, proxyspex, uniform or auto")),
+            other => Err(format!("unknown method {other:?}; expected spex, proxyspex, uniform, exhaustive or auto")),
         }
     }
 }
@@ -112,6 +118,12 @@ pub enum PlanError {
     /// The design file is malformed or inconsistent.
     #[error("design file: {0}")]
     File(String),
+    /// Too many players to query every mask.
+    #[error("n = {n}: too many players to query all 2^n masks (at most {max}); use spex or proxyspex", max = exhaustive::MAX_PLAYERS)]
+    TooManyForExhaustive {
+        /// Players.
+        n: usize,
+    },
 }
 
 /// Smallest budget of the uniform baseline (its cross-validation needs a few masks per fold).
@@ -121,6 +133,7 @@ pub const UNIFORM_MIN_BUDGET: usize = 20;
 /// with the reason in words. Grounded in `spex bench curve` (R² against budget of both methods on
 /// planted functions; figures in the README):
 ///
+/// * when the budget covers all `2^n` masks, the exhaustive table is exact and cheapest;
 /// * below SPEX's smallest design at that order, only ProxySPEX can run;
 /// * boosted trees of depth ≤ [`AUTO_PROXY_MAX_DEPTH`] carry no interaction of higher order, so
 ///   for a higher expected order SPEX is chosen;
@@ -130,6 +143,12 @@ pub const UNIFORM_MIN_BUDGET: usize = 20;
 ///   as good or far better (n = 256, 2 000 masks: R² 1.00 against 0.39) and SPEX is chosen only
 ///   from there on, where it is as accurate and decodes in milliseconds.
 pub fn choose_method(n: usize, budget: usize, degree: usize) -> (Method, String) {
+    if n <= exhaustive::MAX_PLAYERS && 1usize << n <= budget {
+        return (
+            Method::Exhaustive,
+            format!("auto chose exhaustive: all 2^{n} = {} masks fit the budget {budget}, so every coefficient is computed exactly", 1usize << n),
+        );
+    }
     let t = degree.clamp(1, crate::bch::MAX_T);
     let spex_b = spex::choose_parameters(n.max(1), budget, t).ok().filter(|&(_, tt)| tt == t).map(|(b, _)| b);
     let Some(b) = spex_b else {
@@ -172,6 +191,8 @@ pub enum Design {
     Uniform(MaskBatch),
     /// Uniformly random masks in complementary pairs, for ProxySPEX.
     Proxy(MaskBatch),
+    /// All `2^n` masks, in table order (see [`exhaustive::mask`]).
+    Exhaustive,
 }
 
 /// A plan: design plus held-out masks.
@@ -220,6 +241,13 @@ impl Plan {
                 }
                 Design::Proxy(proxy_masks(spec.n, spec.budget, spec.seed))
             }
+            Method::Exhaustive => {
+                let needed = exhaustive_masks(spec.n)?;
+                if spec.budget < needed {
+                    return Err(PlanError::BudgetTooSmall { budget: spec.budget, minimum: needed, method: Method::Exhaustive });
+                }
+                Design::Exhaustive
+            }
             Method::Auto => unreachable!("auto is resolved above"),
         };
         let holdout = holdout_masks(spec.n, spec.holdout, spec.seed);
@@ -251,6 +279,7 @@ impl Plan {
         match &self.design {
             Design::Spex(d) => d.num_samples(),
             Design::Uniform(m) | Design::Proxy(m) => m.len(),
+            Design::Exhaustive => 1 << self.spec.n,
         }
     }
 
@@ -259,6 +288,7 @@ impl Plan {
         match &self.design {
             Design::Spex(d) => d.masks(),
             Design::Uniform(m) | Design::Proxy(m) => m.clone(),
+            Design::Exhaustive => exhaustive::masks(self.spec.n),
         }
     }
 
@@ -311,6 +341,10 @@ impl Plan {
                 let degree = out.fourier.degree();
                 Ok(Decoded { fourier: out.fourier, degree, diagnostics: Diagnostics::ProxySpex(out.diagnostics) })
             }
+            Design::Exhaustive => {
+                let (fourier, diagnostics) = exhaustive::decode(self.spec.n, values)?;
+                Ok(Decoded { fourier, degree: self.spec.n, diagnostics: Diagnostics::Exhaustive(diagnostics) })
+            }
         }
     }
 
@@ -319,7 +353,7 @@ impl Plan {
     pub fn streaming_bins(&self) -> Option<StreamingBins> {
         match &self.design {
             Design::Spex(d) => Some(StreamingBins::new(d)),
-            Design::Uniform(_) | Design::Proxy(_) => None,
+            Design::Uniform(_) | Design::Proxy(_) | Design::Exhaustive => None,
         }
     }
 
@@ -334,7 +368,7 @@ impl Plan {
                 code: d.code().code_size(),
                 matrices: d.matrices().iter().map(|m| m.iter().map(|c| c.to_string()).collect()).collect(),
             }),
-            Design::Uniform(_) | Design::Proxy(_) => None,
+            Design::Uniform(_) | Design::Proxy(_) | Design::Exhaustive => None,
         };
         PlanFile {
             format: PLAN_FORMAT.to_string(),
@@ -371,6 +405,10 @@ impl Plan {
             (Method::Spex, None) => return Err(PlanError::File("method spex without a \"spex\" section".into())),
             (Method::Uniform, _) => Design::Uniform(uniform_masks(file.n, file.masks, file.seed)),
             (Method::ProxySpex, _) => Design::Proxy(proxy_masks(file.n, file.masks, file.seed)),
+            (Method::Exhaustive, _) => {
+                exhaustive_masks(file.n)?;
+                Design::Exhaustive
+            }
             (Method::Auto, _) => return Err(PlanError::File("method auto must be resolved in a design file".into())),
         };
         let holdout = holdout_masks(spec.n, spec.holdout, spec.seed);
@@ -406,6 +444,7 @@ impl MaskSource for Plan {
             match &self.design {
                 Design::Spex(d) => out.push(d.mask(i).as_ref()),
                 Design::Uniform(m) | Design::Proxy(m) => out.push(m.row(i)),
+                Design::Exhaustive => out.push(exhaustive::mask(self.n(), i).as_ref()),
             }
             .expect("same players");
         }
@@ -414,6 +453,14 @@ impl MaskSource for Plan {
         }
         out
     }
+}
+
+/// `2^n`, or an error when `n` is too large to tabulate.
+fn exhaustive_masks(n: usize) -> Result<usize, PlanError> {
+    if n > exhaustive::MAX_PLAYERS {
+        return Err(PlanError::TooManyForExhaustive { n });
+    }
+    Ok(1 << n)
 }
 
 fn uniform_masks(n: usize, count: usize, seed: u64) -> MaskBatch {
@@ -530,6 +577,8 @@ pub enum Diagnostics {
     /// From ProxySPEX.
     #[serde(rename = "proxyspex")]
     ProxySpex(ProxyDiagnostics),
+    /// From the exhaustive transform.
+    Exhaustive(ExhaustiveDiagnostics),
 }
 
 /// A decoded representation and the decoder's report.
@@ -598,6 +647,9 @@ mod tests {
         // Below SPEX's smallest design only ProxySPEX can run; above depth 5 only SPEX.
         assert_eq!(choose_method(1000, 500, 5).0, Method::ProxySpex);
         assert_eq!(choose_method(100, 50_000, 6).0, Method::Spex);
+        // A budget covering every mask: the exact table.
+        assert_eq!(choose_method(10, 1024, 5).0, Method::Exhaustive);
+        assert_eq!(choose_method(11, 2047, 5).0, Method::ProxySpex);
         assert!(Plan::new(PlanSpec { method: Method::Spex, ..PlanSpec::new(20) }).unwrap().choice().is_none());
     }
 
@@ -608,5 +660,18 @@ mod tests {
         assert!(err.contains("minimum is"), "{err}");
         let err = Plan::new(PlanSpec { budget: 5, method: Method::Uniform, ..PlanSpec::new(100) }).unwrap_err();
         assert!(matches!(err, PlanError::BudgetTooSmall { .. }));
+        let err = Plan::new(PlanSpec { budget: 100, method: Method::Exhaustive, ..PlanSpec::new(7) }).unwrap_err();
+        assert!(matches!(err, PlanError::BudgetTooSmall { minimum: 128, .. }));
+        let err = Plan::new(PlanSpec { budget: usize::MAX, method: Method::Exhaustive, ..PlanSpec::new(25) }).unwrap_err();
+        assert!(matches!(err, PlanError::TooManyForExhaustive { n: 25 }));
+    }
+
+    #[test]
+    fn exhaustive_plans_round_trip_and_serve_every_mask() {
+        let plan = Plan::new(PlanSpec { method: Method::Exhaustive, budget: 64, holdout: 3, ..PlanSpec::new(6) }).unwrap();
+        assert_eq!(plan.budget_used(), 64);
+        let again = Plan::from_file(&plan.to_file()).unwrap();
+        assert_eq!(again.all_masks(), plan.all_masks());
+        assert_eq!(plan.masks(60, 67), plan.all_masks().slice(60..67).to_batch());
     }
 }

@@ -258,19 +258,22 @@ fn builtin_demo_runs_with_demo_flag() {
 }
 
 #[test]
-fn proxyspex_and_auto_recover_the_demo_and_say_why() {
-    for (method, chosen) in [("proxyspex", "proxyspex"), ("auto", "proxyspex")] {
+fn proxyspex_exhaustive_and_auto_recover_the_demo_and_say_why() {
+    // 2^14 = 16 384 masks: auto tabulates the demo exhaustively once the budget covers them.
+    for (method, budget, chosen) in
+        [("proxyspex", "3000", "proxyspex"), ("auto", "3000", "proxyspex"), ("auto", "16384", "exhaustive")]
+    {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         let o = Command::new(SPEX)
-            .args(["explain", "--demo", "--quiet", "--method", method, "--budget", "3000", "--index", "moebius", "--out"])
+            .args(["explain", "--demo", "--quiet", "--method", method, "--budget", budget, "--index", "moebius", "--out"])
             .arg(&out)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let result = json(&out.join("result.json"));
         assert_eq!(result["method"], chosen);
-        assert_eq!(result["diagnostics"]["decoder"], "proxyspex");
+        assert_eq!(result["diagnostics"]["decoder"], chosen);
         assert_eq!(result["choice"].is_string(), method == "auto", "{method}");
         assert_eq!(interactions(&result), demo_truth(), "{method}");
     }

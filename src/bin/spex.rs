@@ -61,8 +61,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct PlanArgs {
-    /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline) or auto [default:
-    /// auto for models, spex otherwise].
+    /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline), exhaustive (all
+    /// 2^n masks, exact) or auto [default: auto for models, spex otherwise].
     #[arg(long)]
     method: Option<Method>,
     /// Most design masks to query [default: 1 200 for models; otherwise the reference's b = 8
@@ -159,13 +159,18 @@ struct InputArgs {
     /// Fixed text after the prompt, never ablated.
     #[arg(long, default_value = "")]
     suffix: String,
-    /// Players: words, tokens, sentences, heads, tokens+heads or words+heads.
+    /// Players: words, tokens, sentences, marked (the [bracketed] parts of the prompt), heads,
+    /// tokens+heads or words+heads.
     #[arg(long, default_value = "words")]
     players: Players,
     /// How an ablated token is removed: attention (hidden from every query), replace (by the
     /// unknown/mask/pad token) or remove.
     #[arg(long, default_value = "attention")]
     token_mode: TokenAblation,
+    /// With --token-mode replace: the single-token text put in place of ablated tokens
+    /// [default: the model's unknown, mask or pad token].
+    #[arg(long)]
+    replace_with: Option<String>,
     /// How an ablated head is removed: zero its output, or replace it by its mean over positions.
     #[arg(long, value_enum, default_value = "zero")]
     head_mode: HeadModeArg,
@@ -217,6 +222,7 @@ impl InputArgs {
             max_new_tokens: self.max_new_tokens.unwrap_or(if example { 1 } else { 5 }),
             logit_diff,
             reference: self.reference.clone(),
+            replace_with: self.replace_with.clone(),
             ..InputSpec::new(prompt)
         })
     }
@@ -230,6 +236,7 @@ impl InputArgs {
             || self.max_new_tokens.is_some()
             || self.logit_diff.is_some()
             || self.reference.is_some()
+            || self.replace_with.is_some()
             || !self.prefix.is_empty()
             || !self.suffix.is_empty()
             || self.players != Players::Words
@@ -405,7 +412,7 @@ struct DataArgs {
 #[derive(Args)]
 struct SweepArgs {
     /// Inputs: one JSON object per line, with the fields of a model input (`prompt`, and
-    /// optionally `id`, `model`, `prefix`, `suffix`, `players`, `token_mode`, `head_mean`,
+    /// optionally `id`, `model`, `prefix`, `suffix`, `players`, `token_mode`, `replace_with`, `head_mean`,
     /// `target`, `max_new_tokens`, `logit_diff`, `reference`).
     #[arg(long)]
     inputs: PathBuf,
@@ -915,7 +922,7 @@ fn design_path(masks: &Path) -> PathBuf {
 fn plan_line(plan: &Plan) -> String {
     let extra = match plan.design() {
         Design::Spex(d) => format!(" (b = {}, t = {}, {} delays)", d.b(), d.t(), d.num_delays()),
-        Design::Uniform(_) | Design::Proxy(_) => String::new(),
+        Design::Uniform(_) | Design::Proxy(_) | Design::Exhaustive => String::new(),
     };
     let choice = plan.choice().map(|c| format!("\n{c}")).unwrap_or_default();
     format!(

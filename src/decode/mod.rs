@@ -4,7 +4,9 @@
 //! * [`lasso`]: the LASSO baseline on uniformly random masks.
 //! * [`proxyspex`]: ProxySPEX, gradient-boosted trees read off as Fourier coefficients.
 //! * [`regress`]: regressions on a fixed support (refits, ridge with cross-validation).
+//! * [`exhaustive`]: the exact transform of a function tabulated on all `2^n` masks.
 
+pub mod exhaustive;
 pub mod lasso;
 pub mod proxyspex;
 pub mod regress;

@@ -38,13 +38,16 @@ pub enum Players {
     /// Words, then every attention head.
     #[serde(rename = "words+heads")]
     WordsHeads,
+    /// The parts of the prompt the user marked with square brackets, `[like this]`; the
+    /// brackets are removed and the unmarked text is fixed.
+    Marked,
 }
 
 impl std::str::FromStr for Players {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         serde_json::from_value(serde_json::Value::String(s.to_string()))
-            .map_err(|_| format!("unknown players {s:?}; expected words, tokens, sentences, heads, tokens+heads or words+heads"))
+            .map_err(|_| format!("unknown players {s:?}; expected words, tokens, sentences, marked, heads, tokens+heads or words+heads"))
     }
 }
 
@@ -105,6 +108,10 @@ pub struct InputSpec {
     /// input itself).
     #[serde(default)]
     pub reference: Option<String>,
+    /// With `token_mode` replace: the single-token text substituted for ablated tokens (default:
+    /// the model's unknown, mask or pad token, the first it has).
+    #[serde(default)]
+    pub replace_with: Option<String>,
 }
 
 fn default_players() -> Players {
@@ -132,6 +139,7 @@ impl InputSpec {
             max_new_tokens: default_max_new_tokens(),
             logit_diff: None,
             reference: None,
+            replace_with: None,
         }
     }
 }
@@ -165,8 +173,8 @@ impl Game {
 }
 
 /// The input text and, per player, its byte span (heads, after the token players, have none).
-fn input_text(spec: &InputSpec, prompt: &TokenizedPrompt, token_players: bool, heads: usize) -> InputText {
-    let text = format!("{}{}{}", spec.prefix, spec.prompt, spec.suffix);
+fn input_text(spec: &InputSpec, text: &str, prompt: &TokenizedPrompt, token_players: bool, heads: usize) -> InputText {
+    let text = format!("{}{text}{}", spec.prefix, spec.suffix);
     let tokens = prompt.spans.iter().filter(|_| token_players).map(|s| Some([s.text.start, s.text.end]));
     InputText { text, spans: tokens.chain(std::iter::repeat_n(None, heads)).collect() }
 }
@@ -216,37 +224,45 @@ fn file_identity(path: &Path) -> String {
 
 /// Builds the game of `spec` on an already loaded model (`identity` from [`load_model`]).
 pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Result<Game, SetupError> {
-    let unit = match spec.players {
-        Players::Words | Players::WordsHeads | Players::Heads => Unit::Words,
-        Players::Tokens | Players::TokensHeads => Unit::Tokens,
-        Players::Sentences => Unit::Sentences,
+    let (text, unit) = match spec.players {
+        Players::Words | Players::WordsHeads | Players::Heads => (spec.prompt.clone(), Unit::Words),
+        Players::Tokens | Players::TokensHeads => (spec.prompt.clone(), Unit::Tokens),
+        Players::Sentences => (spec.prompt.clone(), Unit::Sentences),
+        Players::Marked => {
+            let (text, spans) = marked_spans(&spec.prompt)?;
+            (text, Unit::Spans(spans))
+        }
     };
-    let prompt = Prompt::new(spec.prompt.clone()).with_prefix(spec.prefix.clone()).with_suffix(spec.suffix.clone()).with_unit(unit);
+    let prompt = Prompt::new(text.clone()).with_prefix(spec.prefix.clone()).with_suffix(spec.suffix.clone()).with_unit(unit);
     let info = model.model.info();
     let heads = match spec.players {
         Players::Heads | Players::TokensHeads | Players::WordsHeads => HeadPlayer::all(&info),
         _ => Vec::new(),
     };
     let token_players = spec.players != Players::Heads;
+    if spec.replace_with.is_some() && spec.token_mode != TokenAblation::Replace {
+        return Err(SetupError::Invalid("a replacement token applies to --token-mode replace".into()));
+    }
     let n_heads = heads.len();
     let token_mode = match spec.token_mode {
         TokenAblation::Attention => TokenMode::Attention,
         TokenAblation::Remove => TokenMode::Remove,
-        TokenAblation::Replace => TokenMode::Replace(
-            replacement_token(&model.tokenizer, Replacement::Unk)
+        TokenAblation::Replace => TokenMode::Replace(match &spec.replace_with {
+            Some(text) => single_token(&model, text)?,
+            None => replacement_token(&model.tokenizer, Replacement::Unk)
                 .or_else(|_| replacement_token(&model.tokenizer, Replacement::Mask))
                 .or_else(|_| replacement_token(&model.tokenizer, Replacement::Pad))?,
-        ),
+        }),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
     let fingerprint = fingerprint(identity, spec);
     if model.model.lm_head().is_none() {
-        let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{}{}", spec.prefix, spec.prompt, spec.suffix));
+        let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
         let options = EncoderOptions { token_players, heads, token_mode, head_mode, ..EncoderOptions::new(metric) };
         let value = EncoderValue::new(model, &prompt, options)?;
         let players = value.player_labels().to_vec();
-        let input = input_text(spec, value.prompt(), token_players, n_heads);
+        let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
         let scored = format!("cosine similarity of the pooled embedding to that of {reference:?}");
         return Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input });
     }
@@ -261,12 +277,36 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
     let options = LmOptions { token_players, heads, token_mode, head_mode, target, metric: metric.clone(), ..LmOptions::default() };
     let value = LmValue::new(model, &prompt, options)?;
     let players = value.player_labels().to_vec();
-    let input = input_text(spec, value.prompt(), token_players, n_heads);
+    let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
     let scored = match (&metric, &spec.logit_diff) {
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
     Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input })
+}
+
+/// The text without its square brackets, and the byte ranges (in that text) the brackets marked.
+pub fn marked_spans(marked: &str) -> Result<(String, Vec<std::ops::Range<usize>>), SetupError> {
+    let (mut text, mut spans, mut open) = (String::new(), Vec::new(), None);
+    for c in marked.chars() {
+        match (c, open) {
+            ('[', None) => open = Some(text.len()),
+            (']', Some(start)) if text.len() > start => {
+                spans.push(start..text.len());
+                open = None;
+            }
+            ('[', Some(_)) => return Err(SetupError::Invalid("marked players: brackets cannot nest".into())),
+            (']', _) => return Err(SetupError::Invalid("marked players: a ']' without its '[' or an empty []".into())),
+            _ => text.push(c),
+        }
+    }
+    if open.is_some() {
+        return Err(SetupError::Invalid("marked players: a '[' is never closed".into()));
+    }
+    if spans.is_empty() {
+        return Err(SetupError::Empty("--players marked needs parts of the prompt in [square brackets]".into()));
+    }
+    Ok((text, spans))
 }
 
 fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
@@ -277,5 +317,20 @@ fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
             "{text:?} is {} tokens; a logit difference needs single tokens (a leading space often matters)",
             other.len()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marked_spans_strip_brackets_and_keep_byte_ranges() {
+        let (text, spans) = marked_spans("[The café] of [France] is").unwrap();
+        assert_eq!(text, "The café of France is");
+        assert_eq!(spans.iter().map(|r| &text[r.clone()]).collect::<Vec<_>>(), ["The café", "France"]);
+        for bad in ["no marks", "[open", "close]", "[a [b]]", "[]"] {
+            assert!(marked_spans(bad).is_err(), "{bad}");
+        }
     }
 }
