@@ -5,6 +5,8 @@
 //! Needs the encoder in the cache (`scripts/fetch-models.sh`); skips with a note without it
 //! unless `SPEX_REQUIRE_MODELS=1`.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -112,13 +114,7 @@ fn mislabelled_copies_of_the_test_text_are_the_examples_that_hurt_it() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let result: Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
-    let mut first: Vec<(f64, String)> = result["interactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["players"].as_array().unwrap().len() == 1)
-        .map(|e| (e["value"].as_f64().unwrap(), e["names"][0].as_str().unwrap().to_string()))
-        .collect();
+    let mut first = common::first_order_named(&result);
     first.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Players are named `id:label`.
     let mut lowest: Vec<&str> = first[..2].iter().map(|(_, n)| n.as_str()).collect();

@@ -4,6 +4,8 @@
 //! Like `default_models.rs`, these need the model in the cache (`scripts/fetch-models.sh`); they
 //! skip with a note without it unless `SPEX_REQUIRE_MODELS=1`.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -63,13 +65,7 @@ fn word_players_of_a_prompt_find_the_country_behind_the_answer() {
     assert!(result["model"].as_str().unwrap().contains("SmolLM2"));
     assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.9, "{}", result["faithfulness"]);
     // Without "France" nothing points to Paris: it carries the largest Banzhaf value.
-    let first: Vec<(f64, String)> = result["interactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["players"].as_array().unwrap().len() == 1)
-        .map(|e| (e["value"].as_f64().unwrap(), e["names"][0].as_str().unwrap().to_string()))
-        .collect();
+    let first = common::first_order_named(&result);
     let top = first.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
     assert_eq!(top.1, "France", "{first:?}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

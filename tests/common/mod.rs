@@ -129,3 +129,14 @@ pub fn derivative(f: &[f64], s: u32, t: u32) -> f64 {
 pub fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: {a} vs {b} (diff {:e}, tol {tol:e})", (a - b).abs());
 }
+
+/// The order-1 entries of a `result.json`: (value, player name), in file order.
+pub fn first_order_named(result: &serde_json::Value) -> Vec<(f64, String)> {
+    result["interactions"]
+        .as_array()
+        .expect("interactions")
+        .iter()
+        .filter(|e| e["players"].as_array().is_some_and(|p| p.len() == 1))
+        .map(|e| (e["value"].as_f64().expect("value"), e["names"][0].as_str().expect("named players").to_string()))
+        .collect()
+}
