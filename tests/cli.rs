@@ -278,3 +278,21 @@ fn proxyspex_exhaustive_and_auto_recover_the_demo_and_say_why() {
         assert_eq!(interactions(&result), demo_truth(), "{method}");
     }
 }
+
+#[test]
+fn resume_takes_the_run_directory_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let run = |extra: &[&str]| Command::new(SPEX).args(["explain", "--demo", "--quiet", "--budget", "3000"]).args(extra).output().unwrap();
+    let first = run(&["--shard", "0/2", "--out", out.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // Nothing is left of shard 0: resuming evaluates nothing and says so.
+    let again = run(&["--shard", "0/2", "--resume", out.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains(": 0 masks in"), "{}", String::from_utf8_lossy(&again.stdout));
+    let other = dir.path().join("other");
+    let both = run(&["--resume", out.to_str().unwrap(), "--out", other.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&both.stderr).contains("name different runs"));
+    let missing = run(&["--resume", other.to_str().unwrap()]);
+    assert!(!missing.status.success() && !other.join("samples.store").exists());
+}

@@ -252,12 +252,13 @@ struct RunArgs {
     /// 256 otherwise).
     #[arg(long, default_value = "auto")]
     batch_size: BatchSize,
-    /// Run directory: design, sample store (kept batch by batch), reports.
-    #[arg(long, default_value = "spex-out")]
-    out: PathBuf,
-    /// Continue the unfinished run in --out.
-    #[arg(long, conflicts_with = "force")]
-    resume: bool,
+    /// Run directory: design, sample store (kept batch by batch), reports [default: spex-out].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the unfinished run in DIR (default: --out) exactly where it stopped; give the
+    /// same options as the first time.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with = "force")]
+    resume: Option<Option<PathBuf>>,
     /// Discard whatever run is in --out and start over.
     #[arg(long)]
     force: bool,
@@ -285,10 +286,16 @@ impl RunArgs {
     }
 
     /// How to run, with `auto_batch` masks per batch unless a number was given.
-    fn options(&self, auto_batch: usize) -> RunOptions {
-        RunOptions {
-            out: self.out.clone(),
-            mode: if self.resume {
+    fn options(&self, auto_batch: usize) -> Result<RunOptions> {
+        let out = match (&self.resume, &self.out) {
+            (Some(Some(dir)), Some(out)) if dir != out => bail!("--resume {} and --out {} name different runs", dir.display(), out.display()),
+            (Some(Some(dir)), _) => dir.clone(),
+            (_, Some(out)) => out.clone(),
+            _ => PathBuf::from("spex-out"),
+        };
+        Ok(RunOptions {
+            out,
+            mode: if self.resume.is_some() {
                 StartMode::Resume
             } else if self.force {
                 StartMode::Force
@@ -302,7 +309,7 @@ impl RunArgs {
             },
             sync_every: self.sync_every.max(1),
             queue: 4,
-        }
+        })
     }
 }
 
@@ -597,7 +604,7 @@ fn explain(args: ExplainArgs) -> Result<()> {
             None => Box::new(demo::demo_game()),
         })
     };
-    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER), &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER)?, &args.run, &args.show, &mut start)
 }
 
 /// Default budget of model runs: enough for ProxySPEX to reach R² ≈ 1 on prompts of a few dozen
@@ -625,7 +632,7 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(value.take().expect("the value function is started once"))
     };
-    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_MODEL), &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_MODEL)?, &args.run, &args.show, &mut start)
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
@@ -852,7 +859,7 @@ fn data(args: DataArgs) -> Result<()> {
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(Box::new(value.take().expect("the value function is started once")))
     };
-    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER), &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_OTHER)?, &args.run, &args.show, &mut start)
 }
 
 /// The training and test examples of `spex data`: CSV features, or `.jsonl` texts embedded by
