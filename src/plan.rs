@@ -218,7 +218,10 @@ impl Plan {
             }
             m => (m, None),
         };
-        let spec = PlanSpec { method, ..spec };
+        // Held-out masks of an exhaustive table re-query masks already in it: a determinism check
+        // that needs no more masks than the table has.
+        let holdout = if method == Method::Exhaustive { spec.holdout.min(1 << spec.n.min(exhaustive::MAX_PLAYERS)) } else { spec.holdout };
+        let spec = PlanSpec { method, holdout, ..spec };
         let design = match spec.method {
             Method::Spex => {
                 let (b, t) = spex::choose_parameters(spec.n, spec.budget, spec.degree)?;

@@ -625,7 +625,7 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
     let game = setup::build(model, &identity, &spec)?;
     println!("explaining: {}", game.input.text);
-    println!("players: {} ({:?}); value: {}", game.players.len(), spec.players, game.scored);
+    println!("players: {} {}; value: {}", game.players.len(), spec.players, game.scored);
     let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;
     let info = game.info();
     let mut value = Some(game.value);

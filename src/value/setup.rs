@@ -43,6 +43,13 @@ pub enum Players {
     Marked,
 }
 
+impl std::fmt::Display for Players {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = serde_json::to_value(self).expect("serialises");
+        f.write_str(name.as_str().expect("a unit variant is a string"))
+    }
+}
+
 impl std::str::FromStr for Players {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
