@@ -21,6 +21,7 @@ pub mod bert;
 pub mod cache;
 pub mod gpt2;
 pub mod llama;
+pub mod memory;
 pub mod ops;
 pub mod tokenizer;
 pub mod weights;
