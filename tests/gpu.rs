@@ -313,3 +313,73 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
         assert_close(*x, *y, 1e-5, &format!("row {r}"));
     }
 }
+
+/// Whole models on the GPU (feature `candle-cuda`): the masked forward and a sweep.
+#[cfg(feature = "candle-cuda")]
+mod models_on_gpu {
+    use super::*;
+    use candle_core::DType;
+    use spex::cuda::lm::GpuLmValue;
+    use spex::explain::Explainer;
+    use spex::plan::Method;
+
+    /// f32 on the GPU vs f32 on the CPU: same arithmetic, different summation order (cuBLAS,
+    /// the tile scorer).
+    const F32_TOL: f64 = 1e-4;
+    /// bf16 on the GPU vs f32 on the CPU: the bf16 model's own rounding, as measured on the CPU
+    /// in tests/device_generic.rs (largest 0.0057 relative), plus bf16 logits tiles.
+    const BF16_TOL: f64 = 0.02;
+
+    fn spec(seed: u64) -> LmValue {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_bpe();
+        let spec = LlamaSpec::tiny(tok.tokens.len());
+        write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, seed), &tok);
+        let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+        let opts = LmOptions {
+            heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
+            token_mode: TokenMode::Attention,
+            head_mode: HeadMode::Mean,
+            target: Target::Tokens(m.encode(" the mat").unwrap()),
+            ..Default::default()
+        };
+        LmValue::new(m, &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap()
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn masked_forward_on_gpu_matches_cpu() {
+        for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
+            let cpu = spec(40);
+            let batch = masks(cpu.n_players(), 30, 41);
+            let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+            let mut gpu = GpuLmValue::new(spec(40), 0, dtype).unwrap();
+            let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_close(*g, *w, tol, &format!("{dtype:?} row {r}"));
+            }
+        }
+    }
+
+    /// Uniform masks + LASSO: the decoded function is continuous in the values, so GPU values
+    /// within 1e-4 give coefficients within a small multiple of that (a tree decoder could flip
+    /// a near-tie split and is not used here).
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn sweep_on_gpu_gives_the_cpu_coefficients() {
+        let explain = |f: &mut dyn spex::value::ValueFunction, n| {
+            Explainer::new(n).method(Method::Uniform).budget(800).seed(3).explain(f).unwrap()
+        };
+        let mut cpu = spec(42);
+        let n = cpu.n_players();
+        let want = explain(&mut cpu, n);
+        let mut gpu = GpuLmValue::new(spec(42), 0, DType::F32).unwrap();
+        let got = explain(&mut gpu, n);
+        let probe = masks(n, 200, 43);
+        let (a, b) = (want.fourier.eval_batch(probe.as_slice()), got.fourier.eval_batch(probe.as_slice()));
+        let scale = a.iter().fold(1f64, |m, x| m.max(x.abs()));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-3 * scale, "decoded functions differ at probe {i}: cpu {x}, gpu {y}");
+        }
+    }
+}

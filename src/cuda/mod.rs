@@ -12,6 +12,8 @@
 //! machines with no CUDA driver; [`Gpu::new`] probes for the library before touching it.
 
 pub mod kernels;
+#[cfg(feature = "candle-cuda")]
+pub mod lm;
 pub mod ptx;
 pub mod stream;
 
@@ -78,11 +80,23 @@ impl CudaError {
 
 /// Whether a CUDA driver can be loaded and sees at least one device. Never panics.
 pub fn device_count() -> Result<usize, CudaError> {
-    // SAFETY: only tries to dlopen the driver library; touches no CUDA state.
-    if !unsafe { sys::is_culib_present() } {
+    if !driver_present() {
         return Err(CudaError::NoDriver);
     }
     Ok(CudaContext::device_count()?.max(0) as usize)
+}
+
+/// Whether libcuda can be loaded (cudarc loads it at run time under `cuda`).
+#[cfg(not(feature = "candle-cuda"))]
+fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library; touches no CUDA state.
+    unsafe { sys::is_culib_present() }
+}
+
+/// With `candle-cuda`, candle makes cudarc link libcuda at build time: a program that runs has it.
+#[cfg(feature = "candle-cuda")]
+fn driver_present() -> bool {
+    true
 }
 
 /// The kernels of one device, loaded from the embedded PTX.
@@ -112,6 +126,20 @@ impl Gpu {
             return Err(CudaError::NoDevice { ordinal, count });
         }
         let ctx = CudaContext::new(ordinal)?;
+        let compute = ctx.new_stream()?;
+        Gpu::on_stream(ctx, compute)
+    }
+
+    /// Kernels launched on candle's stream of `device` (so they order with candle's own work
+    /// without events), copies on a stream of their own.
+    #[cfg(feature = "candle-cuda")]
+    pub fn from_candle(device: &candle_core::CudaDevice) -> Result<Self, CudaError> {
+        let compute = device.cuda_stream();
+        Gpu::on_stream(compute.context().clone(), compute)
+    }
+
+    /// Loads the embedded PTX best suited to the device into `ctx`.
+    fn on_stream(ctx: Arc<CudaContext>, compute: Arc<CudaStream>) -> Result<Self, CudaError> {
         let capability = ctx.compute_capability()?;
         let load = |stem: &str| -> Result<Arc<CudaModule>, CudaError> {
             let src = ptx::select(stem, capability)?;
@@ -123,7 +151,7 @@ impl Gpu {
             score: load("score")?,
         };
         Ok(Gpu {
-            compute: ctx.new_stream()?,
+            compute,
             copy: ctx.new_stream()?,
             ctx,
             modules,

@@ -280,6 +280,16 @@ impl LmValue {
         self.model.decode(&self.target).unwrap_or_default()
     }
 
+    /// The loaded model.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.model
+    }
+
+    /// Whether the value is the target log-probability (the metric the GPU path computes).
+    pub fn scores_target(&self) -> bool {
+        self.metric == LmMetric::TargetLogProb
+    }
+
     /// The mask → input layout (for inspection and tests).
     pub fn layout(&self) -> &Layout {
         &self.layout
