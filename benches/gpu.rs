@@ -1,4 +1,5 @@
-//! `cargo bench --features cuda --bench gpu` (run by `scripts/gpu-check.sh` on a GPU): timings of
+//! `cargo bench --features cuda --bench gpu` (`scripts/gpu-check.sh` runs it on a GPU through
+//! `cargo test --release --bench gpu`, which reuses the release build): timings of
 //! the CUDA path, printed as markdown table rows
 //! `| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |`.
 //!
@@ -45,9 +46,12 @@ fn time(gpu: &Gpu, mut f: impl FnMut()) -> f64 {
     })
 }
 
-fn row(path: &str, model: &str, batch: usize, len: usize, secs: f64) {
+/// One table row; tokens/s counts `tokens_per_query` (prompt and target) per masked query, as
+/// scripts/gpu_peer.py does.
+fn row(path: &str, model: &str, batch: usize, prompt: usize, tokens_per_query: usize, secs: f64) {
     let q = batch as f64 / secs;
-    println!("| {path} | {model} | {batch} | {len} | {q:.1} | {:.0} | {:.4} |", q * len as f64, 1e3 * secs / batch as f64);
+    let (tps, ms) = (q * tokens_per_query as f64, 1e3 * secs / batch as f64);
+    println!("| {path} | {model} | {batch} | {prompt} | {q:.1} | {tps:.0} | {ms:.4} |");
 }
 
 fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
@@ -81,7 +85,7 @@ fn bench_masking(gpu: &Gpu, batch: usize, len: usize) {
         gpu.head_gates_from_masks(&mut gates.as_view_mut(), dm, &dbits.as_view(), layers, heads).unwrap();
         up.release(gpu, k).unwrap();
     });
-    row("kernel: masks → bias + gates (bf16)", "16x32 heads", batch, len, secs);
+    row("kernel: masks → bias + gates (bf16)", "16x32 heads", batch, len, len, secs);
 }
 
 /// Fused scoring of 4 targets per query over a 1B-shaped LM head.
@@ -97,7 +101,7 @@ fn bench_scoring(gpu: &Gpu, batch: usize) {
         let out = gpu.score_direct(&hidden.as_view(), &head.as_view(), &targets, v, e).unwrap();
         let _ = st.clone_dtoh(&out).unwrap();
     });
-    row("kernel: fused scoring, direct (bf16)", "V=128256 E=2048", batch, t, secs);
+    row("kernel: fused scoring, direct (bf16), 4 targets", "V=128256 E=2048", batch, 0, t, secs);
 }
 
 fn main() {
@@ -234,7 +238,7 @@ mod models {
                         assert!(v.iter().all(|x| x.is_finite()));
                     });
                     let label = if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
-                    super::row(&label, shape.0, rows, len + 4, secs);
+                    super::row(&label, shape.0, rows, len, len + 4, secs);
                 }
             }
         }
