@@ -48,17 +48,17 @@ fn main() {
 /// `NVCC`, else the repository's installed toolchain, else `nvcc` on `PATH`; panics naming the
 /// install script when none runs.
 fn find_nvcc(manifest: &Path) -> PathBuf {
-    let candidates = [
-        std::env::var_os("NVCC").map(PathBuf::from),
-        Some(manifest.join(".tools/cuda/nvidia/cu13/bin/nvcc")),
-        Some(PathBuf::from("nvcc")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        if Command::new(&c).arg("--version").output().is_ok_and(|o| o.status.success()) {
-            return c;
-        }
+    let runs = |c: &Path| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success());
+    if let Some(nvcc) = std::env::var_os("NVCC").map(PathBuf::from) {
+        // An explicit choice that does not run is an error, not a reason to pick another nvcc.
+        assert!(runs(&nvcc), "NVCC={} does not run (`nvcc --version` failed); {INSTALL_HINT}", nvcc.display());
+        return nvcc;
     }
-    panic!("feature `cuda` needs nvcc to compile kernels/*.cu, and none was found: {INSTALL_HINT}");
+    let candidates = [manifest.join(".tools/cuda/nvidia/cu13/bin/nvcc"), PathBuf::from("nvcc")];
+    candidates
+        .into_iter()
+        .find(|c| runs(c))
+        .unwrap_or_else(|| panic!("feature `cuda` needs nvcc to compile kernels/*.cu, and none was found: {INSTALL_HINT}"))
 }
 
 /// Target compute capabilities (`SPEX_CUDA_ARCHS`, default 80 and 90).
