@@ -40,10 +40,11 @@ if [[ "${SPEX_BUNDLE_MODELS:-0}" == 1 ]]; then
         python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$libs/whl" \
             nvidia-cublas==13.0.2.14 nvidia-curand==10.4.5.25 nvidia-cuda-nvrtc==13.0.88
         for w in "$libs"/whl/*.whl; do python3 -m zipfile -e "$w" "$libs"; done
-        # The stub: every cu* function cudarc declares, returning an error code; never loaded.
+        # The stub: every cu* function cudarc declares, returning CUDA_ERROR_NO_DEVICE (100), so
+        # a binary run against it on a machine without a GPU sees no device.
         src=$(find ~/.cargo/registry/src -path '*cudarc-0.19.*/src/driver/sys/mod.rs' | sort | tail -n 1)
         grep -ohE 'fn (cu[A-Za-z0-9_]+)\(' "$src" | sed -E 's/fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u |
-            awk '{print "int " $1 "(void) { return 999; }"}' > "$libs/stub.c"
+            awk '{print "int " $1 "(void) { return 100; }"}' > "$libs/stub.c"
         cc -shared -fPIC -o "$libs/link/libcuda.so" -Wl,-soname,libcuda.so.1 "$libs/stub.c"
         for l in cublas cublasLt curand nvrtc; do
             ln -sf "$(realpath "$(ls "$libs"/nvidia/cu13/lib/lib$l.so.* | grep -v alt | head -n 1)")" "$libs/link/lib$l.so"

@@ -83,7 +83,13 @@ pub fn device_count() -> Result<usize, CudaError> {
     if !driver_present() {
         return Err(CudaError::NoDriver);
     }
-    Ok(CudaContext::device_count()?.max(0) as usize)
+    match CudaContext::device_count() {
+        Ok(n) => Ok(n.max(0) as usize),
+        // A driver with no usable device (none installed, or CUDA_VISIBLE_DEVICES empty) fails
+        // its initialisation this way: that is zero devices, not a driver failure.
+        Err(DriverError(sys::CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether libcuda can be loaded (cudarc loads it at run time under `cuda`).
