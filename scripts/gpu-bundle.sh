@@ -3,8 +3,8 @@
 # into .gpu-bundle/, for a GPU machine without a Rust toolchain or network: carry .gpu-bundle
 # there and run scripts/gpu-check.sh, which uses the bundle when cargo is missing.
 #
-#   .gpu-bundle/gpu-tests, gpu-bench                 feature cuda (libcuda loaded at run time)
-#   .gpu-bundle/gpu-tests-models, gpu-bench-models   feature candle-cuda (SPEX_BUNDLE_MODELS=1)
+#   .gpu-bundle/gpu-tests.xz, gpu-bench.xz                 feature cuda (libcuda loaded at run time)
+#   .gpu-bundle/gpu-tests-models.xz, gpu-bench-models.xz   feature candle-cuda (SPEX_BUNDLE_MODELS=1)
 #
 # candle-cuda links the CUDA libraries at build time. Without a toolkit they come from PyPI
 # (cuBLAS, cuRAND, NVRTC wheels of CUDA 13.0, ~590 MB, into SPEX_CUDA_LIBS_DIR, default
@@ -52,11 +52,15 @@ if [[ "${SPEX_BUNDLE_MODELS:-0}" == 1 ]]; then
         ln -sf "$cu13/lib/libcudart.so.13" "$libs/link/libcudart.so"
     fi
     export CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" PATH="$cu13/bin:$PATH"
-    export RUSTFLAGS="-L native=$(realpath "$libs")/link" CARGO_TARGET_DIR="$PWD/target/candle-cuda"
+    export RUSTFLAGS="-L native=$(realpath "$libs")/link"
+    export CARGO_TARGET_DIR="${SPEX_CANDLE_TARGET_DIR:-$PWD/target/candle-cuda}"
     cargo test --release --features candle-cuda --no-run --test gpu --bench gpu
     cp "$(built candle-cuda gpu --test gpu)" "$out/gpu-tests-models"
     cp "$(built candle-cuda gpu --bench gpu)" "$out/gpu-bench-models"
 fi
+# Stripped and xz-compressed: a candle-cuda binary is ~57 MB stripped (candle's kernels), ~7 MB
+# compressed, and what a session carries is limited.
 strip "$out"/gpu-*
+xz -T0 -6 -f "$out"/gpu-*
 ls -la "$out" >&2
 echo "gpu-bundle: carry .gpu-bundle to the GPU machine and run scripts/gpu-check.sh there" >&2

@@ -53,17 +53,25 @@ link_cuda_libs() {
 
 # Without cargo (the GPU machines have no Rust toolchain and no network): the binaries that
 # scripts/gpu-bundle.sh built elsewhere and the session carried in .gpu-bundle/.
+# Unpacks .gpu-bundle/NAME.xz into $bin/NAME (python's lzma: no xz binary needed).
+unpack() {
+    [[ -f ".gpu-bundle/$1.xz" ]] || return 1
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        ".gpu-bundle/$1.xz" "$bin/$1" && chmod +x "$bin/$1"
+}
+
 run_prebuilt() {
-    [[ -x .gpu-bundle/gpu-tests ]] || {
+    bin=$(mktemp -d)
+    unpack gpu-tests && unpack gpu-bench || {
         echo "gpu-check: no cargo here and no .gpu-bundle/: run scripts/gpu-bundle.sh where Rust is, and carry .gpu-bundle" >&2
         exit 1
     }
-    local tests=.gpu-bundle/gpu-tests bench_bin=.gpu-bundle/gpu-bench
+    local tests=$bin/gpu-tests bench_bin=$bin/gpu-bench
     features="cuda (prebuilt)"
     models_note="model forwards not run: no candle-cuda binaries in the bundle"
-    if [[ -x .gpu-bundle/gpu-tests-models ]] && link_cuda_libs "$PWD/.gpu-bundle/link"; then
+    if unpack gpu-tests-models && unpack gpu-bench-models && link_cuda_libs "$bin/link"; then
         export LD_LIBRARY_PATH="$cuda_lib_path:${LD_LIBRARY_PATH:-}"
-        tests=.gpu-bundle/gpu-tests-models bench_bin=.gpu-bundle/gpu-bench-models
+        tests=$bin/gpu-tests-models bench_bin=$bin/gpu-bench-models
         features="cuda,candle-cuda (prebuilt)"
         models_note="model forwards with candle-cuda"
     fi
