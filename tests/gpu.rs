@@ -319,7 +319,7 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
 mod models_on_gpu {
     use super::*;
     use candle_core::DType;
-    use spex::cuda::lm::GpuLmValue;
+    use spex::cuda::lm::{GpuLmValue, MultiGpuLmValue};
     use spex::explain::Explainer;
     use spex::plan::Method;
 
@@ -358,6 +358,22 @@ mod models_on_gpu {
             for (r, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_close(*g, *w, tol, &format!("{dtype:?} row {r}"));
             }
+        }
+    }
+
+    /// One worker per visible device, parts joined in mask order (one device: one part).
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn every_device_together_gives_the_cpu_values() {
+        let cpu = spec(44);
+        let batch = masks(cpu.n_players(), 25, 45);
+        let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+        let mut multi = MultiGpuLmValue::new(&cpu, DType::F32).unwrap();
+        assert!(multi.devices() >= 1);
+        let got = multi.evaluate_masks(batch.as_slice()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(*g, *w, F32_TOL, &format!("row {r}"));
         }
     }
 

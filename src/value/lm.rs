@@ -96,6 +96,8 @@ impl Default for LmOptions {
 }
 
 /// A causal LM explained by ablation: one value per mask, computed in batched forward passes.
+/// Cloning shares the model (an `Arc`).
+#[derive(Clone)]
 pub struct LmValue {
     model: Arc<LoadedModel>,
     prompt: TokenizedPrompt,
