@@ -51,6 +51,8 @@ pub struct GpuLmValue {
     device: Device,
     model: Model,
     lm_head: Tensor,
+    /// Mean-ablation values per layer, moved to the device once (not per forward).
+    head_fill: Option<Vec<Tensor>>,
     owners: CudaSlice<i32>,
     head_bits: CudaSlice<i32>,
     uploader: MaskUploader,
@@ -91,6 +93,12 @@ impl GpuLmValue {
         let model = spec.model().model.to_device(&device, dtype).map_err(model_err)?;
         let lm_head = model.lm_head().expect("LmValue checked for an LM head").clone();
         let lay = spec.layout();
+        let head_fill = lay
+            .head_fill
+            .as_ref()
+            .map(|f| f.iter().map(|t| t.to_device(&device)?.to_dtype(dtype)).collect::<Result<Vec<_>, _>>())
+            .transpose()
+            .map_err(candle)?;
         let st = gpu.compute_stream().clone();
         let words = crate::mask::words_for(lay.n_players());
         let batch = initial_batch(&gpu, &spec, dtype)?;
@@ -104,6 +112,7 @@ impl GpuLmValue {
             device,
             model,
             lm_head,
+            head_fill,
             batch,
             pending: None,
         })
@@ -137,8 +146,11 @@ impl GpuLmValue {
         if !next.is_empty() {
             self.pending = Some((self.uploader.upload(&self.gpu, all.slice(next.clone()))?, next));
         }
+        // Host→device copies synchronise candle's stream: make the scoring inputs before the
+        // forward is queued, so nothing waits on the host between the forward and the scoring.
+        let (idx, mut state) = self.score_inputs(masks.len())?;
         let hidden = self.model.forward(&input).map_err(model_err)?.hidden;
-        let lp = self.score(&hidden, masks.len())?;
+        let lp = self.score(&hidden, &idx, &mut state)?;
         let t = self.spec.target_tokens().len();
         let values = self.downloader.download(&self.gpu, &lp.slice(..masks.len() * t))?;
         Ok(values.chunks(t).map(|c| c.iter().sum()).collect())
@@ -178,7 +190,7 @@ impl GpuLmValue {
                 .map(|l| if gated(l) { g.get(l).map(Some) } else { Ok(None) })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(candle)?;
-            Some(HeadGates { gates, fill: lay.head_fill.clone() })
+            Some(HeadGates { gates, fill: self.head_fill.clone() })
         };
         Ok(ModelInput {
             batch: b,
@@ -198,23 +210,29 @@ impl GpuLmValue {
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
     }
 
-    /// Fused scoring of every (row, target token) pick of `hidden: [B, L, E]`: LM-head tiles
-    /// through cuBLAS, each folded into the running log-sum-exp by `score_tile_*`.
-    fn score(&self, hidden: &Tensor, rows: usize) -> Result<CudaSlice<f32>, CudaError> {
+    /// The flat row index (row × L + position) of every (row, target token) pick, on the
+    /// device, and a fresh scoring state holding their targets.
+    fn score_inputs(&self, rows: usize) -> Result<(Tensor, ScoreState), CudaError> {
         let picks = self.spec.full_length_picks(rows);
-        let (b, l, e) = hidden.dims3().map_err(candle)?;
-        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * l + p) as u32).collect();
+        let len = self.spec.layout().ids.len();
+        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * len + p) as u32).collect();
         let idx = Tensor::from_vec(idx, picks.len(), &self.device).map_err(candle)?;
-        let sel = hidden.reshape((b * l, e)).and_then(|h| h.index_select(&idx, 0)).map_err(candle)?;
         let targets: Vec<u32> = picks.iter().map(|p| p.2).collect();
-        let mut state = self.gpu.score_begin(&targets, 1)?;
+        Ok((idx, self.gpu.score_begin(&targets, 1)?))
+    }
+
+    /// Fused scoring of the picks `idx` of `hidden: [B, L, E]`: LM-head tiles through cuBLAS,
+    /// each folded into the running log-sum-exp by `score_tile_*`.
+    fn score(&self, hidden: &Tensor, idx: &Tensor, state: &mut ScoreState) -> Result<CudaSlice<f32>, CudaError> {
+        let (b, l, e) = hidden.dims3().map_err(candle)?;
+        let sel = hidden.reshape((b * l, e)).and_then(|h| h.index_select(idx, 0)).map_err(candle)?;
         let vocab = self.lm_head.dim(0).map_err(candle)?;
         for v0 in (0..vocab).step_by(VOCAB_TILE) {
             let vt = VOCAB_TILE.min(vocab - v0);
             let tile = self.lm_head.narrow(0, v0, vt).and_then(|w| sel.matmul(&w.t()?)).map_err(candle)?;
-            self.fold_tile(&mut state, &tile, v0, vt)?;
+            self.fold_tile(state, &tile, v0, vt)?;
         }
-        self.gpu.score_finish(&state)
+        self.gpu.score_finish(state)
     }
 
     /// Folds one contiguous `[picks, vt]` logits tile into `state`, in its dtype.
