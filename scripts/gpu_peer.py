@@ -46,8 +46,15 @@ def masked_batch(batch, prompt_len, vocab, torch, gen):
 
 
 def score(model, ids, keep, prompt_len, torch):
-    """Sum over the target of log p(target_k | masked prompt, target_<k), per row."""
-    logits = model(input_ids=ids, attention_mask=keep).logits[:, prompt_len - 1:-1].float()
+    """Sum over the target of log p(target_k | masked prompt, target_<k), per row.
+
+    Only the last TARGET_LEN + 1 positions go through the LM head (`logits_to_keep`), the
+    strongest use of transformers for this job; older versions without it compute all."""
+    try:
+        out = model(input_ids=ids, attention_mask=keep, logits_to_keep=TARGET_LEN + 1)
+        logits = out.logits[:, :-1].float()
+    except TypeError:
+        logits = model(input_ids=ids, attention_mask=keep).logits[:, prompt_len - 1:-1].float()
     tgt = ids[:, prompt_len:]
     return torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1)
 
