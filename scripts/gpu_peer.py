@@ -10,7 +10,7 @@ no network), so spex and this peer run the same arithmetic.
 
 Prints one markdown table row per (shape, batch, prompt length): masked queries/s, tokens/s,
 ms/query. Usage: gpu_peer.py [--shapes smollm2-135m,llama-1b] [--batches 16,64,256]
-[--lens 32,128] [--dtype fp16] [--seconds 5]
+[--lens 32,128] [--dtype fp16] [--seconds 5] [--device cuda]
 """
 import argparse
 import time
@@ -22,27 +22,30 @@ SHAPES = {
     # Llama 3.2 1B.
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+    # For a smoke test of this script (e.g. --device cpu).
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=1000),
 }
 TARGET_LEN = 4
 
 
-def build(shape, dtype, torch, transformers):
+def build(shape, dtype, device, torch, transformers):
     cfg = transformers.LlamaConfig(max_position_embeddings=4096, tie_word_embeddings=True,
                                    attn_implementation="sdpa", **SHAPES[shape])
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = transformers.LlamaForCausalLM(cfg).to(dtype).eval()
     return model, cfg
 
 
-def masked_batch(batch, prompt_len, vocab, torch, gen):
+def masked_batch(batch, prompt_len, vocab, device, torch, gen):
     """Random prompt + target ids and a random key mask per row (target and first token kept)."""
     length = prompt_len + TARGET_LEN
     ids = torch.randint(0, vocab, (batch, length), generator=gen, device="cpu")
     keep = torch.rand((batch, length), generator=gen) < 0.5
     keep[:, 0] = True
     keep[:, prompt_len - 1:] = True
-    return ids.cuda(non_blocking=True), keep.long().cuda(non_blocking=True)
+    return ids.to(device, non_blocking=True), keep.long().to(device, non_blocking=True)
 
 
 def score(model, ids, keep, prompt_len, torch):
@@ -59,19 +62,25 @@ def score(model, ids, keep, prompt_len, torch):
     return torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
-def run(shape, batch, prompt_len, dtype, seconds, torch, transformers, cache):
+def sync(device, torch):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(shape, batch, prompt_len, dtype, device, seconds, torch, transformers, cache):
     if shape not in cache:
         cache.clear()
-        torch.cuda.empty_cache()
-        cache[shape] = build(shape, dtype, torch, transformers)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        cache[shape] = build(shape, dtype, device, torch, transformers)
     model, cfg = cache[shape]
     gen = torch.Generator().manual_seed(batch * 1000 + prompt_len)
-    batches = [masked_batch(batch, prompt_len, cfg.vocab_size, torch, gen) for _ in range(4)]
+    batches = [masked_batch(batch, prompt_len, cfg.vocab_size, device, torch, gen) for _ in range(4)]
     with torch.inference_mode():
         try:
             for ids, keep in batches[:2]:  # warm-up (kernel selection, allocator)
                 score(model, ids, keep, prompt_len, torch)
-            torch.cuda.synchronize()
+            sync(device, torch)
             done, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
                 ids, keep = batches[done % len(batches)]
@@ -97,19 +106,21 @@ def main():
     ap.add_argument("--lens", default="32,128")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test (--shapes tiny)")
     args = ap.parse_args()
     import torch
     import transformers
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_peer.py: no CUDA device visible to PyTorch")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    print(f"<!-- torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{torch.cuda.get_device_name(0)} -->")
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    print(f"<!-- torch {torch.__version__}, transformers {transformers.__version__}, {name} -->")
     cache = {}
     for shape in args.shapes.split(","):
         for prompt_len in map(int, args.lens.split(",")):
             for batch in map(int, args.batches.split(",")):
-                print(run(shape, batch, prompt_len, dtype, args.seconds, torch, transformers, cache), flush=True)
+                print(run(shape, batch, prompt_len, dtype, args.device, args.seconds, torch, transformers, cache),
+                      flush=True)
 
 
 if __name__ == "__main__":
