@@ -25,6 +25,8 @@
 
 pub mod bch;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod decode;
 pub mod design;
 pub mod engine;

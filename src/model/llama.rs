@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::weights::Weights;
 use super::{
@@ -348,6 +348,42 @@ impl Llama {
         })
     }
 
+    /// A copy of the model with every weight on `device` in `dtype` (e.g. a CUDA device and
+    /// `BF16`; the forward then runs there: matmuls in `dtype` with the backend's f32
+    /// accumulation, inputs cast on entry, hidden states returned in `dtype`).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let mv = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(dtype)?.to_device(device)?) };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    attn_norm: mv(&l.attn_norm)?,
+                    wqkv: mv(&l.wqkv)?,
+                    bqkv: l.bqkv.as_ref().map(mv).transpose()?,
+                    wo: mv(&l.wo)?,
+                    ffn_norm: mv(&l.ffn_norm)?,
+                    w_gate_up: mv(&l.w_gate_up)?,
+                    w_down: mv(&l.w_down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let embed = mv(&self.embed)?;
+        let lm_head = if self.cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            mv(&self.lm_head)?
+        };
+        Ok(Llama {
+            cfg: self.cfg.clone(),
+            embed,
+            layers,
+            norm: mv(&self.norm)?,
+            lm_head,
+            inv_freq: self.inv_freq.clone(),
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
@@ -379,10 +415,14 @@ impl Llama {
         let c = &self.cfg;
         let (h, kv, d, i) = (c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
         let eps = c.rms_norm_eps as f32;
-        let ids = Tensor::from_slice(&input.tokens, b * l, cpu())?;
+        // Inputs are built on the host in f32 and moved to the weights' device and dtype (no-ops
+        // for the f32 CPU model).
+        let (dev, dt) = (self.embed.device(), self.embed.dtype());
+        let ids = Tensor::from_slice(&input.tokens, b * l, dev)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [B·L, E]
         let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, cpu())?;
-        let bias = bias_or_default(input, true)?;
+        let (cos, sin) = (cos.to_device(dev)?.to_dtype(dt)?, sin.to_device(dev)?.to_dtype(dt)?);
+        let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;

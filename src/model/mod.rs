@@ -1,4 +1,5 @@
-//! Transformer models with first-class masking hooks, on the CPU in `f32`.
+//! Transformer models with first-class masking hooks, on the CPU in `f32` (the reference path;
+//! Llama-family models also move to other devices and dtypes with [`Model::to_device`]).
 //!
 //! Three families share one forward contract ([`Model::forward`] on a [`ModelInput`]):
 //!
@@ -21,13 +22,14 @@ pub mod bert;
 pub mod cache;
 pub mod gpt2;
 pub mod llama;
+pub mod memory;
 pub mod ops;
 pub mod tokenizer;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 pub use ops::HeadGates;
 pub use tokenizers::Tokenizer;
@@ -304,6 +306,18 @@ impl Model {
         }
     }
 
+    /// A copy of the model on `device` with weights in `dtype` (the Llama family; the others run
+    /// on the CPU in `f32` only).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Model, ModelError> {
+        match self {
+            Model::Llama(m) => Ok(Model::Llama(m.to_device(device, dtype)?)),
+            _ => Err(ModelError::Input(format!(
+                "only Llama-family models run on other devices or dtypes, not {:?}",
+                self.info().family
+            ))),
+        }
+    }
+
     /// The LM head `[vocab, hidden]` of a decoder (tied to the embedding where the model ties it).
     pub fn lm_head(&self) -> Option<&Tensor> {
         match self {
@@ -532,7 +546,11 @@ pub(crate) fn attend(
     }
     if let Some(g) = &input.head_gates {
         if let Some(gate) = &g.gates[layer] {
-            a = ops::apply_head_gates(&a, gate, g.fill.as_ref().map(|f| &f[layer]))?;
+            // Gates and fills are built on the host in f32: match the activations (no-ops on
+            // the f32 CPU model).
+            let to = |t: &Tensor| t.to_device(a.device())?.to_dtype(a.dtype());
+            let fill = g.fill.as_ref().map(|f| to(&f[layer])).transpose()?;
+            a = ops::apply_head_gates(&a, &to(gate)?, fill.as_ref())?;
         }
     }
     Ok(a.reshape((b * l, h * d))?)

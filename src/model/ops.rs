@@ -11,7 +11,8 @@
 //! * [`score_targets`]: fused teacher-forced scoring: the log-probability of chosen next tokens at
 //!   chosen positions, computing LM-head logits only for those positions.
 //!
-//! All tensors are `f32` on the CPU.
+//! On the reference path all tensors are `f32` on the CPU; the hooks are device- and
+//! dtype-generic (the GPU path runs them in bf16), and scoring is done in `f32` regardless.
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -119,7 +120,9 @@ pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, 
     let mut out = Vec::with_capacity(picks.len());
     for chunk in picks.chunks(SCORE_CHUNK) {
         let at: Vec<(usize, usize)> = chunk.iter().map(|&(r, p, _)| (r, p)).collect();
-        let logits = logits_at(hidden, lm_head, &at)?; // [N, V]
+        // Log-softmax in f32 whatever the model's dtype (bf16 logits would lose the small
+        // differences the explanation is made of).
+        let logits = logits_at(hidden, lm_head, &at)?.to_dtype(DType::F32)?; // [N, V]
         let lse = log_sum_exp_rows(&logits)?;
         let idx = Tensor::from_vec(
             chunk.iter().map(|p| p.2).collect::<Vec<u32>>(),

@@ -181,3 +181,207 @@ impl Layout {
         }))
     }
 }
+
+/// The device-side ("full-length") form of a batch: every row keeps all `ids.len()` base
+/// positions at their own position ids, and masking is carried only by what the kernels in
+/// `kernels/masking.cu` build on the device from the bit-packed masks. These are their CPU twins,
+/// and the maps they take are what the device receives once per explained input.
+///
+/// In [`TokenMode::Attention`] the full-length forward gives the same outputs at the read
+/// positions as [`Layout::build`]'s compacted rows (a hidden key is seen by no query, and a
+/// query that is never read does not matter), at the cost of computing the hidden positions; on
+/// a GPU that is cheaper than compacting every row on the host.
+impl Layout {
+    /// Per base position, the mask bit of its token player, or −1 for a fixed token (the
+    /// `owners` map of the kernels).
+    pub fn owner_map(&self) -> Vec<i32> {
+        self.owners.iter().map(|o| o.map_or(-1, |p| p as i32)).collect()
+    }
+
+    /// Per `(layer, head)`, layer-major (`num_layers × num_heads`), the mask bit of its head
+    /// player, or −1 for a head that is never ablated (the `bits` map of the kernels).
+    pub fn head_bit_map(&self) -> Vec<i32> {
+        let mut bits = vec![-1i32; self.num_layers * self.num_heads];
+        for (k, hp) in self.heads.iter().enumerate() {
+            bits[hp.layer * self.num_heads + hp.head] = (self.n_token_players + k) as i32;
+        }
+        bits
+    }
+}
+
+impl Layout {
+    /// The full-length model input for a batch of masks, built on the host from the same twins
+    /// as the device path: the CPU reference for a masked forward on the GPU. Remove mode is not
+    /// full-length (positions shift per row) and is refused.
+    pub fn build_full_length(&self, masks: MaskSlice<'_>) -> Result<ModelInput, ModelError> {
+        if masks.n() != self.n_players() || masks.is_empty() {
+            return Err(ModelError::Input(format!(
+                "expected a non-empty batch of masks over {} players",
+                self.n_players()
+            )));
+        }
+        let (b, len, owners) = (masks.len(), self.ids.len(), self.owner_map());
+        let (tokens, attn_bias) = match self.mode {
+            TokenMode::Remove => {
+                return Err(ModelError::Input("remove mode has no full-length form".into()));
+            }
+            TokenMode::Replace(id) => (replaced_ids(masks, &self.ids, &owners, id), None),
+            TokenMode::Attention => {
+                let vis = full_length_visibility(masks, &owners);
+                let bias = ops::attention_bias(b, len, Some(&vis), self.causal, cpu())?;
+                (self.ids.repeat(b), Some(bias))
+            }
+        };
+        let head_gates = if self.heads.is_empty() {
+            None
+        } else {
+            let (l, h) = (self.num_layers, self.num_heads);
+            let dense = dense_head_gates(masks, &self.head_bit_map(), l, h);
+            let gates = dense
+                .chunks(b * h)
+                .map(|g| Tensor::from_slice(g, (b, h), cpu()).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(HeadGates {
+                gates,
+                fill: self.head_fill.clone(),
+            })
+        };
+        Ok(ModelInput {
+            batch: b,
+            len,
+            tokens,
+            positions: (0..len as u32).cycle().take(b * len).collect(),
+            attn_bias,
+            head_gates,
+            capture_head_means: false,
+        })
+    }
+}
+
+/// Key visibility `[B × L]` of the full-length form (L = `owners.len()`): position `p` of row
+/// `b` is visible when `owners[p]` is −1 or mask bit `owners[p]` of row `b` is set. With
+/// [`ops::attention_bias`], the CPU twin of the `attention_bias_*` kernels.
+pub fn full_length_visibility(masks: MaskSlice<'_>, owners: &[i32]) -> Vec<bool> {
+    masks
+        .iter()
+        .flat_map(|m| owners.iter().map(move |&o| o < 0 || m.get(o as usize)))
+        .collect()
+}
+
+/// Token ids `[B × L]` of replace mode: `replacement` where the position's owner is ablated,
+/// else `ids[p]`. CPU twin of the `replace_ids` kernel.
+pub fn replaced_ids(masks: MaskSlice<'_>, ids: &[u32], owners: &[i32], replacement: u32) -> Vec<u32> {
+    let visible = full_length_visibility(masks, owners);
+    visible
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if v { ids[i % ids.len()] } else { replacement })
+        .collect()
+}
+
+/// Dense head gates `[layers × B × H]` (1 kept, 0 ablated) from a [`Layout::head_bit_map`].
+/// CPU twin of the `head_gates_from_masks` kernel.
+pub fn dense_head_gates(masks: MaskSlice<'_>, bits: &[i32], layers: usize, heads: usize) -> Vec<f32> {
+    let b = masks.len();
+    let mut out = vec![1f32; layers * b * heads];
+    for l in 0..layers {
+        for (r, m) in masks.iter().enumerate() {
+            for h in 0..heads {
+                let bit = bits[l * heads + h];
+                if bit >= 0 && !m.get(bit as usize) {
+                    out[(l * b + r) * heads + h] = 0.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::mask::{Mask, MaskBatch};
+
+    /// A layout of 7 base positions (a fixed prefix token, 5 token players owning one or two
+    /// positions, a read target) and 3 head players over 2 layers × 4 heads.
+    fn layout(mode: TokenMode) -> Layout {
+        Layout {
+            ids: vec![11, 12, 13, 14, 15, 16, 17],
+            owners: vec![None, Some(0), Some(1), Some(1), Some(2), Some(3), None],
+            read: vec![false, false, false, false, false, true, false],
+            n_token_players: 4,
+            heads: vec![
+                HeadPlayer { layer: 0, head: 2 },
+                HeadPlayer { layer: 1, head: 0 },
+                HeadPlayer { layer: 1, head: 3 },
+            ],
+            mode,
+            head_fill: None,
+            causal: true,
+            num_layers: 2,
+            num_heads: 4,
+            pad_id: 0,
+        }
+    }
+
+    fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut b = MaskBatch::new(n);
+        for _ in 0..rows {
+            let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+            b.push(Mask::from_bools(&bits).as_ref()).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn replaced_ids_equal_replace_mode_rows() {
+        let lay = layout(TokenMode::Replace(99));
+        let masks = random_masks(lay.n_players(), 40, 1);
+        let built = lay.build(masks.as_slice()).unwrap();
+        let got = replaced_ids(masks.as_slice(), &lay.ids, &lay.owner_map(), 99);
+        assert_eq!(got, built.input.tokens);
+        assert!(got.contains(&99) && got.contains(&13), "the masks should both keep and replace");
+    }
+
+    #[test]
+    fn dense_head_gates_equal_per_layer_gates() {
+        let lay = layout(TokenMode::Attention);
+        let masks = random_masks(lay.n_players(), 40, 2);
+        let built = lay.build(masks.as_slice()).unwrap().input.head_gates.unwrap();
+        let dense = dense_head_gates(masks.as_slice(), &lay.head_bit_map(), 2, 4);
+        for (l, g) in built.gates.iter().enumerate() {
+            let want: Vec<f32> = match g {
+                Some(t) => t.flatten_all().unwrap().to_vec1().unwrap(),
+                None => vec![1.0; 40 * 4],
+            };
+            assert_eq!(&dense[l * 160..(l + 1) * 160], &want[..], "layer {l}");
+        }
+        assert!(dense.contains(&0.0));
+    }
+
+    /// The visibility twin against the compacted attention-mode rows: a base position is
+    /// included and visible in a compacted row exactly when it is visible in the full-length row,
+    /// and hidden-but-read positions are included and invisible.
+    #[test]
+    fn full_length_visibility_agrees_with_compacted_rows() {
+        let lay = layout(TokenMode::Attention);
+        let masks = random_masks(lay.n_players(), 40, 3);
+        let built = lay.build(masks.as_slice()).unwrap();
+        let vis = full_length_visibility(masks.as_slice(), &lay.owner_map());
+        let n = lay.ids.len();
+        for r in 0..masks.len() {
+            let len = built.input.len;
+            for p in 0..n {
+                let at = built.included[r].iter().position(|&q| q == p);
+                let full = vis[r * n + p];
+                match at {
+                    Some(i) => assert_eq!(built.present[r * len + i], full, "row {r} position {p}"),
+                    None => assert!(!full && !lay.read[p], "row {r}: visible position {p} dropped"),
+                }
+            }
+        }
+    }
+}

@@ -96,6 +96,8 @@ impl Default for LmOptions {
 }
 
 /// A causal LM explained by ablation: one value per mask, computed in batched forward passes.
+/// Cloning shares the model (an `Arc`).
+#[derive(Clone)]
 pub struct LmValue {
     model: Arc<LoadedModel>,
     prompt: TokenizedPrompt,
@@ -280,6 +282,16 @@ impl LmValue {
         self.model.decode(&self.target).unwrap_or_default()
     }
 
+    /// The loaded model.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.model
+    }
+
+    /// Whether the value is the target log-probability (the metric the GPU path computes).
+    pub fn scores_target(&self) -> bool {
+        self.metric == LmMetric::TargetLogProb
+    }
+
     /// The mask → input layout (for inspection and tests).
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -297,6 +309,31 @@ impl LmValue {
             out.extend(self.evaluate_chunk(chunk)?);
         }
         Ok(out)
+    }
+
+    /// Evaluates masks through the full-length form ([`Layout::build_full_length`]): every row
+    /// keeps all positions and the masking lives in the bias, ids and gates that the CUDA
+    /// kernels build on the device. The CPU reference for the device path; equal to
+    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Only [`LmMetric::TargetLogProb`].
+    pub fn evaluate_full_length(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
+        if self.metric != LmMetric::TargetLogProb {
+            return Err(ModelError::Input("the full-length form scores target log-probabilities only".into()));
+        }
+        let input = self.layout.build_full_length(masks)?;
+        let hidden = self.model.model.forward(&input)?.hidden;
+        let head = self.model.model.lm_head().expect("checked at construction");
+        let picks = self.full_length_picks(masks.len());
+        let lp = ops::score_targets(&hidden, head, &picks)?;
+        Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
+    }
+
+    /// `(row, position, token)` scored in the full-length form: target token `k` is predicted
+    /// by position `n_prompt + k − 1` of every row.
+    pub fn full_length_picks(&self, rows: usize) -> Vec<(usize, usize, u32)> {
+        let n_prompt = self.prompt.ids.len();
+        (0..rows)
+            .flat_map(|r| self.target.iter().enumerate().map(move |(k, &t)| (r, n_prompt + k - 1, t)))
+            .collect()
     }
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {

@@ -1,0 +1,246 @@
+//! `cargo bench --features cuda --bench gpu` (`scripts/gpu-check.sh` runs it on a GPU through
+//! `cargo test --release --bench gpu`, which reuses the release build): timings of
+//! the CUDA path, printed as markdown table rows
+//! `| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |`.
+//!
+//! * Kernels on their own: masks → attention bias and head gates for a batch (what replaces the
+//!   host-side input build and its upload), and fused target scoring (`score_direct`) of 4
+//!   target tokens per query over a 1B-shaped LM head (V = 128 256, E = 2048), bf16.
+//! * Masked forwards of whole models (masked queries/s), with `--features candle-cuda`: not
+//!   available in this build otherwise (a row says so).
+//!
+//! Timing: wall clock around whole batches with the device synchronised (values on the host
+//! count), after one warm-up batch, repeated for at least `SPEX_BENCH_SECONDS` (default 1) s.
+//! Exits with an error when no device is present.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use spex::cuda::kernels::DeviceMasks;
+use spex::cuda::stream::MaskUploader;
+use spex::cuda::Gpu;
+use spex::mask::{Mask, MaskBatch};
+
+fn seconds() -> Duration {
+    let s = std::env::var("SPEX_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    Duration::from_secs_f64(s)
+}
+
+/// Runs `f` (one batch, which must block until its results are on the host) once to warm up,
+/// then until `seconds()` have passed; seconds per batch.
+fn time_blocking(mut f: impl FnMut()) -> f64 {
+    f();
+    let (start, mut n) = (Instant::now(), 0u32);
+    while start.elapsed() < seconds() || n == 0 {
+        f();
+        n += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(n)
+}
+
+/// [`time_blocking`] for work queued on the device: synchronised after every batch.
+fn time(gpu: &Gpu, mut f: impl FnMut()) -> f64 {
+    time_blocking(|| {
+        f();
+        gpu.synchronize().expect("synchronise");
+    })
+}
+
+/// One table row; tokens/s counts `tokens_per_query` (prompt and target) per masked query, as
+/// scripts/gpu_peer.py does.
+fn row(path: &str, model: &str, batch: usize, prompt: usize, tokens_per_query: usize, secs: f64) {
+    let q = batch as f64 / secs;
+    let (tps, ms) = (q * tokens_per_query as f64, 1e3 * secs / batch as f64);
+    println!("| {path} | {model} | {batch} | {prompt} | {q:.1} | {tps:.0} | {ms:.4} |");
+}
+
+fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut b = MaskBatch::new(n);
+    for _ in 0..rows {
+        let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+        b.push(Mask::from_bools(&bits).as_ref()).unwrap();
+    }
+    b
+}
+
+/// Upload (pinned, double-buffered) + bias + head gates for batches of masks over `len` token
+/// players and 16 × 32 head players.
+fn bench_masking(gpu: &Gpu, batch: usize, len: usize) {
+    let (layers, heads) = (16, 32);
+    let n = len + layers * heads;
+    let masks = random_masks(n, batch, batch as u64);
+    let st = gpu.compute_stream();
+    let owners: Vec<i32> = (0..len as i32).collect();
+    let bits: Vec<i32> = (0..(layers * heads) as i32).map(|k| len as i32 + k).collect();
+    let (dow, dbits) = (st.clone_htod(&owners).unwrap(), st.clone_htod(&bits).unwrap());
+    let mut up = MaskUploader::new(gpu, batch, masks.as_slice().words_per_row()).unwrap();
+    let mut bias = st.alloc_zeros::<half::bf16>(batch * len * len).unwrap();
+    let mut gates = st.alloc_zeros::<f32>(layers * batch * heads).unwrap();
+    let secs = time(gpu, || {
+        let k = up.upload(gpu, masks.as_slice()).unwrap();
+        let m = up.masks(k);
+        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        gpu.attention_bias(&mut bias.as_view_mut(), dm, &dow.as_view(), true).unwrap();
+        gpu.head_gates_from_masks(&mut gates.as_view_mut(), dm, &dbits.as_view(), layers, heads).unwrap();
+        up.release(gpu, k).unwrap();
+    });
+    row("kernel: masks → bias + gates (bf16)", "16x32 heads", batch, len, len, secs);
+}
+
+/// Fused scoring of 4 targets per query over a 1B-shaped LM head.
+fn bench_scoring(gpu: &Gpu, batch: usize) {
+    let (v, e, t) = (128_256, 2048, 4);
+    let st = gpu.compute_stream();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut rand = |k: usize| -> Vec<half::bf16> { (0..k).map(|_| half::bf16::from_f32(rng.random_range(-0.05..0.05))).collect() };
+    let head = st.clone_htod(&rand(v * e)).unwrap();
+    let hidden = st.clone_htod(&rand(batch * t * e)).unwrap();
+    let targets: Vec<u32> = (0..batch * t).map(|i| (i * 7919 % v) as u32).collect();
+    let secs = time(gpu, || {
+        let out = gpu.score_direct(&hidden.as_view(), &head.as_view(), &targets, v, e).unwrap();
+        let _ = st.clone_dtoh(&out).unwrap();
+    });
+    row("kernel: fused scoring, direct (bf16), 4 targets", "V=128256 E=2048", batch, 0, t, secs);
+}
+
+fn main() {
+    let gpu = match Gpu::new(0) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("bench gpu: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (free, total) = gpu.memory().unwrap();
+    eprintln!(
+        "{} (sm_{}{}), {:.1} of {:.1} GiB free",
+        gpu.name().unwrap_or_default(),
+        gpu.capability().0,
+        gpu.capability().1,
+        free as f64 / (1u64 << 30) as f64,
+        total as f64 / (1u64 << 30) as f64
+    );
+    for len in [32, 128] {
+        for batch in [16, 64, 256] {
+            bench_masking(&gpu, batch, len);
+        }
+    }
+    for batch in [16, 64, 256] {
+        bench_scoring(&gpu, batch);
+    }
+    models::run();
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+mod models {
+    /// Model throughput needs candle's CUDA backend.
+    pub fn run() {
+        println!("| model forwards | (not measured: needs --features candle-cuda) | | | | | |");
+    }
+}
+
+/// Masked queries/s of whole models on the GPU (bf16 weights): random-weight Llamas shaped like
+/// the default model (SmolLM2-135M) and Llama 3.2 1B — the shapes `scripts/gpu_peer.py` runs —
+/// with every prompt token a player (attention mode, p(keep) = 1/2) and a 4-token target.
+#[cfg(feature = "candle-cuda")]
+mod models {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use candle_core::{DType, Device, Tensor};
+    use rand::{Rng, SeedableRng};
+    use spex::cuda::lm::GpuLmValue;
+    use spex::model::llama::{Llama, LlamaConfig};
+    use spex::model::weights::Weights;
+    use spex::model::{LoadedModel, Model};
+    use spex::value::lm::{LmOptions, LmValue, Target};
+    use spex::value::players::{TokenMode, TokenSpan, TokenizedPrompt};
+
+    /// (name, hidden, intermediate, layers, heads, kv heads, vocab), as in gpu_peer.py.
+    const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 2] = [
+        ("smollm2-135m", 576, 1536, 30, 9, 3, 49_152),
+        ("llama-1b", 2048, 8192, 16, 32, 8, 128_256),
+    ];
+
+    fn config(s: &(&str, usize, usize, usize, usize, usize, usize)) -> LlamaConfig {
+        let &(_, hidden, inter, layers, heads, kv, vocab) = s;
+        LlamaConfig {
+            hidden_size: hidden,
+            intermediate_size: inter,
+            num_layers: layers,
+            num_heads: heads,
+            num_kv_heads: kv,
+            head_dim: hidden / heads,
+            vocab_size: vocab,
+            max_positions: 4096,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_interleaved: false,
+            rope_scaling: None,
+            attention_bias: false,
+            tie_word_embeddings: true,
+        }
+    }
+
+    /// Random bf16 weights made on the device (a 1B model would take long to draw on the host).
+    fn random_model(c: &LlamaConfig, dev: &Device) -> candle_core::Result<Model> {
+        let (e, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let mut t = HashMap::new();
+        let mut put = |name: String, shape: &[usize], std: f64| -> candle_core::Result<()> {
+            let x = if std == 0.0 { Tensor::ones(shape, DType::F32, dev)? } else { Tensor::randn(0f32, std as f32, shape, dev)? };
+            t.insert(name, x.to_dtype(DType::BF16)?);
+            Ok(())
+        };
+        put("model.embed_tokens.weight".into(), &[c.vocab_size, e], 0.02)?;
+        put("model.norm.weight".into(), &[e], 0.0)?;
+        for l in 0..c.num_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            put(p("self_attn.q_proj.weight"), &[c.num_heads * d, e], 0.02)?;
+            put(p("self_attn.k_proj.weight"), &[c.num_kv_heads * d, e], 0.02)?;
+            put(p("self_attn.v_proj.weight"), &[c.num_kv_heads * d, e], 0.02)?;
+            put(p("self_attn.o_proj.weight"), &[e, c.num_heads * d], 0.02)?;
+            put(p("mlp.gate_proj.weight"), &[i, e], 0.02)?;
+            put(p("mlp.up_proj.weight"), &[i, e], 0.02)?;
+            put(p("mlp.down_proj.weight"), &[e, i], 0.02)?;
+            put(p("input_layernorm.weight"), &[e], 0.0)?;
+            put(p("post_attention_layernorm.weight"), &[e], 0.0)?;
+        }
+        let w = Weights::from_tensors("random", t);
+        Llama::new(c.clone(), &w).map(Model::Llama).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn spec(lm: Arc<LoadedModel>, len: usize, vocab: usize) -> LmValue {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(len as u64);
+        let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..vocab as u32)).collect();
+        let spans = (0..len).map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p] }).collect();
+        let target: Vec<u32> = (0..4).map(|_| rng.random_range(0..vocab as u32)).collect();
+        let opts = LmOptions { target: Target::Tokens(target), token_mode: TokenMode::Attention, ..Default::default() };
+        LmValue::from_tokens(lm, TokenizedPrompt::new(ids, spans).unwrap(), opts).unwrap()
+    }
+
+    pub fn run() {
+        let dev = Device::new_cuda(0).expect("candle CUDA device");
+        for shape in &SHAPES {
+            let c = config(shape);
+            let model = random_model(&c, &dev).expect("random model");
+            let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
+            let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source: "random".into() });
+            for len in [32, 128] {
+                let mut f = GpuLmValue::new(spec(lm.clone(), len, c.vocab_size), 0, DType::BF16).expect("GPU LM");
+                let n = len;
+                for batch in [16, 64, 256, 0] {
+                    let rows = if batch == 0 { 4 * f.batch() } else { batch.min(f.batch()) };
+                    let masks = super::random_masks(n, rows, rows as u64);
+                    // evaluate_masks returns values on the host: it blocks until the batch is done.
+                    let secs = super::time_blocking(|| {
+                        let v = f.evaluate_masks(masks.as_slice()).expect("masked forward");
+                        assert!(v.iter().all(|x| x.is_finite()));
+                    });
+                    let label = if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
+                    super::row(&label, shape.0, rows, len, len + 4, secs);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! A causal-LM value function on a CUDA device (feature `candle-cuda`): the model runs on
+//! candle's CUDA backend in bf16 (cuBLAS, f32 accumulation), the masking inputs are built on the
+//! device by this crate's kernels from the bit-packed masks, and targets are scored by the fused
+//! tile scorer — the `[picks, V]` logits never exist beyond one vocabulary tile.
+//!
+//! One batch of masks:
+//! 1. the masks go up through [`MaskUploader`] (pinned, double-buffered on the copy stream: the
+//!    upload of chunk `i + 1` overlaps the compute of chunk `i`);
+//! 2. `attention_bias_*` and `head_gates_from_masks` build the bias and gates on candle's
+//!    stream, wrapped as candle tensors without a copy;
+//! 3. the full-length forward ([`crate::value::ablate::Layout::build_full_length`] is its CPU
+//!    twin) gives the hidden states; the picked rows are multiplied by the LM head one tile of
+//!    [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
+//! 4. log-probabilities come back through pinned memory ([`ValueDownloader`]) and are summed
+//!    per mask in f64.
+//!
+//! Batches are sized from free device memory ([`crate::model::memory::auto_batch_rows`]); a
+//! CUDA out-of-memory error halves the batch and retries the same masks
+//! ([`crate::model::memory::sweep_halving`]).
+
+use std::ops::Range;
+
+use candle_core::op::BackpropOp;
+use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
+use cudarc::driver::CudaSlice;
+
+use super::kernels::{DeviceMasks, GpuFloat, ScoreState};
+use super::stream::{MaskUploader, ValueDownloader};
+use super::{CudaError, Gpu};
+use crate::mask::MaskSlice;
+use crate::model::memory::{auto_batch_rows, decoder_row_bytes, sweep_halving};
+use crate::model::{HeadGates, Model, ModelError, ModelInput};
+use crate::value::lm::LmValue;
+use crate::value::players::TokenMode;
+use crate::value::{ValueError, ValueFunction};
+
+/// Vocabulary columns per LM-head tile of the fused scorer: bounds the logits in memory to
+/// `picks × VOCAB_TILE` bf16 values.
+pub const VOCAB_TILE: usize = 16_384;
+
+/// Fraction of free device memory left unused when sizing batches.
+pub const HEADROOM: f64 = 0.15;
+
+/// Largest batch tried, whatever the memory.
+pub const MAX_ROWS: usize = 4096;
+
+/// [`LmValue`] evaluated on a CUDA device.
+pub struct GpuLmValue {
+    spec: LmValue,
+    gpu: Gpu,
+    device: Device,
+    model: Model,
+    lm_head: Tensor,
+    /// Mean-ablation values per layer, moved to the device once (not per forward).
+    head_fill: Option<Vec<Tensor>>,
+    owners: CudaSlice<i32>,
+    head_bits: CudaSlice<i32>,
+    uploader: MaskUploader,
+    downloader: ValueDownloader,
+    batch: usize,
+    /// The slot and row range of a chunk already uploaded ahead of its forward.
+    pending: Option<(usize, Range<usize>)>,
+}
+
+fn candle(e: candle_core::Error) -> CudaError {
+    // candle wraps driver errors in text; out-of-memory must stay recognisable for halving.
+    let msg = e.to_string();
+    if msg.contains("OUT_OF_MEMORY") || msg.contains("out of memory") {
+        CudaError::OutOfMemory
+    } else {
+        CudaError::Input(format!("candle: {msg}"))
+    }
+}
+
+fn model_err(e: ModelError) -> CudaError {
+    match e {
+        ModelError::Candle(c) => candle(c),
+        other => CudaError::Input(other.to_string()),
+    }
+}
+
+impl GpuLmValue {
+    /// Moves `spec`'s model to CUDA device `ordinal` in `dtype` (bf16 or f16 for speed, f32 for
+    /// checks) and prepares the per-input maps. `spec` must score target log-probabilities in
+    /// attention or replace mode (the full-length forms).
+    pub fn new(spec: LmValue, ordinal: usize, dtype: DType) -> Result<Self, CudaError> {
+        super::device_count()?; // a clean error, not a panic, without a driver
+        if !spec.scores_target() || spec.layout().mode == TokenMode::Remove {
+            return Err(CudaError::Input("the GPU path scores target log-probabilities in attention or replace mode".into()));
+        }
+        let device = Device::new_cuda(ordinal).map_err(candle)?;
+        let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
+        let model = spec.model().model.to_device(&device, dtype).map_err(model_err)?;
+        let lm_head = model.lm_head().expect("LmValue checked for an LM head").clone();
+        let lay = spec.layout();
+        let head_fill = lay
+            .head_fill
+            .as_ref()
+            .map(|f| f.iter().map(|t| t.to_device(&device)?.to_dtype(dtype)).collect::<Result<Vec<_>, _>>())
+            .transpose()
+            .map_err(candle)?;
+        let st = gpu.compute_stream().clone();
+        let words = crate::mask::words_for(lay.n_players());
+        let batch = initial_batch(&gpu, &spec, dtype)?;
+        Ok(GpuLmValue {
+            owners: st.clone_htod(&lay.owner_map())?,
+            head_bits: st.clone_htod(&lay.head_bit_map())?,
+            uploader: MaskUploader::new(&gpu, batch, words)?,
+            downloader: ValueDownloader::new(&gpu, batch * spec.target_tokens().len())?,
+            spec,
+            gpu,
+            device,
+            model,
+            lm_head,
+            head_fill,
+            batch,
+            pending: None,
+        })
+    }
+
+    /// Masks per forward pass currently in use (after any out-of-memory halving).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Evaluates masks in forward passes of [`GpuLmValue::batch`] rows, halving on OOM.
+    pub fn evaluate_masks(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, CudaError> {
+        self.pending = None;
+        let start = self.batch;
+        let sweep = sweep_halving(masks.len(), start, CudaError::is_oom, |r| self.evaluate_chunk(masks, r))?;
+        self.batch = sweep.batch;
+        Ok(sweep.values)
+    }
+
+    /// One forward pass over rows `r` of `all`. The upload of the next chunk (same size) is
+    /// queued on the copy stream before this chunk's forward, so the two overlap.
+    fn evaluate_chunk(&mut self, all: MaskSlice<'_>, r: Range<usize>) -> Result<Vec<f64>, CudaError> {
+        let masks = all.slice(r.clone());
+        let k = match self.pending.take() {
+            Some((k, pr)) if pr == r => k,
+            _ => self.uploader.upload(&self.gpu, masks)?,
+        };
+        let input = self.device_input(k, masks)?;
+        self.uploader.release(&self.gpu, k)?;
+        let next = r.end..(r.end + r.len()).min(all.len());
+        if !next.is_empty() {
+            self.pending = Some((self.uploader.upload(&self.gpu, all.slice(next.clone()))?, next));
+        }
+        // Host→device copies synchronise candle's stream: make the scoring inputs before the
+        // forward is queued, so nothing waits on the host between the forward and the scoring.
+        let (idx, mut state) = self.score_inputs(masks.len())?;
+        let hidden = self.model.forward(&input).map_err(model_err)?.hidden;
+        let lp = self.score(&hidden, &idx, &mut state)?;
+        let t = self.spec.target_tokens().len();
+        let values = self.downloader.download(&self.gpu, &lp.slice(..masks.len() * t))?;
+        Ok(values.chunks(t).map(|c| c.iter().sum()).collect())
+    }
+
+    /// The full-length model input with the bias and gates built on the device.
+    fn device_input(&self, k: usize, masks: MaskSlice<'_>) -> Result<ModelInput, CudaError> {
+        let lay = self.spec.layout();
+        let m = self.uploader.masks(k);
+        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        let (b, len) = (m.rows, lay.ids.len());
+        let st = self.gpu.compute_stream();
+        let attn_bias = if lay.mode == TokenMode::Attention {
+            // SAFETY: attention_bias writes every element.
+            let mut bias = unsafe { st.alloc::<half::bf16>(b * len * len)? };
+            self.gpu.attention_bias(&mut bias.as_view_mut(), dm, &self.owners.as_view(), lay.causal)?;
+            Some(self.wrap(bias, &[b, 1, len, len])?)
+        } else {
+            None
+        };
+        let tokens = match lay.mode {
+            // Ids are B × L u32, small next to the bias: built by the CPU twin of replace_ids.
+            TokenMode::Replace(id) => crate::value::ablate::replaced_ids(masks, &lay.ids, &lay.owner_map(), id),
+            _ => lay.ids.repeat(b),
+        };
+        let head_gates = if lay.heads.is_empty() {
+            None
+        } else {
+            let (nl, nh) = (lay.num_layers, lay.num_heads);
+            // SAFETY: head_gates_from_masks writes every element.
+            let mut g = unsafe { st.alloc::<f32>(nl * b * nh)? };
+            self.gpu.head_gates_from_masks(&mut g.as_view_mut(), dm, &self.head_bits.as_view(), nl, nh)?;
+            let g = self.wrap(g, &[nl, b, nh])?;
+            // Layers without head players keep every head: no gating work there.
+            let gated = |l: usize| lay.heads.iter().any(|h| h.layer == l);
+            let gates = (0..nl)
+                .map(|l| if gated(l) { g.get(l).map(Some) } else { Ok(None) })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(candle)?;
+            Some(HeadGates { gates, fill: self.head_fill.clone() })
+        };
+        Ok(ModelInput {
+            batch: b,
+            len,
+            tokens,
+            positions: (0..len as u32).cycle().take(b * len).collect(),
+            attn_bias,
+            head_gates,
+            capture_head_means: false,
+        })
+    }
+
+    /// A device buffer as a candle tensor of `shape` (no copy).
+    fn wrap<T: GpuFloat + candle_core::cuda::CudaDType>(&self, slice: CudaSlice<T>, shape: &[usize]) -> Result<Tensor, CudaError> {
+        let dev = self.device.as_cuda_device().map_err(candle)?.clone();
+        let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev));
+        Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
+    }
+
+    /// The flat row index (row × L + position) of every (row, target token) pick, on the
+    /// device, and a fresh scoring state holding their targets.
+    fn score_inputs(&self, rows: usize) -> Result<(Tensor, ScoreState), CudaError> {
+        let picks = self.spec.full_length_picks(rows);
+        let len = self.spec.layout().ids.len();
+        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * len + p) as u32).collect();
+        let idx = Tensor::from_vec(idx, picks.len(), &self.device).map_err(candle)?;
+        let targets: Vec<u32> = picks.iter().map(|p| p.2).collect();
+        Ok((idx, self.gpu.score_begin(&targets, 1)?))
+    }
+
+    /// Fused scoring of the picks `idx` of `hidden: [B, L, E]`: LM-head tiles through cuBLAS,
+    /// each folded into the running log-sum-exp by `score_tile_*`.
+    fn score(&self, hidden: &Tensor, idx: &Tensor, state: &mut ScoreState) -> Result<CudaSlice<f32>, CudaError> {
+        let (b, l, e) = hidden.dims3().map_err(candle)?;
+        let sel = hidden.reshape((b * l, e)).and_then(|h| h.index_select(idx, 0)).map_err(candle)?;
+        let vocab = self.lm_head.dim(0).map_err(candle)?;
+        for v0 in (0..vocab).step_by(VOCAB_TILE) {
+            let vt = VOCAB_TILE.min(vocab - v0);
+            let tile = self.lm_head.narrow(0, v0, vt).and_then(|w| sel.matmul(&w.t()?)).map_err(candle)?;
+            self.fold_tile(state, &tile, v0, vt)?;
+        }
+        self.gpu.score_finish(state)
+    }
+
+    /// Folds one contiguous `[picks, vt]` logits tile into `state`, in its dtype.
+    fn fold_tile(&self, state: &mut ScoreState, tile: &Tensor, v0: usize, vt: usize) -> Result<(), CudaError> {
+        let tile = tile.contiguous().map_err(candle)?;
+        let (storage, layout) = tile.storage_and_layout();
+        let Storage::Cuda(cs) = &*storage else {
+            return Err(CudaError::Input("logits tile is not on the CUDA device".into()));
+        };
+        let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
+        match tile.dtype() {
+            DType::BF16 => {
+                let s = cs.as_cuda_slice::<half::bf16>().map_err(candle)?;
+                self.gpu.score_tile(state, &s.slice(start..end), v0, vt, vt)
+            }
+            DType::F16 => {
+                let s = cs.as_cuda_slice::<half::f16>().map_err(candle)?;
+                self.gpu.score_tile(state, &s.slice(start..end), v0, vt, vt)
+            }
+            DType::F32 => {
+                let s = cs.as_cuda_slice::<f32>().map_err(candle)?;
+                self.gpu.score_tile(state, &s.slice(start..end), v0, vt, vt)
+            }
+            other => Err(CudaError::Input(format!("cannot score logits of dtype {other:?}"))),
+        }
+    }
+}
+
+/// Rows per forward pass from free device memory (after the weights are resident).
+fn initial_batch(gpu: &Gpu, spec: &LmValue, dtype: DType) -> Result<usize, CudaError> {
+    let info = spec.model().model.info();
+    let len = spec.layout().ids.len();
+    let elem = dtype.size_in_bytes();
+    let inter = match &spec.model().model {
+        Model::Llama(m) => m.config().intermediate_size,
+        _ => 4 * info.hidden_size,
+    };
+    let row = decoder_row_bytes(len, info.hidden_size, info.num_heads, info.num_kv_heads, info.head_dim, inter, elem)
+        + len * len * elem
+        + spec.target_tokens().len() * VOCAB_TILE * elem;
+    let (free, _) = gpu.memory()?;
+    Ok(auto_batch_rows(free, 0, row, HEADROOM, MAX_ROWS))
+}
+
+impl ValueFunction for GpuLmValue {
+    fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
+        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
+    }
+}
+
+/// One [`GpuLmValue`] per visible device (multi-GPU on one box): each batch of masks is cut into
+/// one contiguous part per device, the parts are evaluated at the same time by one worker thread
+/// per device, and the values are joined in mask order.
+pub struct MultiGpuLmValue {
+    workers: Vec<GpuLmValue>,
+}
+
+impl MultiGpuLmValue {
+    /// A worker on every visible device, each with its own copy of the model in `dtype`.
+    pub fn new(spec: &LmValue, dtype: DType) -> Result<Self, CudaError> {
+        let count = super::device_count()?;
+        if count == 0 {
+            return Err(CudaError::NoDevice { ordinal: 0, count });
+        }
+        let workers = (0..count)
+            .map(|d| GpuLmValue::new(spec.clone(), d, dtype))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MultiGpuLmValue { workers })
+    }
+
+    /// Devices in use.
+    pub fn devices(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Evaluates `masks` across the devices; the first error (by device) is returned.
+    pub fn evaluate_masks(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, CudaError> {
+        let per = masks.len().div_ceil(self.workers.len()).max(1);
+        let results: Vec<Result<Vec<f64>, CudaError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .enumerate()
+                .filter(|(d, _)| d * per < masks.len())
+                .map(|(d, w)| {
+                    let part = masks.slice(d * per..((d + 1) * per).min(masks.len()));
+                    s.spawn(move || w.evaluate_masks(part))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("GPU worker panicked")).collect()
+        });
+        let mut out = Vec::with_capacity(masks.len());
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+}
+
+impl ValueFunction for MultiGpuLmValue {
+    fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
+        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
+    }
+}

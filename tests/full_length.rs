@@ -1,0 +1,70 @@
+//! The full-length form of masked inputs — every row keeps all positions, masking lives in the
+//! attention bias, token ids and head gates that the CUDA kernels build on the device from the
+//! bit-packed masks — gives the same values as the compacted rows of the CPU path. Runs on the
+//! CPU (no GPU needed): it checks the formulation the device path relies on, through the CPU
+//! twins of the kernels (`Layout::build_full_length`).
+
+mod models_common;
+
+use std::sync::Arc;
+
+use models_common::*;
+use spex::model;
+use spex::value::lm::{LmOptions, LmValue, Target};
+use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
+
+/// Full-length vs compacted, both `f32`: they differ only in the order of additions over the
+/// (exactly zero) attention weights of hidden keys.
+const TOL: f64 = 1e-5;
+
+#[test]
+fn full_length_form_equals_compacted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = byte_bpe();
+    let spec = LlamaSpec::tiny(tok.tokens.len());
+    let w = llama_weights(&spec, 11);
+    write_llama_hf(&dir.path().join("hf"), &spec, &w, &tok);
+    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let target = Target::Tokens(m.encode(" the mat").unwrap());
+    let heads = vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }];
+    for (mode, head_mode) in [
+        (TokenMode::Attention, HeadMode::Zero),
+        (TokenMode::Attention, HeadMode::Mean),
+        (TokenMode::Replace(3), HeadMode::Zero),
+    ] {
+        let opts = LmOptions {
+            heads: heads.clone(),
+            token_mode: mode,
+            head_mode,
+            target: target.clone(),
+            ..Default::default()
+        };
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+        let masks = random_masks(f.n_players(), 16, 5);
+        let want = f.evaluate_masks(masks.as_slice()).unwrap();
+        let got = f.evaluate_full_length(masks.as_slice()).unwrap();
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(*g, *w, TOL, &format!("{mode:?}/{head_mode:?} row {r}"));
+        }
+        // The masks must move the value, or the comparison proves nothing.
+        let spread = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(spread > 1e-3, "{mode:?}: values barely vary ({spread})");
+    }
+}
+
+#[test]
+fn remove_mode_has_no_full_length_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = byte_bpe();
+    let spec = LlamaSpec::tiny(tok.tokens.len());
+    write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 12), &tok);
+    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let opts = LmOptions {
+        token_mode: TokenMode::Remove,
+        target: Target::Tokens(vec![5]),
+        ..Default::default()
+    };
+    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
+    let masks = random_masks(f.n_players(), 2, 1);
+    assert!(f.evaluate_full_length(masks.as_slice()).is_err());
+}

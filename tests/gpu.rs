@@ -1,0 +1,401 @@
+//! GPU checks (feature `cuda`): every kernel against its CPU twin on fresh random inputs, with
+//! outputs poisoned (filled with NaN) before each launch so a kernel that skips an element
+//! fails; the pinned upload/download path; masked forwards with device-built inputs vs the CPU.
+//!
+//! The tests that need a device are `#[ignore]`d, so `cargo test --features cuda` on a machine
+//! without one reports them as ignored, not passed; `scripts/gpu-check.sh` runs them with
+//! `--ignored` (and fails when no device is visible). The no-device behaviour is tested always.
+//!
+//! Tolerances. Masking kernels (bias, ids, gates) are exact: their values are 0, −∞, 1 or copies.
+//! Head gating with 0/1 gates is exact in every dtype (the result is the input or the fill, each
+//! rounded once). Scoring accumulates in f32 in a different order than the CPU: |Δ| ≤ 1e-4 ·
+//! max(1, |log p|) for f32; the bf16/f16 kernels are compared with a twin fed the *same rounded*
+//! inputs, so the same tolerance holds (the rounding of the weights themselves, ~0.4 % per bf16
+//! element, changes the value relative to an f32 model and is a property of the model, not of
+//! the kernel).
+#![cfg(feature = "cuda")]
+
+mod models_common;
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use cudarc::driver::CudaSlice;
+use models_common::*;
+use rand::Rng;
+use spex::cuda::kernels::{DeviceMasks, GpuFloat};
+use spex::cuda::stream::{MaskUploader, ValueDownloader};
+use spex::cuda::{device_count, CudaError, Gpu};
+use spex::mask::MaskBatch;
+use spex::model::{self, ops, ModelInput};
+use spex::value::ablate::{dense_head_gates, full_length_visibility, replaced_ids};
+use spex::value::lm::{LmOptions, LmValue, Target};
+use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
+
+const NEEDS: &str = "needs a CUDA device; run scripts/gpu-check.sh";
+/// Scoring tolerance (see the module docs).
+const SCORE_TOL: f64 = 1e-4;
+
+fn gpu() -> Gpu {
+    Gpu::new(0).unwrap_or_else(|e| panic!("GPU test without a usable device ({e}): it {NEEDS}"))
+}
+
+/// `n` values poisoned with NaN on the device.
+fn poisoned<T: GpuFloat>(g: &Gpu, n: usize) -> CudaSlice<T> {
+    g.compute_stream().clone_htod(&vec![T::from_f32(f32::NAN); n]).unwrap()
+}
+
+fn download<T: GpuFloat>(g: &Gpu, x: &CudaSlice<T>) -> Vec<f32> {
+    g.compute_stream().clone_dtoh(x).unwrap().into_iter().map(GpuFloat::to_f32).collect()
+}
+
+fn random_owners(len: usize, players: usize, rng: &mut impl Rng) -> Vec<i32> {
+    (0..len).map(|_| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..players) as i32 }).collect()
+}
+
+/// Random masks of `n` players (more than 64, so rows span several words).
+fn masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
+    random_masks(n, rows, seed)
+}
+
+#[test]
+fn no_device_is_a_clean_error() {
+    match device_count() {
+        Err(CudaError::NoDriver) => assert!(matches!(Gpu::new(0), Err(CudaError::NoDriver))),
+        Ok(count) => assert!(matches!(Gpu::new(count), Err(CudaError::NoDevice { .. }))),
+        Err(e) => panic!("unexpected probe error: {e}"),
+    }
+}
+
+fn check_attention_bias<T: GpuFloat>(g: &Gpu, seed: u64) {
+    let mut rng = rng(seed);
+    let (n, rows, len) = (130, 9, 37);
+    let m = masks(n, rows, seed);
+    let b = m.len();
+    let owners = random_owners(len, n, &mut rng);
+    let st = g.compute_stream();
+    let (dm, dow) = (st.clone_htod(m.as_slice().words()).unwrap(), st.clone_htod(&owners).unwrap());
+    for causal in [true, false] {
+        let mut out = poisoned::<T>(g, b * len * len);
+        let dmv = dm.as_view();
+        let dmasks = DeviceMasks { words: &dmv, rows: b, words_per_row: m.as_slice().words_per_row() };
+        g.attention_bias(&mut out.as_view_mut(), dmasks, &dow.as_view(), causal).unwrap();
+        let vis = full_length_visibility(m.as_slice(), &owners);
+        let want: Vec<f32> = ops::attention_bias(b, len, Some(&vis), causal, &Device::Cpu)
+            .unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(download(g, &out), want, "attention_bias_{} causal={causal}", T::SUFFIX);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn attention_bias_matches_cpu_twin() {
+    let g = gpu();
+    check_attention_bias::<f32>(&g, 1);
+    check_attention_bias::<half::bf16>(&g, 2);
+    check_attention_bias::<half::f16>(&g, 3);
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn replace_ids_and_head_gates_match_cpu_twins() {
+    let g = gpu();
+    let mut rng = rng(4);
+    let (n, len, layers, heads) = (100, 23, 3, 5);
+    let m = masks(n, 12, 4);
+    let b = m.len();
+    let owners = random_owners(len, n, &mut rng);
+    let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..1000)).collect();
+    let bits: Vec<i32> = (0..layers * heads).map(|_| if rng.random_bool(0.3) { -1 } else { rng.random_range(0..n) as i32 }).collect();
+    let st = g.compute_stream();
+    let dm = st.clone_htod(m.as_slice().words()).unwrap();
+    let dmv = dm.as_view();
+    let dmasks = DeviceMasks { words: &dmv, rows: b, words_per_row: m.as_slice().words_per_row() };
+    let mut out: CudaSlice<u32> = st.clone_htod(&vec![u32::MAX; b * len]).unwrap();
+    let (down, dids) = (st.clone_htod(&owners).unwrap(), st.clone_htod(&ids).unwrap());
+    g.replace_ids(&mut out.as_view_mut(), dmasks, &down.as_view(), &dids.as_view(), 7).unwrap();
+    assert_eq!(st.clone_dtoh(&out).unwrap(), replaced_ids(m.as_slice(), &ids, &owners, 7));
+    let mut gates = poisoned::<f32>(&g, layers * b * heads);
+    let dbits = st.clone_htod(&bits).unwrap();
+    g.head_gates_from_masks(&mut gates.as_view_mut(), dmasks, &dbits.as_view(), layers, heads).unwrap();
+    assert_eq!(download(&g, &gates), dense_head_gates(m.as_slice(), &bits, layers, heads));
+}
+
+fn check_head_gates<T: GpuFloat>(g: &Gpu, seed: u64) {
+    let mut rng = rng(seed);
+    let (b, t, h, d) = (6, 11, 4, 16);
+    let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| T::from_f32(x).to_f32()).collect() };
+    let x = round((0..b * t * h * d).map(|_| rng.random_range(-2.0..2.0)).collect());
+    let fill = round((0..h * d).map(|_| rng.random_range(-1.0..1.0)).collect());
+    let gate: Vec<f32> = (0..b * h).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
+    let st = g.compute_stream();
+    let to_t = |v: &[f32]| -> Vec<T> { v.iter().map(|&x| T::from_f32(x)).collect() };
+    let cpu = |t: &[f32], shape: &[usize]| Tensor::from_slice(t, shape, &Device::Cpu).unwrap();
+    let dgate = st.clone_htod(&gate).unwrap();
+    let dfill = st.clone_htod(&to_t(&fill)).unwrap();
+    for mean in [false, true] {
+        let mut dx = st.clone_htod(&to_t(&x)).unwrap();
+        let dfv = dfill.as_view();
+        g.apply_head_gates(&mut dx.as_view_mut(), &dgate.as_view(), mean.then_some(&dfv), b, t, h, d).unwrap();
+        let fill_t = cpu(&fill, &[h, d]);
+        let want: Vec<f32> = ops::apply_head_gates(&cpu(&x, &[b, t, h, d]), &cpu(&gate, &[b, h]), mean.then_some(&fill_t))
+            .unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(download(g, &dx), round(want), "head_gates_{} mean={mean}", T::SUFFIX);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn head_gating_matches_cpu_twin() {
+    let g = gpu();
+    check_head_gates::<f32>(&g, 5);
+    check_head_gates::<half::bf16>(&g, 6);
+    check_head_gates::<half::f16>(&g, 7);
+}
+
+/// Random scoring problem, already rounded to `T` (so the CPU twin sees the kernel's inputs).
+fn scoring_problem<T: GpuFloat>(seed: u64, n: usize, v: usize, e: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let mut rng = rng(seed);
+    let mut r = |k: usize, s: f32| -> Vec<f32> { (0..k).map(|_| T::from_f32(rng.random_range(-s..s)).to_f32()).collect() };
+    let hidden = r(n * e, 1.0);
+    let head = r(v * e, 0.5);
+    let mut rng2 = models_common::rng(seed + 1000);
+    let targets = (0..n).map(|_| rng2.random_range(0..v as u32)).collect();
+    (hidden, head, targets)
+}
+
+fn cpu_scores(hidden: &[f32], head: &[f32], targets: &[u32], n: usize, v: usize, e: usize) -> Vec<f32> {
+    let h = Tensor::from_slice(hidden, (1, n, e), &Device::Cpu).unwrap();
+    let w = Tensor::from_slice(head, (v, e), &Device::Cpu).unwrap();
+    let picks: Vec<(usize, usize, u32)> = targets.iter().enumerate().map(|(i, &t)| (0, i, t)).collect();
+    ops::score_targets(&h, &w, &picks).unwrap()
+}
+
+fn assert_scores(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_close(*g as f64, *w as f64, SCORE_TOL, &format!("{what} pick {i}"));
+    }
+}
+
+fn check_score_direct<T: GpuFloat>(g: &Gpu, seed: u64) {
+    // Picks not a multiple of the kernel's 8 rows, vocabulary not a multiple of anything.
+    let (n, v, e) = (37, 3001, 96);
+    let (hidden, head, targets) = scoring_problem::<T>(seed, n, v, e);
+    let st = g.compute_stream();
+    let to_t = |x: &[f32]| -> Vec<T> { x.iter().map(|&y| T::from_f32(y)).collect() };
+    let (dh, dw) = (st.clone_htod(&to_t(&hidden)).unwrap(), st.clone_htod(&to_t(&head)).unwrap());
+    let out = g.score_direct(&dh.as_view(), &dw.as_view(), &targets, v, e).unwrap();
+    assert_scores(&download(g, &out), &cpu_scores(&hidden, &head, &targets, n, v, e), &format!("score_direct_{}", T::SUFFIX));
+}
+
+fn check_score_tiles<T: GpuFloat>(g: &Gpu, seed: u64) {
+    let (n, v, e) = (21, 1000, 32);
+    let (hidden, head, targets) = scoring_problem::<f32>(seed, n, v, e);
+    // Logits as a GEMM would produce them, rounded to T, fed in uneven tiles out of order.
+    let logits: Vec<f32> = (0..n * v)
+        .map(|i| (0..e).map(|k| hidden[(i / v) * e + k] * head[(i % v) * e + k]).sum::<f32>())
+        .map(|x| T::from_f32(x).to_f32())
+        .collect();
+    let st = g.compute_stream();
+    let mut state = g.score_begin(&targets, 1).unwrap();
+    for (v0, vt) in [(700, 300), (0, 333), (333, 367)] {
+        let tile: Vec<T> = (0..n).flat_map(|r| (v0..v0 + vt).map(move |c| (r, c))).map(|(r, c)| T::from_f32(logits[r * v + c])).collect();
+        let dt = st.clone_htod(&tile).unwrap();
+        g.score_tile(&mut state, &dt.as_view(), v0, vt, vt).unwrap();
+    }
+    let got = download(g, &g.score_finish(&state).unwrap());
+    let want: Vec<f32> = (0..n)
+        .map(|r| {
+            let row = &logits[r * v..(r + 1) * v];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+            (row[targets[r] as usize] as f64 - lse) as f32
+        })
+        .collect();
+    assert_scores(&got, &want, &format!("score_tile_{}", T::SUFFIX));
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn fused_scoring_matches_cpu_twin() {
+    let g = gpu();
+    check_score_direct::<f32>(&g, 8);
+    check_score_direct::<half::bf16>(&g, 9);
+    check_score_direct::<half::f16>(&g, 10);
+    check_score_tiles::<f32>(&g, 11);
+    check_score_tiles::<half::bf16>(&g, 12);
+    check_score_tiles::<half::f16>(&g, 13);
+    assert!(g.score_direct::<f32>(&g.compute_stream().alloc_zeros(4).unwrap().as_view(),
+        &g.compute_stream().alloc_zeros(8).unwrap().as_view(), &[2], 2, 4).is_err(), "target outside the vocabulary");
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn pinned_double_buffered_uploads_round_trip() {
+    let g = gpu();
+    let batches: Vec<MaskBatch> = (0..5).map(|s| masks(150, 20 + s as usize, 20 + s)).collect();
+    let mut up = MaskUploader::new(&g, 32, batches[0].as_slice().words_per_row()).unwrap();
+    let mut down = ValueDownloader::new(&g, 32 * 3).unwrap();
+    let mut pending: Option<usize> = None;
+    for (i, b) in batches.iter().enumerate() {
+        // Upload batch i while batch i-1's slot is still in use, then check batch i-1.
+        let k = up.upload(&g, b.as_slice()).unwrap();
+        if let Some(prev) = pending {
+            check_slot(&g, &up, prev, &batches[i - 1], &mut down);
+            up.release(&g, prev).unwrap();
+        }
+        pending = Some(k);
+    }
+    check_slot(&g, &up, pending.unwrap(), batches.last().unwrap(), &mut down);
+    assert!(up.upload(&g, masks(150, 40, 1).as_slice()).is_err(), "over capacity");
+}
+
+fn check_slot(g: &Gpu, up: &MaskUploader, k: usize, want: &MaskBatch, down: &mut ValueDownloader) {
+    let m = up.masks(k);
+    let words = g.compute_stream().clone_dtoh(&m.words).unwrap();
+    assert_eq!(words, want.as_slice().words());
+    // Values come back through the pinned downloader: here, the head-gate bits of 3 players.
+    let bits = [0i32, 77, 149];
+    let db = g.compute_stream().clone_htod(&bits).unwrap();
+    let mut gates = poisoned::<f32>(g, m.rows * 3);
+    let dmasks = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+    g.head_gates_from_masks(&mut gates.as_view_mut(), dmasks, &db.as_view(), 1, 3).unwrap();
+    let got = down.download(g, &gates.as_view()).unwrap();
+    let want: Vec<f64> = dense_head_gates(want.as_slice(), &bits, 1, 3).into_iter().map(f64::from).collect();
+    assert_eq!(got, want);
+}
+
+/// A masked forward whose inputs (bias, gates) were built on the device from the bit-packed
+/// masks equals the CPU path's values. The forward itself runs on the CPU here: the model on
+/// the GPU needs candle's CUDA backend (see the README's GPU section).
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn masked_forward_with_device_built_inputs_matches_cpu() {
+    let g = gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let tok = byte_bpe();
+    let spec = LlamaSpec::tiny(tok.tokens.len());
+    write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 21), &tok);
+    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let opts = LmOptions {
+        heads: vec![HeadPlayer { layer: 0, head: 2 }, HeadPlayer { layer: 1, head: 1 }],
+        token_mode: TokenMode::Attention,
+        head_mode: HeadMode::Zero,
+        target: Target::Tokens(m.encode(" the mat").unwrap()),
+        ..Default::default()
+    };
+    let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+    let lay = f.layout();
+    let batch = masks(f.n_players(), 12, 30);
+    let (b, len) = (batch.len(), lay.ids.len());
+    let st = g.compute_stream();
+    let dm = st.clone_htod(batch.as_slice().words()).unwrap();
+    let dmv = dm.as_view();
+    let dmasks = DeviceMasks { words: &dmv, rows: b, words_per_row: batch.as_slice().words_per_row() };
+    let mut bias = poisoned::<f32>(&g, b * len * len);
+    g.attention_bias(&mut bias.as_view_mut(), dmasks, &st.clone_htod(&lay.owner_map()).unwrap().as_view(), true).unwrap();
+    let (nl, nh) = (lay.num_layers, lay.num_heads);
+    let mut gates = poisoned::<f32>(&g, nl * b * nh);
+    g.head_gates_from_masks(&mut gates.as_view_mut(), dmasks, &st.clone_htod(&lay.head_bit_map()).unwrap().as_view(), nl, nh).unwrap();
+    let mut input: ModelInput = lay.build_full_length(batch.as_slice()).unwrap();
+    input.attn_bias = Some(Tensor::from_vec(download(&g, &bias), (b, 1, len, len), &Device::Cpu).unwrap());
+    let dense = download(&g, &gates);
+    let hg = input.head_gates.as_mut().unwrap();
+    for (l, gate) in hg.gates.iter_mut().enumerate() {
+        *gate = Some(Tensor::from_slice(&dense[l * b * nh..(l + 1) * b * nh], (b, nh), &Device::Cpu).unwrap());
+    }
+    let hidden = m.model.forward(&input).unwrap().hidden;
+    let lp = ops::score_targets(&hidden, m.model.lm_head().unwrap(), &f.full_length_picks(b)).unwrap();
+    let got: Vec<f64> = lp.chunks(f.target_tokens().len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect();
+    let want = f.evaluate_masks(batch.as_slice()).unwrap();
+    for (r, (x, y)) in got.iter().zip(&want).enumerate() {
+        assert_close(*x, *y, 1e-5, &format!("row {r}"));
+    }
+}
+
+/// Whole models on the GPU (feature `candle-cuda`): the masked forward and a sweep.
+#[cfg(feature = "candle-cuda")]
+mod models_on_gpu {
+    use super::*;
+    use candle_core::DType;
+    use spex::cuda::lm::{GpuLmValue, MultiGpuLmValue};
+    use spex::explain::Explainer;
+    use spex::plan::Method;
+
+    /// f32 on the GPU vs f32 on the CPU: same arithmetic, different summation order (cuBLAS,
+    /// the tile scorer).
+    const F32_TOL: f64 = 1e-4;
+    /// bf16 on the GPU vs f32 on the CPU: the bf16 model's own rounding, as measured on the CPU
+    /// in tests/device_generic.rs (largest 0.0057 relative), plus bf16 logits tiles.
+    const BF16_TOL: f64 = 0.02;
+
+    fn spec(seed: u64) -> LmValue {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_bpe();
+        let spec = LlamaSpec::tiny(tok.tokens.len());
+        write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, seed), &tok);
+        let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+        let opts = LmOptions {
+            heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
+            token_mode: TokenMode::Attention,
+            head_mode: HeadMode::Mean,
+            target: Target::Tokens(m.encode(" the mat").unwrap()),
+            ..Default::default()
+        };
+        LmValue::new(m, &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap()
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn masked_forward_on_gpu_matches_cpu() {
+        for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
+            let cpu = spec(40);
+            let batch = masks(cpu.n_players(), 30, 41);
+            let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+            let mut gpu = GpuLmValue::new(spec(40), 0, dtype).unwrap();
+            let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_close(*g, *w, tol, &format!("{dtype:?} row {r}"));
+            }
+        }
+    }
+
+    /// One worker per visible device, parts joined in mask order (one device: one part).
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn every_device_together_gives_the_cpu_values() {
+        let cpu = spec(44);
+        let batch = masks(cpu.n_players(), 25, 45);
+        let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+        let mut multi = MultiGpuLmValue::new(&cpu, DType::F32).unwrap();
+        assert!(multi.devices() >= 1);
+        let got = multi.evaluate_masks(batch.as_slice()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(*g, *w, F32_TOL, &format!("row {r}"));
+        }
+    }
+
+    /// Uniform masks + LASSO: the decoded function is continuous in the values, so GPU values
+    /// within 1e-4 give coefficients within a small multiple of that (a tree decoder could flip
+    /// a near-tie split and is not used here).
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn sweep_on_gpu_gives_the_cpu_coefficients() {
+        let explain = |f: &mut dyn spex::value::ValueFunction, n| {
+            Explainer::new(n).method(Method::Uniform).budget(800).seed(3).explain(f).unwrap()
+        };
+        let mut cpu = spec(42);
+        let n = cpu.n_players();
+        let want = explain(&mut cpu, n);
+        let mut gpu = GpuLmValue::new(spec(42), 0, DType::F32).unwrap();
+        let got = explain(&mut gpu, n);
+        let probe = masks(n, 200, 43);
+        let (a, b) = (want.fourier.eval_batch(probe.as_slice()), got.fourier.eval_batch(probe.as_slice()));
+        let scale = a.iter().fold(1f64, |m, x| m.max(x.abs()));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-3 * scale, "decoded functions differ at probe {i}: cpu {x}, gpu {y}");
+        }
+    }
+}
