@@ -30,7 +30,7 @@ use crate::rundir::StartMode;
 use crate::runner::{self, Progress, RunOptions, RunOutcome};
 use crate::store::Shard;
 use crate::transform::Index;
-use crate::value::setup::{self, InputSpec};
+use crate::value::setup::{self, ComputeDevice, InputSpec};
 use crate::value::{ValueError, ValueFunction};
 
 /// One input of a sweep.
@@ -109,6 +109,8 @@ fn parse_line(line: &str, number: usize) -> Result<SweepInput, String> {
 pub struct SweepOptions<'a> {
     /// The sweep directory.
     pub out: PathBuf,
+    /// Where the forwards run.
+    pub device: ComputeDevice,
     /// Redo every input of this sweep (or shard) from scratch.
     pub force: bool,
     /// This process's share of the inputs (input `k` belongs to shard `k % count`).
@@ -241,7 +243,7 @@ fn explain_one(
         }
     }
     let (model, identity) = models.get(input.spec.model.as_deref())?;
-    let game = setup::build(model, &identity, &input.spec).map_err(|e| e.to_string())?;
+    let game = setup::build_on(model, &identity, &input.spec, options.device).map_err(|e| e.to_string())?;
     let plan = Plan::new((options.plan_for)(game.players.len())).map_err(|e| e.to_string())?;
     let info = game.info();
     let mode = if options.force {
@@ -269,7 +271,7 @@ fn explain_one(
 /// design; `None` when it must be (re)computed.
 fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) -> Option<InputOutcome> {
     let run: crate::rundir::RunInfo = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
-    let fingerprint = setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec);
+    let fingerprint = setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec, options.device);
     let plan = Plan::load(&dir.join("design.json")).ok()?;
     let result: crate::report::ResultFile = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()?;
     let planned = Plan::new((options.plan_for)(plan.n())).ok()?;

@@ -23,7 +23,7 @@ use spex::value::data::{
     text, player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
     Precision, Target, TrainConfig, ValueSpec,
 };
-use spex::value::setup::{self, InputSpec, Players, TokenAblation, EXAMPLE_PROMPT};
+use spex::value::setup::{self, ComputeDevice, InputSpec, Players, TokenAblation, EXAMPLE_PROMPT};
 use spex::value::{demo, driver, ValueError, ValueFunction};
 
 #[derive(Parser)]
@@ -188,6 +188,10 @@ struct InputArgs {
     /// input].
     #[arg(long)]
     reference: Option<String>,
+    /// Where the forwards run: auto (every visible GPU when this build has the GPU path, else the
+    /// CPU), cpu, or cuda.
+    #[arg(long, default_value = "auto")]
+    device: ComputeDevice,
 }
 
 /// How ablated heads are removed.
@@ -237,6 +241,7 @@ impl InputArgs {
             || self.logit_diff.is_some()
             || self.reference.is_some()
             || self.replace_with.is_some()
+            || self.device != ComputeDevice::Auto
             || !self.prefix.is_empty()
             || !self.suffix.is_empty()
             || self.players != Players::Words
@@ -330,9 +335,12 @@ impl std::str::FromStr for BatchSize {
     }
 }
 
-/// Masks per batch of `--batch-size auto` for models (a batch of 32 keeps the CPU's matrix
-/// multiplications efficient and the progress display lively) and for other functions.
+/// Masks per batch of `--batch-size auto` for models on the CPU (a batch of 32 keeps the matrix
+/// multiplications efficient and the progress display lively), on a GPU, and for other functions.
 const AUTO_BATCH_MODEL: usize = 32;
+/// On a GPU the value function cuts a batch into chunks that fit the device's memory; a large
+/// batch keeps it busy and still stores a result every second or so.
+const AUTO_BATCH_GPU: usize = 1024;
 const AUTO_BATCH_OTHER: usize = 256;
 
 #[derive(Args)]
@@ -441,6 +449,9 @@ struct SweepArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value = "bar")]
     log: LogMode,
+    /// Where the forwards run: auto, cpu or cuda (as for `spex explain`).
+    #[arg(long, default_value = "auto")]
+    device: ComputeDevice,
     #[command(flatten)]
     plan: PlanArgs,
     #[command(flatten)]
@@ -623,7 +634,8 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
         eprintln!("loading {}…", spec.model.as_ref().map_or("the default model".to_string(), |p| p.display().to_string()));
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
-    let game = setup::build(model, &identity, &spec)?;
+    let device = args.input.device.resolve();
+    let game = setup::build_on(model, &identity, &spec, device)?;
     println!("explaining: {}", game.input.text);
     println!("players: {} {}; value: {}", game.players.len(), spec.players, game.scored);
     let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;
@@ -632,17 +644,21 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(value.take().expect("the value function is started once"))
     };
-    run_and_report(&plan, &info, &args.run.options(AUTO_BATCH_MODEL)?, &args.run, &args.show, &mut start)
+    let auto_batch = if device == ComputeDevice::Cuda { AUTO_BATCH_GPU } else { AUTO_BATCH_MODEL };
+    run_and_report(&plan, &info, &args.run.options(auto_batch)?, &args.run, &args.show, &mut start)
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
     let inputs = spex::sweep::read_inputs(&args.inputs)?;
     let plan_for = |n: usize| args.plan.spec_or(n, Method::Auto, MODEL_BUDGET);
+    let device = args.device.resolve();
     let options = spex::sweep::SweepOptions {
+        device,
         out: args.out.clone(),
         force: args.force,
         shard: args.shard.unwrap_or(Shard::ALL),
         batch_size: match args.batch_size {
+            BatchSize::Auto if device == ComputeDevice::Cuda => AUTO_BATCH_GPU,
             BatchSize::Auto => AUTO_BATCH_MODEL,
             BatchSize::Rows(n) => n.max(1),
         },

@@ -78,6 +78,64 @@ impl std::str::FromStr for TokenAblation {
     }
 }
 
+/// Where the forwards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDevice {
+    /// Every visible CUDA device when this build has the GPU path (feature `candle-cuda`) and
+    /// the machine a device, else the CPU.
+    Auto,
+    /// The CPU, in `f32` (the reference path).
+    Cpu,
+    /// Every visible CUDA device, in `bf16` with `f32` accumulation (causal LMs of the Llama
+    /// family; feature `candle-cuda`).
+    Cuda,
+}
+
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("unknown device {s:?}; expected auto, cpu or cuda"))
+    }
+}
+
+impl ComputeDevice {
+    /// `Auto` made concrete: CUDA when this build can use it and a device is visible.
+    pub fn resolve(self) -> ComputeDevice {
+        match self {
+            ComputeDevice::Auto if gpu_available() => ComputeDevice::Cuda,
+            ComputeDevice::Auto => ComputeDevice::Cpu,
+            other => other,
+        }
+    }
+}
+
+#[cfg(feature = "candle-cuda")]
+fn gpu_available() -> bool {
+    crate::cuda::device_count().is_ok_and(|n| n > 0)
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn gpu_available() -> bool {
+    false
+}
+
+/// The LM value function of `value` on every visible GPU.
+#[cfg(feature = "candle-cuda")]
+fn on_gpu(value: &LmValue) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
+    let gpu = crate::cuda::lm::MultiGpuLmValue::new(value, candle_core::DType::BF16)
+        .map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))?;
+    Ok(Box::new(gpu))
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn on_gpu(_: &LmValue) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
+    Err(SetupError::Invalid(
+        "this spex was built without the GPU path; rebuild with --features candle-cuda (README, GPU section)".into(),
+    ))
+}
+
 /// One input to explain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,10 +263,12 @@ pub fn model_identity(path: Option<&Path>) -> String {
     }
 }
 
-/// The fingerprint of `spec` on the model `identity`: a stored run is resumed or reused only
-/// under the same one.
-pub fn fingerprint(identity: &str, spec: &InputSpec) -> String {
-    format!("model: {identity}; input: {}", serde_json::to_string(spec).expect("serialises"))
+/// The fingerprint of `spec` on the model `identity` and `device`: a stored run is resumed or
+/// reused only under the same one. A GPU run has its own: its `bf16` values are not mixed with a
+/// CPU run's in one store.
+pub fn fingerprint(identity: &str, spec: &InputSpec, device: ComputeDevice) -> String {
+    let on = if device.resolve() == ComputeDevice::Cuda { "; device: cuda bf16" } else { "" };
+    format!("model: {identity}; input: {}{on}", serde_json::to_string(spec).expect("serialises"))
 }
 
 /// Path, size and modification time of a model file or of the files of a model directory:
@@ -229,8 +289,15 @@ fn file_identity(path: &Path) -> String {
     parts.join("; ")
 }
 
-/// Builds the game of `spec` on an already loaded model (`identity` from [`load_model`]).
+/// Builds the game of `spec` on an already loaded model (`identity` from [`load_model`]), on the
+/// CPU.
 pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Result<Game, SetupError> {
+    build_on(model, identity, spec, ComputeDevice::Cpu)
+}
+
+/// [`build`] with the forwards on `device` (resolved first).
+pub fn build_on(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec, device: ComputeDevice) -> Result<Game, SetupError> {
+    let device = device.resolve();
     let (text, unit) = match spec.players {
         Players::Words | Players::WordsHeads | Players::Heads => (spec.prompt.clone(), Unit::Words),
         Players::Tokens | Players::TokensHeads => (spec.prompt.clone(), Unit::Tokens),
@@ -262,8 +329,11 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
         }),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
-    let fingerprint = fingerprint(identity, spec);
+    let fingerprint = fingerprint(identity, spec, device);
     if model.model.lm_head().is_none() {
+        if device == ComputeDevice::Cuda {
+            return Err(SetupError::Invalid("the GPU path runs causal LMs (Llama family); run encoders with --device cpu".into()));
+        }
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
         let options = EncoderOptions { token_players, heads, token_mode, head_mode, ..EncoderOptions::new(metric) };
@@ -289,7 +359,11 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
-    Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input })
+    let value: Box<dyn ValueFunction + Send> = match device {
+        ComputeDevice::Cuda => on_gpu(&value)?,
+        _ => Box::new(value),
+    };
+    Ok(Game { value, players, scored, fingerprint, model: identity.into(), input })
 }
 
 /// The text without its square brackets, and the byte ranges (in that text) the brackets marked.
