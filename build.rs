@@ -55,10 +55,9 @@ fn find_nvcc(manifest: &Path) -> PathBuf {
         return nvcc;
     }
     let candidates = [manifest.join(".tools/cuda/nvidia/cu13/bin/nvcc"), PathBuf::from("nvcc")];
-    candidates
-        .into_iter()
-        .find(|c| runs(c))
-        .unwrap_or_else(|| panic!("feature `cuda` needs nvcc to compile kernels/*.cu, and none was found: {INSTALL_HINT}"))
+    candidates.into_iter().find(|c| runs(c)).unwrap_or_else(|| {
+        panic!("feature `cuda` needs nvcc to compile kernels/*.cu, and none was found: {INSTALL_HINT}")
+    })
 }
 
 /// Target compute capabilities (`SPEX_CUDA_ARCHS`, default 80 and 90).
@@ -94,21 +93,13 @@ fn cuda_root(nvcc: &Path) -> Option<PathBuf> {
 
 fn compile(nvcc: &Path, src: &Path, ptx: &Path, arch: u32) {
     let mut cmd = Command::new(nvcc);
-    cmd.args(["--ptx", "-O3", "-std=c++17"])
-        .arg(format!("-arch=compute_{arch}"))
-        .arg("-o")
-        .arg(ptx)
-        .arg(src);
+    cmd.args(["--ptx", "-O3", "-std=c++17"]).arg(format!("-arch=compute_{arch}")).arg("-o").arg(ptx).arg(src);
     if let Some(root) = cuda_root(nvcc) {
         cmd.arg("-I").arg(root.join("include")).arg("-I").arg(root.join("include/cccl"));
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL_HINT}", nvcc.display()));
     if !out.status.success() {
-        panic!(
-            "nvcc failed on {} for sm_{arch}:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("nvcc failed on {} for sm_{arch}:\n{}", src.display(), String::from_utf8_lossy(&out.stderr));
     }
 }
 

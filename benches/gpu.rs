@@ -93,7 +93,8 @@ fn bench_scoring(gpu: &Gpu, batch: usize) {
     let (v, e, t) = (128_256, 2048, 4);
     let st = gpu.compute_stream();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut rand = |k: usize| -> Vec<half::bf16> { (0..k).map(|_| half::bf16::from_f32(rng.random_range(-0.05..0.05))).collect() };
+    let mut rand =
+        |k: usize| -> Vec<half::bf16> { (0..k).map(|_| half::bf16::from_f32(rng.random_range(-0.05..0.05))).collect() };
     let head = st.clone_htod(&rand(v * e)).unwrap();
     let hidden = st.clone_htod(&rand(batch * t * e)).unwrap();
     let targets: Vec<u32> = (0..batch * t).map(|i| (i * 7919 % v) as u32).collect();
@@ -158,10 +159,8 @@ mod models {
     use spex::value::players::{TokenMode, TokenSpan, TokenizedPrompt};
 
     /// (name, hidden, intermediate, layers, heads, kv heads, vocab), as in gpu_peer.py.
-    const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 2] = [
-        ("smollm2-135m", 576, 1536, 30, 9, 3, 49_152),
-        ("llama-1b", 2048, 8192, 16, 32, 8, 128_256),
-    ];
+    const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 2] =
+        [("smollm2-135m", 576, 1536, 30, 9, 3, 49_152), ("llama-1b", 2048, 8192, 16, 32, 8, 128_256)];
 
     fn config(s: &(&str, usize, usize, usize, usize, usize, usize)) -> LlamaConfig {
         let &(_, hidden, inter, layers, heads, kv, vocab) = s;
@@ -188,7 +187,11 @@ mod models {
         let (e, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let mut t = HashMap::new();
         let mut put = |name: String, shape: &[usize], std: f64| -> candle_core::Result<()> {
-            let x = if std == 0.0 { Tensor::ones(shape, DType::F32, dev)? } else { Tensor::randn(0f32, std as f32, shape, dev)? };
+            let x = if std == 0.0 {
+                Tensor::ones(shape, DType::F32, dev)?
+            } else {
+                Tensor::randn(0f32, std as f32, shape, dev)?
+            };
             t.insert(name, x.to_dtype(DType::BF16)?);
             Ok(())
         };
@@ -237,7 +240,8 @@ mod models {
                         let v = f.evaluate_masks(masks.as_slice()).expect("masked forward");
                         assert!(v.iter().all(|x| x.is_finite()));
                     });
-                    let label = if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
+                    let label =
+                        if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
                     super::row(&label, shape.0, rows, len, len + 4, secs);
                 }
             }

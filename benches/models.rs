@@ -16,18 +16,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
+use spex::bench::token_prompt;
 use spex::mask::{Mask, MaskBatch};
 use spex::model::cache::load_default_lm;
-use spex::bench::token_prompt;
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::TokenMode;
 
 fn list(var: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(var) {
-        Ok(s) => s
-            .split(',')
-            .map(|x| x.trim().parse().expect("a comma-separated list of numbers"))
-            .collect(),
+        Ok(s) => s.split(',').map(|x| x.trim().parse().expect("a comma-separated list of numbers")).collect(),
         Err(_) => default.to_vec(),
     }
 }

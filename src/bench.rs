@@ -11,15 +11,15 @@ use crate::decode::spex::{decode, SpexDecoderConfig};
 use crate::design::spex::{choose_parameters, SpexDesign, DEFAULT_T};
 use crate::design::{rng, uniform::random_masks};
 use crate::explain::Explanation;
+use crate::faithfulness::faithfulness;
 use crate::model::LoadedModel;
 use crate::plan::{default_holdout, DecoderConfig, Method, Plan, PlanSpec};
+use crate::planted::{planted_fourier, planted_moebius, standard_normal};
 use crate::rundir::{RunInfo, StartMode};
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::value::lm::{LmOptions, LmValue, Target};
 use crate::value::players::{SetupError, TokenSpan, TokenizedPrompt};
 use crate::value::ValueFunction;
-use crate::faithfulness::faithfulness;
-use crate::planted::{planted_fourier, planted_moebius, standard_normal};
 
 /// One row of the SPEX decode benchmark.
 #[derive(Clone, Debug, Serialize)]
@@ -58,7 +58,9 @@ pub fn decode_row(n: usize, budget: usize, terms: usize, degree: usize, seed: u6
     let decoded = decode(&design, &values, &SpexDecoderConfig::default())?;
     let decode_seconds = clock.elapsed().as_secs_f64();
     let holdout = random_masks(n, 1000, &mut rng(seed, 1));
-    let r2 = faithfulness(&decoded.fourier, holdout.as_slice(), &truth.eval_batch(holdout.as_slice())).r2.unwrap_or(f64::NAN);
+    let r2 = faithfulness(&decoded.fourier, holdout.as_slice(), &truth.eval_batch(holdout.as_slice()))
+        .r2
+        .unwrap_or(f64::NAN);
     let recovered = truth.iter().filter(|(k, v)| (decoded.fourier.get(k) - v).abs() < 1e-6).count();
     Ok(DecodeRow {
         n,
@@ -252,16 +254,28 @@ pub struct ThroughputRow {
 /// Runs a ProxySPEX plan of `budget` masks over a `len`-token prompt (token players, attention
 /// masking, the log-probability of a fixed 4-token target) in batches of `batch`, with a
 /// durable store in `dir`, and measures it.
-pub fn throughput_row(lm: &Arc<LoadedModel>, len: usize, batch: usize, budget: usize, dir: &Path) -> anyhow::Result<ThroughputRow> {
+pub fn throughput_row(
+    lm: &Arc<LoadedModel>,
+    len: usize,
+    batch: usize,
+    budget: usize,
+    dir: &Path,
+) -> anyhow::Result<ThroughputRow> {
     let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
     let f = LmValue::from_tokens(lm.clone(), token_prompt(lm, len)?, options)?;
     // Warm up allocator, thread pool and caches outside the measurement.
     f.evaluate_masks(random_masks(len, batch.min(4), &mut rng(9, 0)).as_slice())?;
-    let plan = Plan::new(PlanSpec { method: Method::ProxySpex, budget, holdout: default_holdout(budget), ..PlanSpec::new(len) })?;
+    let plan = Plan::new(PlanSpec {
+        method: Method::ProxySpex,
+        budget,
+        holdout: default_holdout(budget),
+        ..PlanSpec::new(len)
+    })?;
     let run = RunOptions { mode: StartMode::Force, batch_size: batch, ..RunOptions::new(dir) };
     let mut f = Some(Box::new(f) as Box<dyn ValueFunction>);
     let mut start = || Ok(f.take().expect("started once"));
-    let (_, outcome) = runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {})?;
+    let (_, outcome) =
+        runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {})?;
     let RunOutcome::Complete { explanation, stats } = outcome else { anyhow::bail!("an unsharded run completes") };
     let t = &explanation.timings;
     let after = t.decode_seconds + t.faithfulness_seconds;

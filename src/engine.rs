@@ -189,8 +189,7 @@ fn work(
         let clock = Instant::now();
         let end = start + masks.len();
         f.begin_batch(batch);
-        let values =
-            f.evaluate(masks.as_slice()).map_err(|source| EngineError::Value { batch, start, end, source })?;
+        let values = f.evaluate(masks.as_slice()).map_err(|source| EngineError::Value { batch, start, end, source })?;
         let seconds = clock.elapsed().as_secs_f64();
         stats.forward_seconds += seconds;
         check(batch, start, masks.len(), &values)?;

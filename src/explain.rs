@@ -43,9 +43,7 @@ pub enum ExplainError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The number of values matches neither the design nor the design plus the held-out masks.
-    #[error(
-        "expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}"
-    )]
+    #[error("expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}")]
     ValueCount {
         /// Design masks.
         design: usize,

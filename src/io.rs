@@ -122,9 +122,11 @@ fn parse_values(path: &Path, lines: Vec<(usize, String)>) -> Result<Vec<f64>, Fo
     lines
         .into_iter()
         .map(|(line, text)| {
-            let value: f64 = text
-                .parse()
-                .map_err(|_| FormatError::NotANumber { path: path.to_path_buf(), line, text: text.clone() })?;
+            let value: f64 = text.parse().map_err(|_| FormatError::NotANumber {
+                path: path.to_path_buf(),
+                line,
+                text: text.clone(),
+            })?;
             if value.is_finite() {
                 Ok(value)
             } else {

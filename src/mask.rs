@@ -383,12 +383,7 @@ impl<'a> MaskSlice<'a> {
     pub fn slice(&self, range: Range<usize>) -> MaskSlice<'a> {
         assert!(range.start <= range.end && range.end <= self.rows, "rows {range:?} out of range for {}", self.rows);
         let w = self.words_per_row;
-        MaskSlice {
-            n: self.n,
-            words_per_row: w,
-            rows: range.len(),
-            data: &self.data[range.start * w..range.end * w],
-        }
+        MaskSlice { n: self.n, words_per_row: w, rows: range.len(), data: &self.data[range.start * w..range.end * w] }
     }
 
     /// Iterates the rows.
@@ -464,17 +459,17 @@ mod tests {
         let m = Mask::parse(&s).unwrap();
         assert_eq!(m.to_string(), s);
         assert_eq!(m.as_ref().count_kept(), s.matches('1').count());
-        assert_eq!(m.as_ref().kept().collect::<Vec<_>>(), (0..130).filter(|i| i % 3 == 0 || *i == 129).collect::<Vec<_>>());
+        assert_eq!(
+            m.as_ref().kept().collect::<Vec<_>>(),
+            (0..130).filter(|i| i % 3 == 0 || *i == 129).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn parse_rejects_bad_input() {
         assert_eq!(Mask::parse("01x1"), Err(MaskError::BadCharacter { found: 'x', position: 2 }));
         assert_eq!(Mask::parse(""), Err(MaskError::Empty));
-        assert_eq!(
-            MaskBatch::parse_rows(["0101", "011"]),
-            Err(MaskError::WrongLength { expected: 4, found: 3 })
-        );
+        assert_eq!(MaskBatch::parse_rows(["0101", "011"]), Err(MaskError::WrongLength { expected: 4, found: 3 }));
     }
 
     #[test]

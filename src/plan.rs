@@ -220,7 +220,11 @@ impl Plan {
         };
         // Held-out masks of an exhaustive table re-query masks already in it: a determinism check
         // that needs no more masks than the table has.
-        let holdout = if method == Method::Exhaustive { spec.holdout.min(1 << spec.n.min(exhaustive::MAX_PLAYERS)) } else { spec.holdout };
+        let holdout = if method == Method::Exhaustive {
+            spec.holdout.min(1 << spec.n.min(exhaustive::MAX_PLAYERS))
+        } else {
+            spec.holdout
+        };
         let spec = PlanSpec { method, holdout, ..spec };
         let design = match spec.method {
             Method::Spex => {
@@ -247,7 +251,11 @@ impl Plan {
             Method::Exhaustive => {
                 let needed = exhaustive_masks(spec.n)?;
                 if spec.budget < needed {
-                    return Err(PlanError::BudgetTooSmall { budget: spec.budget, minimum: needed, method: Method::Exhaustive });
+                    return Err(PlanError::BudgetTooSmall {
+                        budget: spec.budget,
+                        minimum: needed,
+                        method: Method::Exhaustive,
+                    });
                 }
                 Design::Exhaustive
             }
@@ -417,7 +425,11 @@ impl Plan {
         let holdout = holdout_masks(spec.n, spec.holdout, spec.seed);
         let plan = Plan { spec, design, holdout, choice: file.choice.clone() };
         if plan.budget_used() != file.masks {
-            return Err(PlanError::File(format!("says {} masks but its design has {}", file.masks, plan.budget_used())));
+            return Err(PlanError::File(format!(
+                "says {} masks but its design has {}",
+                file.masks,
+                plan.budget_used()
+            )));
         }
         Ok(plan)
     }
@@ -665,13 +677,15 @@ mod tests {
         assert!(matches!(err, PlanError::BudgetTooSmall { .. }));
         let err = Plan::new(PlanSpec { budget: 100, method: Method::Exhaustive, ..PlanSpec::new(7) }).unwrap_err();
         assert!(matches!(err, PlanError::BudgetTooSmall { minimum: 128, .. }));
-        let err = Plan::new(PlanSpec { budget: usize::MAX, method: Method::Exhaustive, ..PlanSpec::new(25) }).unwrap_err();
+        let err =
+            Plan::new(PlanSpec { budget: usize::MAX, method: Method::Exhaustive, ..PlanSpec::new(25) }).unwrap_err();
         assert!(matches!(err, PlanError::TooManyForExhaustive { n: 25 }));
     }
 
     #[test]
     fn exhaustive_plans_round_trip_and_serve_every_mask() {
-        let plan = Plan::new(PlanSpec { method: Method::Exhaustive, budget: 64, holdout: 3, ..PlanSpec::new(6) }).unwrap();
+        let plan =
+            Plan::new(PlanSpec { method: Method::Exhaustive, budget: 64, holdout: 3, ..PlanSpec::new(6) }).unwrap();
         assert_eq!(plan.budget_used(), 64);
         let again = Plan::from_file(&plan.to_file()).unwrap();
         assert_eq!(again.all_masks(), plan.all_masks());

@@ -33,7 +33,14 @@ pub struct RunOptions {
 impl RunOptions {
     /// Defaults: the whole run, batches of 256, synced after every batch, a queue of 4.
     pub fn new(out: impl Into<PathBuf>) -> Self {
-        RunOptions { out: out.into(), mode: StartMode::Fresh, shard: Shard::ALL, batch_size: 256, sync_every: 1, queue: 4 }
+        RunOptions {
+            out: out.into(),
+            mode: StartMode::Fresh,
+            shard: Shard::ALL,
+            batch_size: 256,
+            sync_every: 1,
+            queue: 4,
+        }
     }
 }
 
@@ -155,7 +162,12 @@ fn evaluate(
     let synced = store.sync();
     let stored = store.batches().len();
     let path = store.path().to_path_buf();
-    let stats = outcome.map_err(|error| RunError::Engine { error, stored, total: header.owned_batches().count(), store: path })?;
+    let stats = outcome.map_err(|error| RunError::Engine {
+        error,
+        stored,
+        total: header.owned_batches().count(),
+        store: path,
+    })?;
     synced.map_err(RunDirError::from)?;
     Ok(stats)
 }

@@ -72,9 +72,9 @@ impl Subset {
     /// refused past 30 players.
     pub fn subsets_up_to(&self, max_len: usize) -> impl Iterator<Item = Subset> + '_ {
         assert!(self.len() <= 30, "refusing to enumerate the subsets of a {}-player set", self.len());
-        (0u32..(1u32 << self.len())).filter(move |bits| bits.count_ones() as usize <= max_len).map(move |bits| {
-            Subset((0..self.len()).filter(|&i| bits >> i & 1 == 1).map(|i| self.0[i]).collect())
-        })
+        (0u32..(1u32 << self.len()))
+            .filter(move |bits| bits.count_ones() as usize <= max_len)
+            .map(move |bits| Subset((0..self.len()).filter(|&i| bits >> i & 1 == 1).map(|i| self.0[i]).collect()))
     }
 
     /// Every subset of this set.

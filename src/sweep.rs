@@ -91,13 +91,15 @@ pub fn read_inputs(path: &Path) -> Result<Vec<SweepInput>, SweepError> {
 }
 
 fn parse_line(line: &str, number: usize) -> Result<SweepInput, String> {
-    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).map_err(|e| e.to_string())?;
     let id = match object.remove("id") {
         None => format!("line-{number:04}"),
         Some(serde_json::Value::String(id)) => id,
         Some(other) => return Err(format!("id must be a string, not {other}")),
     };
-    let valid = !id.is_empty() && !id.starts_with('.') && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let valid =
+        !id.is_empty() && !id.starts_with('.') && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if !valid {
         return Err(format!("id {id:?} must be letters, digits, '.', '_' or '-' (it names a directory)"));
     }
@@ -176,9 +178,17 @@ pub enum SweepEvent<'a> {
 
 /// Runs the inputs of this shard one after another; returns every outcome (also written to
 /// `out/sweep.json`, or `out/sweep.shard-I-of-K.json` for a shard).
-pub fn run(inputs: &[SweepInput], options: &SweepOptions<'_>, events: &mut (dyn FnMut(SweepEvent<'_>) + Send)) -> Vec<InputOutcome> {
-    let mine: Vec<&SweepInput> =
-        inputs.iter().enumerate().filter(|(k, _)| k % options.shard.count == options.shard.index).map(|(_, i)| i).collect();
+pub fn run(
+    inputs: &[SweepInput],
+    options: &SweepOptions<'_>,
+    events: &mut (dyn FnMut(SweepEvent<'_>) + Send),
+) -> Vec<InputOutcome> {
+    let mine: Vec<&SweepInput> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| k % options.shard.count == options.shard.index)
+        .map(|(_, i)| i)
+        .collect();
     let mut models = Models::default();
     let mut outcomes = Vec::new();
     let _ = std::fs::create_dir_all(&options.out);
@@ -253,27 +263,33 @@ fn explain_one(
     } else {
         StartMode::Fresh
     };
-    let run = RunOptions { mode, batch_size: options.batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
+    let run =
+        RunOptions { mode, batch_size: options.batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
     let mut value = Some(game.value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };
     let decoder = DecoderConfig::default();
     let (run_dir, outcome) =
-        runner::run(&plan, &info, &run, &mut start, &decoder, &mut |p| events(SweepEvent::Batch(p))).map_err(|e| e.to_string())?;
+        runner::run(&plan, &info, &run, &mut start, &decoder, &mut |p| events(SweepEvent::Batch(p)))
+            .map_err(|e| e.to_string())?;
     let RunOutcome::Complete { explanation, .. } = outcome else { unreachable!("a sweep input is never sharded") };
     let interactions = explanation
         .interactions(options.index, options.max_order.unwrap_or(explanation.degree))
         .map_err(|e| e.to_string())?;
-    let result = write_reports(&run_dir, &explanation, &interactions, Some(&info), options.top).map_err(|e| e.to_string())?;
+    let result =
+        write_reports(&run_dir, &explanation, &interactions, Some(&info), options.top).map_err(|e| e.to_string())?;
     Ok(summarise(&input.id, dir, "done", &result, options.top))
 }
 
 /// The outcome of an input whose result an earlier sweep wrote for the same model, input and
 /// design; `None` when it must be (re)computed.
 fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) -> Option<InputOutcome> {
-    let run: crate::rundir::RunInfo = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
-    let fingerprint = setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec, options.device);
+    let run: crate::rundir::RunInfo =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
+    let fingerprint =
+        setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec, options.device);
     let plan = Plan::load(&dir.join("design.json")).ok()?;
-    let result: crate::report::ResultFile = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()?;
+    let result: crate::report::ResultFile =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()?;
     let planned = Plan::new((options.plan_for)(plan.n())).ok()?;
     let same = run.function == fingerprint
         && planned.to_file() == plan.to_file()
@@ -283,21 +299,33 @@ fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) 
 }
 
 fn summarise(id: &str, dir: &Path, status: &str, result: &crate::report::ResultFile, top: usize) -> InputOutcome {
-    let names = |e: &crate::report::Entry| e.names.clone().unwrap_or_else(|| e.players.players().iter().map(|p| format!("#{p}")).collect());
+    let names = |e: &crate::report::Entry| {
+        e.names.clone().unwrap_or_else(|| e.players.players().iter().map(|p| format!("#{p}")).collect())
+    };
     InputOutcome {
         status: status.into(),
         error: None,
         n: Some(result.n),
         scored: result.scored.clone(),
         r2: result.faithfulness.r2,
-        top: result.interactions.iter().filter(|e| !e.players.is_empty()).take(top).map(|e| (names(e), e.value)).collect(),
+        top: result
+            .interactions
+            .iter()
+            .filter(|e| !e.players.is_empty())
+            .take(top)
+            .map(|e| (names(e), e.value))
+            .collect(),
         ..failed(id, dir, String::new())
     }
 }
 
 /// Writes the summary atomically (a temporary file renamed over it).
 fn write_summary(out: &Path, shard: Shard, outcomes: &[InputOutcome]) -> std::io::Result<()> {
-    let name = if shard == Shard::ALL { "sweep.json".to_string() } else { format!("sweep.shard-{}-of-{}.json", shard.index, shard.count) };
+    let name = if shard == Shard::ALL {
+        "sweep.json".to_string()
+    } else {
+        format!("sweep.shard-{}-of-{}.json", shard.index, shard.count)
+    };
     let tmp = out.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, serde_json::to_string_pretty(outcomes).expect("serialises") + "\n")?;
     std::fs::rename(&tmp, out.join(name))
@@ -316,7 +344,9 @@ mod tests {
 
     #[test]
     fn inputs_get_ids_and_defaults() {
-        let inputs = parse("# comment\n{\"id\": \"a\", \"prompt\": \"x y\", \"players\": \"tokens\"}\n\n{\"prompt\": \"z\"}\n").unwrap();
+        let inputs =
+            parse("# comment\n{\"id\": \"a\", \"prompt\": \"x y\", \"players\": \"tokens\"}\n\n{\"prompt\": \"z\"}\n")
+                .unwrap();
         assert_eq!(inputs[0].id, "a");
         assert_eq!(inputs[0].spec.players, setup::Players::Tokens);
         assert_eq!(inputs[1].id, "line-0004");

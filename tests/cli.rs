@@ -70,7 +70,16 @@ fn design_values_decode_round_trip() {
     std::fs::write(&v, values).unwrap();
     let out = dir.path().join("result.json");
     let stdout = ok(&[
-        "decode", "--masks", m, "--values", v.to_str().unwrap(), "--index", "moebius", "--max-order", "5", "--out",
+        "decode",
+        "--masks",
+        m,
+        "--values",
+        v.to_str().unwrap(),
+        "--index",
+        "moebius",
+        "--max-order",
+        "5",
+        "--out",
         out.to_str().unwrap(),
     ]);
     assert!(stdout.contains("top 10 interactions (moebius, order ≤ 5)"), "{stdout}");
@@ -117,7 +126,9 @@ fn design_rejects_bad_parameters() {
     assert!(fails(&["design", "--n", "0", "--budget", "1000", "--out", m]).contains("n = 0"));
     let err = fails(&["design", "--n", "1000", "--budget", "100", "--out", m]);
     assert!(err.contains("too small for SPEX with n = 1000: the minimum is"), "{err}");
-    assert!(fails(&["design", "--n", "10", "--budget", "100", "--method", "nope", "--out", m]).contains("unknown method"));
+    assert!(
+        fails(&["design", "--n", "10", "--budget", "100", "--method", "nope", "--out", m]).contains("unknown method")
+    );
 }
 
 fn oracle_cmd(script: &str) -> String {
@@ -266,7 +277,9 @@ fn proxyspex_exhaustive_and_auto_recover_the_demo_and_say_why() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         let o = Command::new(SPEX)
-            .args(["explain", "--demo", "--quiet", "--method", method, "--budget", budget, "--index", "moebius", "--out"])
+            .args([
+                "explain", "--demo", "--quiet", "--method", method, "--budget", budget, "--index", "moebius", "--out",
+            ])
             .arg(&out)
             .output()
             .unwrap();
@@ -283,13 +296,19 @@ fn proxyspex_exhaustive_and_auto_recover_the_demo_and_say_why() {
 fn resume_takes_the_run_directory_itself() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let run = |extra: &[&str]| Command::new(SPEX).args(["explain", "--demo", "--quiet", "--budget", "3000"]).args(extra).output().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(SPEX).args(["explain", "--demo", "--quiet", "--budget", "3000"]).args(extra).output().unwrap()
+    };
     let first = run(&["--shard", "0/2", "--out", out.to_str().unwrap()]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     // Nothing is left of shard 0: resuming evaluates nothing and says so.
     let again = run(&["--shard", "0/2", "--resume", out.to_str().unwrap()]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert!(String::from_utf8_lossy(&again.stdout).contains(": 0 masks in"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(": 0 masks in"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     let other = dir.path().join("other");
     let both = run(&["--resume", out.to_str().unwrap(), "--out", other.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&both.stderr).contains("name different runs"));

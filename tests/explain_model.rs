@@ -79,7 +79,20 @@ fn head_players_are_named_by_layer_and_shown_as_a_heatmap() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = spex(&["explain", "--prompt", "The capital of France is", "--players", "heads", "--budget", "200", "--max-new-tokens", "1"], &out);
+    let o = spex(
+        &[
+            "explain",
+            "--prompt",
+            "The capital of France is",
+            "--players",
+            "heads",
+            "--budget",
+            "200",
+            "--max-new-tokens",
+            "1",
+        ],
+        &out,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let result = json(&out.join("result.json"));
     assert_eq!(result["n"], 30 * 9);
@@ -119,9 +132,36 @@ fn a_run_of_another_prompt_is_not_resumed() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "100", "--shard", "0/2"], &out);
+    let o = spex(
+        &[
+            "explain",
+            "--prompt",
+            "The capital of France is",
+            "--max-new-tokens",
+            "1",
+            "--budget",
+            "100",
+            "--shard",
+            "0/2",
+        ],
+        &out,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let other = spex(&["explain", "--prompt", "The capital of Italy is", "--max-new-tokens", "1", "--budget", "100", "--shard", "0/2", "--resume"], &out);
+    let other = spex(
+        &[
+            "explain",
+            "--prompt",
+            "The capital of Italy is",
+            "--max-new-tokens",
+            "1",
+            "--budget",
+            "100",
+            "--shard",
+            "0/2",
+            "--resume",
+        ],
+        &out,
+    );
     assert!(!other.status.success());
     assert!(stderr(&other).contains("Italy"), "the refusal names what differs: {}", stderr(&other));
 }
@@ -157,13 +197,18 @@ fn a_sweep_explains_each_input_as_explain_would_and_reuses_finished_ones() {
     assert!(summary[1]["error"].as_str().unwrap().contains("empty"));
 
     let single = tmp.path().join("single");
-    let o = spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "200"], &single);
+    let o =
+        spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "200"], &single);
     assert!(o.status.success(), "{}", stderr(&o));
     let (a, b) = (json(&out.join("paris/result.json")), json(&single.join("result.json")));
     assert_eq!(a["fourier"], b["fourier"]);
     assert_eq!(a["function"], b["function"]);
 
     let again = sweep();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("paris: reused"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("paris: reused"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     assert_eq!(json(&out.join("paris/result.json"))["fourier"], a["fourier"]);
 }

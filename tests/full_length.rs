@@ -47,7 +47,8 @@ fn full_length_form_equals_compacted_rows() {
             assert_close(*g, *w, TOL, &format!("{mode:?}/{head_mode:?} row {r}"));
         }
         // The masks must move the value, or the comparison proves nothing.
-        let spread = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
+        let spread =
+            want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
         assert!(spread > 1e-3, "{mode:?}: values barely vary ({spread})");
     }
 }
@@ -59,11 +60,7 @@ fn remove_mode_has_no_full_length_form() {
     let spec = LlamaSpec::tiny(tok.tokens.len());
     write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 12), &tok);
     let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
-    let opts = LmOptions {
-        token_mode: TokenMode::Remove,
-        target: Target::Tokens(vec![5]),
-        ..Default::default()
-    };
+    let opts = LmOptions { token_mode: TokenMode::Remove, target: Target::Tokens(vec![5]), ..Default::default() };
     let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
     let masks = random_masks(f.n_players(), 2, 1);
     assert!(f.evaluate_full_length(masks.as_slice()).is_err());

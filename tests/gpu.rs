@@ -82,7 +82,11 @@ fn check_attention_bias<T: GpuFloat>(g: &Gpu, seed: u64) {
         g.attention_bias(&mut out.as_view_mut(), dmasks, &dow.as_view(), causal).unwrap();
         let vis = full_length_visibility(m.as_slice(), &owners);
         let want: Vec<f32> = ops::attention_bias(b, len, Some(&vis), causal, &Device::Cpu)
-            .unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(download(g, &out), want, "attention_bias_{} causal={causal}", T::SUFFIX);
     }
 }
@@ -106,7 +110,8 @@ fn replace_ids_and_head_gates_match_cpu_twins() {
     let b = m.len();
     let owners = random_owners(len, n, &mut rng);
     let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..1000)).collect();
-    let bits: Vec<i32> = (0..layers * heads).map(|_| if rng.random_bool(0.3) { -1 } else { rng.random_range(0..n) as i32 }).collect();
+    let bits: Vec<i32> =
+        (0..layers * heads).map(|_| if rng.random_bool(0.3) { -1 } else { rng.random_range(0..n) as i32 }).collect();
     let st = g.compute_stream();
     let dm = st.clone_htod(m.as_slice().words()).unwrap();
     let dmv = dm.as_view();
@@ -138,8 +143,13 @@ fn check_head_gates<T: GpuFloat>(g: &Gpu, seed: u64) {
         let dfv = dfill.as_view();
         g.apply_head_gates(&mut dx.as_view_mut(), &dgate.as_view(), mean.then_some(&dfv), b, t, h, d).unwrap();
         let fill_t = cpu(&fill, &[h, d]);
-        let want: Vec<f32> = ops::apply_head_gates(&cpu(&x, &[b, t, h, d]), &cpu(&gate, &[b, h]), mean.then_some(&fill_t))
-            .unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> =
+            ops::apply_head_gates(&cpu(&x, &[b, t, h, d]), &cpu(&gate, &[b, h]), mean.then_some(&fill_t))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
         assert_eq!(download(g, &dx), round(want), "head_gates_{} mean={mean}", T::SUFFIX);
     }
 }
@@ -156,7 +166,8 @@ fn head_gating_matches_cpu_twin() {
 /// Random scoring problem, already rounded to `T` (so the CPU twin sees the kernel's inputs).
 fn scoring_problem<T: GpuFloat>(seed: u64, n: usize, v: usize, e: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
     let mut rng = rng(seed);
-    let mut r = |k: usize, s: f32| -> Vec<f32> { (0..k).map(|_| T::from_f32(rng.random_range(-s..s)).to_f32()).collect() };
+    let mut r =
+        |k: usize, s: f32| -> Vec<f32> { (0..k).map(|_| T::from_f32(rng.random_range(-s..s)).to_f32()).collect() };
     let hidden = r(n * e, 1.0);
     let head = r(v * e, 0.5);
     let mut rng2 = models_common::rng(seed + 1000);
@@ -186,7 +197,11 @@ fn check_score_direct<T: GpuFloat>(g: &Gpu, seed: u64) {
     let to_t = |x: &[f32]| -> Vec<T> { x.iter().map(|&y| T::from_f32(y)).collect() };
     let (dh, dw) = (st.clone_htod(&to_t(&hidden)).unwrap(), st.clone_htod(&to_t(&head)).unwrap());
     let out = g.score_direct(&dh.as_view(), &dw.as_view(), &targets, v, e).unwrap();
-    assert_scores(&download(g, &out), &cpu_scores(&hidden, &head, &targets, n, v, e), &format!("score_direct_{}", T::SUFFIX));
+    assert_scores(
+        &download(g, &out),
+        &cpu_scores(&hidden, &head, &targets, n, v, e),
+        &format!("score_direct_{}", T::SUFFIX),
+    );
 }
 
 fn check_score_tiles<T: GpuFloat>(g: &Gpu, seed: u64) {
@@ -200,7 +215,10 @@ fn check_score_tiles<T: GpuFloat>(g: &Gpu, seed: u64) {
     let st = g.compute_stream();
     let mut state = g.score_begin(&targets, 1).unwrap();
     for (v0, vt) in [(700, 300), (0, 333), (333, 367)] {
-        let tile: Vec<T> = (0..n).flat_map(|r| (v0..v0 + vt).map(move |c| (r, c))).map(|(r, c)| T::from_f32(logits[r * v + c])).collect();
+        let tile: Vec<T> = (0..n)
+            .flat_map(|r| (v0..v0 + vt).map(move |c| (r, c)))
+            .map(|(r, c)| T::from_f32(logits[r * v + c]))
+            .collect();
         let dt = st.clone_htod(&tile).unwrap();
         g.score_tile(&mut state, &dt.as_view(), v0, vt, vt).unwrap();
     }
@@ -226,8 +244,17 @@ fn fused_scoring_matches_cpu_twin() {
     check_score_tiles::<f32>(&g, 11);
     check_score_tiles::<half::bf16>(&g, 12);
     check_score_tiles::<half::f16>(&g, 13);
-    assert!(g.score_direct::<f32>(&g.compute_stream().alloc_zeros(4).unwrap().as_view(),
-        &g.compute_stream().alloc_zeros(8).unwrap().as_view(), &[2], 2, 4).is_err(), "target outside the vocabulary");
+    assert!(
+        g.score_direct::<f32>(
+            &g.compute_stream().alloc_zeros(4).unwrap().as_view(),
+            &g.compute_stream().alloc_zeros(8).unwrap().as_view(),
+            &[2],
+            2,
+            4
+        )
+        .is_err(),
+        "target outside the vocabulary"
+    );
 }
 
 #[test]
@@ -294,10 +321,18 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
     let dmv = dm.as_view();
     let dmasks = DeviceMasks { words: &dmv, rows: b, words_per_row: batch.as_slice().words_per_row() };
     let mut bias = poisoned::<f32>(&g, b * len * len);
-    g.attention_bias(&mut bias.as_view_mut(), dmasks, &st.clone_htod(&lay.owner_map()).unwrap().as_view(), true).unwrap();
+    g.attention_bias(&mut bias.as_view_mut(), dmasks, &st.clone_htod(&lay.owner_map()).unwrap().as_view(), true)
+        .unwrap();
     let (nl, nh) = (lay.num_layers, lay.num_heads);
     let mut gates = poisoned::<f32>(&g, nl * b * nh);
-    g.head_gates_from_masks(&mut gates.as_view_mut(), dmasks, &st.clone_htod(&lay.head_bit_map()).unwrap().as_view(), nl, nh).unwrap();
+    g.head_gates_from_masks(
+        &mut gates.as_view_mut(),
+        dmasks,
+        &st.clone_htod(&lay.head_bit_map()).unwrap().as_view(),
+        nl,
+        nh,
+    )
+    .unwrap();
     let mut input: ModelInput = lay.build_full_length(batch.as_slice()).unwrap();
     input.attn_bias = Some(Tensor::from_vec(download(&g, &bias), (b, 1, len, len), &Device::Cpu).unwrap());
     let dense = download(&g, &gates);

@@ -43,35 +43,23 @@ fn gpt2_dir() -> tempfile::TempDir {
 }
 
 fn gpt2_target() -> LmOptions {
-    LmOptions {
-        target: Target::Text("the mat".into()),
-        ..Default::default()
-    }
+    LmOptions { target: Target::Text("the mat".into()), ..Default::default() }
 }
 
 #[test]
 fn missing_files_are_named() {
     let dir = gpt2_dir();
     let e = load_err(&dir.path().join("nope"));
-    assert!(
-        matches!(e, ModelError::MissingFile { .. }) && e.to_string().contains("nope"),
-        "{e}"
-    );
+    assert!(matches!(e, ModelError::MissingFile { .. }) && e.to_string().contains("nope"), "{e}");
 
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("tokenizer.json")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("tokenizer.json")), "{e}");
 
     let dir = gpt2_dir();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("model.safetensors")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("model.safetensors")), "{e}");
 
     // A sharded checkpoint whose index names a shard that is not there.
     std::fs::write(
@@ -85,10 +73,7 @@ fn missing_files_are_named() {
     let dir = gpt2_dir();
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("config.json")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::MissingFile { path, .. } if path.ends_with("config.json")), "{e}");
 }
 
 #[test]
@@ -108,17 +93,11 @@ fn corrupt_files_are_named() {
     let dir = gpt2_dir();
     std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::Corrupt { path, .. } if path.ends_with("config.json")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::Corrupt { path, .. } if path.ends_with("config.json")), "{e}");
     let dir = gpt2_dir();
     std::fs::write(dir.path().join("tokenizer.json"), "{\"model\": 7}").unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::Tokenizer { path, .. } if path.ends_with("tokenizer.json")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::Tokenizer { path, .. } if path.ends_with("tokenizer.json")), "{e}");
 
     // GGUF: garbage, truncated header, truncated tensor data.
     let dir = tempfile::tempdir().unwrap();
@@ -136,10 +115,7 @@ fn corrupt_files_are_named() {
         let p = dir.path().join(name);
         std::fs::write(&p, data).unwrap();
         let e = load_err(&p);
-        assert!(
-            matches!(&e, ModelError::Corrupt { path, .. } if path == &p),
-            "{name}: {e}"
-        );
+        assert!(matches!(&e, ModelError::Corrupt { path, .. } if path == &p), "{name}: {e}");
         assert!(e.to_string().contains(name), "{e}");
     }
 }
@@ -147,20 +123,10 @@ fn corrupt_files_are_named() {
 #[test]
 fn unknown_architectures_are_named() {
     let dir = gpt2_dir();
-    std::fs::write(
-        dir.path().join("config.json"),
-        r#"{"model_type": "mamba", "hidden_size": 16}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "mamba", "hidden_size": 16}"#).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::UnknownArchitecture { arch, .. } if arch == "mamba"),
-        "{e}"
-    );
-    assert!(
-        e.to_string().contains("config.json") && e.to_string().contains("supported"),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::UnknownArchitecture { arch, .. } if arch == "mamba"), "{e}");
+    assert!(e.to_string().contains("config.json") && e.to_string().contains("supported"), "{e}");
     std::fs::write(dir.path().join("config.json"), r#"{"hidden_size": 16}"#).unwrap();
     assert!(matches!(load_err(dir.path()), ModelError::UnknownArchitecture { .. }));
 
@@ -168,17 +134,9 @@ fn unknown_architectures_are_named() {
     use candle_core::quantized::gguf_file::{self, Value};
     let p = dir.path().join("falcon.gguf");
     let arch = Value::String("falcon".into());
-    gguf_file::write(
-        &mut std::fs::File::create(&p).unwrap(),
-        &[("general.architecture", &arch)],
-        &[],
-    )
-    .unwrap();
+    gguf_file::write(&mut std::fs::File::create(&p).unwrap(), &[("general.architecture", &arch)], &[]).unwrap();
     let e = load_err(&p);
-    assert!(
-        matches!(&e, ModelError::UnknownArchitecture { arch, .. } if arch == "falcon"),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::UnknownArchitecture { arch, .. } if arch == "falcon"), "{e}");
 }
 
 #[test]
@@ -190,10 +148,7 @@ fn config_and_weights_that_disagree() {
     cfg["n_layer"] = 5.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::MissingTensor { name, .. } if name.contains("h.2.")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::MissingTensor { name, .. } if name.contains("h.2.")), "{e}");
 
     cfg["n_layer"] = 2.into();
     cfg["n_embd"] = 8.into();
@@ -209,10 +164,7 @@ fn config_and_weights_that_disagree() {
     cfg["n_head"] = 3.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::Config { .. }) && e.to_string().contains("n_head"),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::Config { .. }) && e.to_string().contains("n_head"), "{e}");
 
     cfg["n_head"] = (-1).into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
@@ -223,15 +175,7 @@ fn config_and_weights_that_disagree() {
     let tok = byte_bpe();
     let spec = LlamaSpec::tiny(tok.tokens.len());
     let w = llama_weights(&spec, 3);
-    write_llama_hf(
-        dir.path(),
-        &LlamaSpec {
-            kv_heads: 4,
-            ..spec.clone()
-        },
-        &w,
-        &tok,
-    );
+    write_llama_hf(dir.path(), &LlamaSpec { kv_heads: 4, ..spec.clone() }, &w, &tok);
     let e = load_err(dir.path());
     assert!(
         matches!(&e, ModelError::ShapeMismatch { name, expected, found, .. } if name.contains("k_proj") && expected[0] == 32 && found[0] == 16),
@@ -240,10 +184,7 @@ fn config_and_weights_that_disagree() {
     // … and a vocabulary the embedding does not have.
     write_llama_hf(dir.path(), &LlamaSpec { vocab: 1000, ..spec }, &w, &tok);
     let e = load_err(dir.path());
-    assert!(
-        matches!(&e, ModelError::ShapeMismatch { name, .. } if name.contains("embed_tokens")),
-        "{e}"
-    );
+    assert!(matches!(&e, ModelError::ShapeMismatch { name, .. } if name.contains("embed_tokens")), "{e}");
 }
 
 #[test]
@@ -253,36 +194,14 @@ fn bad_prompts_spans_heads_and_masks() {
     let m = Arc::new(model::load(dir.path()).unwrap());
 
     // Empty input.
-    assert!(matches!(
-        lm_err(&m, &Prompt::new(""), gpt2_target()),
-        SetupError::Empty(_)
-    ));
-    assert!(matches!(
-        lm_err(&m, &Prompt::new("  \n "), gpt2_target()),
-        SetupError::Empty(_)
-    ));
-    let e = lm_err(
-        &m,
-        &Prompt::new("the cat"),
-        LmOptions {
-            target: Target::Text(String::new()),
-            ..Default::default()
-        },
-    );
+    assert!(matches!(lm_err(&m, &Prompt::new(""), gpt2_target()), SetupError::Empty(_)));
+    assert!(matches!(lm_err(&m, &Prompt::new("  \n "), gpt2_target()), SetupError::Empty(_)));
+    let e =
+        lm_err(&m, &Prompt::new("the cat"), LmOptions { target: Target::Text(String::new()), ..Default::default() });
     assert!(matches!(e, SetupError::Empty(_)), "{e}");
-    let e = lm_err(
-        &m,
-        &Prompt::new("the cat"),
-        LmOptions {
-            token_players: false,
-            ..gpt2_target()
-        },
-    );
+    let e = lm_err(&m, &Prompt::new("the cat"), LmOptions { token_players: false, ..gpt2_target() });
     assert!(matches!(e, SetupError::Empty(_)), "{e}");
-    assert!(matches!(
-        m.model.forward(&ModelInput::single(&[])),
-        Err(ModelError::Input(_))
-    ));
+    assert!(matches!(m.model.forward(&ModelInput::single(&[])), Err(ModelError::Input(_))));
 
     // Too long for the 24 learned positions: the prompt, or prompt + target.
     let long = ["the cat sat on the mat"; 5].join(" ");
@@ -291,25 +210,16 @@ fn bad_prompts_spans_heads_and_masks() {
     let e = lm_err(
         &m,
         &Prompt::new(["the cat sat on the mat"; 4].join(" ")),
-        LmOptions {
-            target: Target::Greedy { max_new_tokens: 3 },
-            ..Default::default()
-        },
+        LmOptions { target: Target::Greedy { max_new_tokens: 3 }, ..Default::default() },
     );
     assert!(matches!(e, SetupError::TooLong { tokens: 25, max: 24 }), "{e}");
     let e = lm_err(
         &m,
         &Prompt::new(["the cat sat on the mat"; 3].join(" ")),
-        LmOptions {
-            target: Target::Text(long.clone()),
-            ..Default::default()
-        },
+        LmOptions { target: Target::Text(long.clone()), ..Default::default() },
     );
     assert!(matches!(e, SetupError::TooLong { max: 24, .. }), "{e}");
-    let pos = ModelInput {
-        positions: vec![30, 31],
-        ..ModelInput::single(&[1, 2])
-    };
+    let pos = ModelInput { positions: vec![30, 31], ..ModelInput::single(&[1, 2]) };
     assert!(matches!(m.model.forward(&pos), Err(ModelError::Input(s)) if s.contains("31")));
     let bad_tok = ModelInput::single(&[1, 999]);
     assert!(matches!(m.model.forward(&bad_tok), Err(ModelError::Input(s)) if s.contains("999")));
@@ -317,110 +227,51 @@ fn bad_prompts_spans_heads_and_masks() {
     // Spans outside the player text, overlapping, or splitting a character.
     for spans in [vec![4..100], vec![0..3, 2..5], vec![5..5], vec![1..2]] {
         let text = if spans == vec![1..2] { "é cat" } else { "the cat sat" };
-        let e = lm_err(
-            &m,
-            &Prompt::new(text).with_unit(Unit::Spans(spans.clone())),
-            gpt2_target(),
-        );
+        let e = lm_err(&m, &Prompt::new(text).with_unit(Unit::Spans(spans.clone())), gpt2_target());
         assert!(matches!(e, SetupError::SpanOutOfRange { .. }), "{spans:?}: {e}");
     }
 
     // Head players out of range, or twice.
     for (layer, head) in [(2, 0), (0, 4)] {
-        let e = lm_err(
-            &m,
-            &Prompt::new("the cat"),
-            LmOptions {
-                heads: vec![HeadPlayer { layer, head }],
-                ..gpt2_target()
-            },
-        );
-        assert!(
-            matches!(
-                e,
-                SetupError::HeadOutOfRange {
-                    layers: 2,
-                    heads: 4,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        let e =
+            lm_err(&m, &Prompt::new("the cat"), LmOptions { heads: vec![HeadPlayer { layer, head }], ..gpt2_target() });
+        assert!(matches!(e, SetupError::HeadOutOfRange { layers: 2, heads: 4, .. }), "{e}");
         assert!(e.to_string().contains(&format!("layer {layer}, head {head}")), "{e}");
     }
     let h = HeadPlayer { layer: 1, head: 1 };
     assert!(matches!(
-        lm_err(
-            &m,
-            &Prompt::new("the cat"),
-            LmOptions {
-                heads: vec![h, h],
-                ..gpt2_target()
-            }
-        ),
+        lm_err(&m, &Prompt::new("the cat"), LmOptions { heads: vec![h, h], ..gpt2_target() }),
         SetupError::Invalid(_)
     ));
 
     // Token ids outside the vocabulary; remove mode with nothing fixed.
-    let e = lm_err(
-        &m,
-        &Prompt::new("the cat"),
-        LmOptions {
-            target: Target::Tokens(vec![3, 500]),
-            ..Default::default()
-        },
-    );
+    let e =
+        lm_err(&m, &Prompt::new("the cat"), LmOptions { target: Target::Tokens(vec![3, 500]), ..Default::default() });
     assert!(matches!(e, SetupError::Invalid(ref s) if s.contains("500")), "{e}");
-    let e = lm_err(
-        &m,
-        &Prompt::new("the cat"),
-        LmOptions {
-            token_mode: TokenMode::Replace(77),
-            ..gpt2_target()
-        },
-    );
+    let e = lm_err(&m, &Prompt::new("the cat"), LmOptions { token_mode: TokenMode::Replace(77), ..gpt2_target() });
     assert!(matches!(e, SetupError::Invalid(ref s) if s.contains("77")), "{e}");
-    let e = lm_err(
-        &m,
-        &Prompt::new("the cat"),
-        LmOptions {
-            token_mode: TokenMode::Remove,
-            ..gpt2_target()
-        },
-    );
+    let e = lm_err(&m, &Prompt::new("the cat"), LmOptions { token_mode: TokenMode::Remove, ..gpt2_target() });
     assert!(matches!(e, SetupError::Invalid(_)), "{e}");
 
     // Masks of the wrong width: an error from the value function, not a panic.
     let mut f = LmValue::new(m.clone(), &Prompt::new("the cat sat"), gpt2_target()).unwrap();
     let masks = MaskBatch::parse_rows(["1101"]).unwrap();
     let e = f.evaluate(masks.as_slice()).unwrap_err();
-    assert!(
-        e.to_string().contains("4 players") && e.to_string().contains("3"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("4 players") && e.to_string().contains("3"), "{e}");
     assert_eq!(f.evaluate(MaskBatch::new(3).as_slice()).unwrap(), Vec::<f64>::new());
 
     // A decoder is not an encoder, and the other way round.
     let e = enc_err(
         &m,
         &Prompt::new("the cat"),
-        EncoderOptions::new(EncoderMetric::Cosine {
-            reference: "the mat".into(),
-        }),
+        EncoderOptions::new(EncoderMetric::Cosine { reference: "the mat".into() }),
     );
     assert!(matches!(e, SetupError::Invalid(_)), "{e}");
     let bdir = tempfile::tempdir().unwrap();
     write_bert_hf(bdir.path(), &bert_weights(4));
     let b = Arc::new(model::load(bdir.path()).unwrap());
-    assert!(matches!(
-        lm_err(&b, &Prompt::new("the cat"), gpt2_target()),
-        SetupError::Invalid(_)
-    ));
-    let e = enc_err(
-        &b,
-        &Prompt::new("the cat"),
-        EncoderOptions::new(EncoderMetric::ClassLogit { class: 3 }),
-    );
+    assert!(matches!(lm_err(&b, &Prompt::new("the cat"), gpt2_target()), SetupError::Invalid(_)));
+    let e = enc_err(&b, &Prompt::new("the cat"), EncoderOptions::new(EncoderMetric::ClassLogit { class: 3 }));
     assert!(matches!(e, SetupError::Invalid(ref s) if s.contains("class 3")), "{e}");
     let e = enc_err(
         &b,
@@ -464,24 +315,10 @@ fn sharded_safetensors_load_like_one_file() {
     std::fs::write(sharded.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
     let (m1, m2) = (model::load(one.path()).unwrap(), model::load(sharded.path()).unwrap());
     let ids = m1.encode("the cat sat on the mat").unwrap();
-    let h1: Vec<f32> = m1
-        .model
-        .forward(&ModelInput::single(&ids))
-        .unwrap()
-        .hidden
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let h2: Vec<f32> = m2
-        .model
-        .forward(&ModelInput::single(&ids))
-        .unwrap()
-        .hidden
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let h1: Vec<f32> =
+        m1.model.forward(&ModelInput::single(&ids)).unwrap().hidden.flatten_all().unwrap().to_vec1().unwrap();
+    let h2: Vec<f32> =
+        m2.model.forward(&ModelInput::single(&ids)).unwrap().hidden.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(h1, h2);
 }
 

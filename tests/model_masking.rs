@@ -50,14 +50,7 @@ fn llama() -> LlamaFixture {
     write_llama_hf(&dir.path().join("hf"), &spec, &w, &tok);
     let hf = Arc::new(model::load(&dir.path().join("hf")).unwrap());
     let gguf = Arc::new(model::load(&gguf_path).unwrap());
-    LlamaFixture {
-        _dir: dir,
-        spec,
-        w,
-        hf,
-        gguf,
-        gguf_path,
-    }
+    LlamaFixture { _dir: dir, spec, w, hf, gguf, gguf_path }
 }
 
 fn gpt2() -> (TempDir, Tensors, Arc<LoadedModel>) {
@@ -78,21 +71,12 @@ fn bert() -> (TempDir, Tensors, Arc<LoadedModel>) {
 
 /// Per base position (prompt, then `extra` always-kept positions), whether the mask keeps it.
 fn kept_positions(owners: &[Option<usize>], extra: usize, m: MaskRef<'_>) -> Vec<bool> {
-    owners
-        .iter()
-        .map(|o| o.is_none_or(|i| m.get(i)))
-        .chain(std::iter::repeat_n(true, extra))
-        .collect()
+    owners.iter().map(|o| o.is_none_or(|i| m.get(i))).chain(std::iter::repeat_n(true, extra)).collect()
 }
 
 /// The (layer, head) pairs a mask ablates, given the head players after `n_tok` token bits.
 fn ablated_heads(heads: &[HeadPlayer], n_tok: usize, m: MaskRef<'_>) -> HashSet<(usize, usize)> {
-    heads
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| !m.get(n_tok + k))
-        .map(|(_, h)| (h.layer, h.head))
-        .collect()
+    heads.iter().enumerate().filter(|(k, _)| !m.get(n_tok + k)).map(|(_, h)| (h.layer, h.head)).collect()
 }
 
 /// Reference decoder forward (Llama or GPT-2).
@@ -116,11 +100,7 @@ impl Dec<'_> {
     }
     /// `Σ_k log p(target_k)` with target token `k` predicted from position `first + k`.
     fn target_logprob(&self, out: &RefOut, first: usize, target: &[u32]) -> f64 {
-        target
-            .iter()
-            .enumerate()
-            .map(|(k, &t)| log_prob(self.head(), &out.hidden[first + k], t))
-            .sum()
+        target.iter().enumerate().map(|(k, &t)| log_prob(self.head(), &out.hidden[first + k], t)).sum()
     }
 }
 
@@ -145,10 +125,7 @@ fn check_lm_against_reference(
     let mut distinct = HashSet::new();
     for (r, m) in masks.iter().enumerate() {
         let kept = kept_positions(&owners, target.len(), m);
-        let ab = Ablate {
-            heads: ablated_heads(&heads, n_tok, m),
-            fill: fill.clone(),
-        };
+        let ab = Ablate { heads: ablated_heads(&heads, n_tok, m), fill: fill.clone() };
         let want = match mode {
             TokenMode::Attention => {
                 let out = dec.forward(&Seq::hiding(&full, &kept, true), &ab);
@@ -170,10 +147,7 @@ fn check_lm_against_reference(
         assert_close(got[r], want, REF_TOL, &format!("{what}: mask {m}"));
         distinct.insert((want * 1e3).round() as i64);
     }
-    assert!(
-        distinct.len() > masks.len() / 2,
-        "{what}: masks barely change the value; the test would not catch a bug"
-    );
+    assert!(distinct.len() > masks.len() / 2, "{what}: masks barely change the value; the test would not catch a bug");
 }
 
 /// Batched evaluation equals one-mask-at-a-time evaluation.
@@ -183,12 +157,7 @@ fn check_batch_equals_singles(eval: impl Fn(MaskSlice<'_>) -> Vec<f64>, masks: &
         let mut one = MaskBatch::new(masks.n());
         one.push(m).unwrap();
         let single = eval(one.as_slice())[0];
-        assert_close(
-            batched[r],
-            single,
-            BATCH_TOL,
-            &format!("{what}: batch row {r} ({m}) vs its single forward"),
-        );
+        assert_close(batched[r], single, BATCH_TOL, &format!("{what}: batch row {r} ({m}) vs its single forward"));
     }
 }
 
@@ -205,11 +174,7 @@ fn gguf_and_hf_llama_are_the_same_model_and_match_the_reference() {
     let fx = llama();
     let text = "the cat sat on the mat";
     let ids = fx.hf.encode(text).unwrap();
-    assert_eq!(
-        ids,
-        fx.gguf.encode(text).unwrap(),
-        "GGUF-metadata tokenizer and tokenizer.json disagree"
-    );
+    assert_eq!(ids, fx.gguf.encode(text).unwrap(), "GGUF-metadata tokenizer and tokenizer.json disagree");
     assert!(ids.len() >= 6);
     let want = llama_forward(&fx.spec, &fx.w, &Seq::plain(&ids, true), &Ablate::default());
     for (name, m) in [("hf", &fx.hf), ("gguf", &fx.gguf)] {
@@ -227,24 +192,11 @@ fn gguf_and_hf_llama_are_the_same_model_and_match_the_reference() {
     assert!(cfg.rope_interleaved);
     cfg.rope_interleaved = false;
     let wrong = spex::model::Model::Llama(spex::model::llama::Llama::new(cfg, &weights).unwrap());
-    let h: Vec<Vec<f32>> = wrong
-        .forward(&ModelInput::single(&ids))
-        .unwrap()
-        .hidden
-        .squeeze(0)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
-    let max_diff = h
-        .iter()
-        .flatten()
-        .zip(want.hidden.iter().flatten())
-        .map(|(g, w)| (*g as f64 - w).abs())
-        .fold(0.0, f64::max);
-    assert!(
-        max_diff > 1e-2,
-        "the wrong RoPE layout should change the output (max diff {max_diff})"
-    );
+    let h: Vec<Vec<f32>> =
+        wrong.forward(&ModelInput::single(&ids)).unwrap().hidden.squeeze(0).unwrap().to_vec2().unwrap();
+    let max_diff =
+        h.iter().flatten().zip(want.hidden.iter().flatten()).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+    assert!(max_diff > 1e-2, "the wrong RoPE layout should change the output (max diff {max_diff})");
 }
 
 #[test]
@@ -252,56 +204,25 @@ fn all_ones_mask_is_the_plain_forward() {
     let fx = llama();
     let (_d, gw, g2) = gpt2();
     let cases: Vec<(&str, Arc<LoadedModel>, Dec<'_>, &str)> = vec![
-        (
-            "llama-hf",
-            fx.hf.clone(),
-            Dec::Llama(&fx.spec, &fx.w),
-            "the cat sat on the mat",
-        ),
-        (
-            "llama-gguf",
-            fx.gguf.clone(),
-            Dec::Llama(&fx.spec, &fx.w),
-            "the cat sat on the mat",
-        ),
+        ("llama-hf", fx.hf.clone(), Dec::Llama(&fx.spec, &fx.w), "the cat sat on the mat"),
+        ("llama-gguf", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w), "the cat sat on the mat"),
         ("gpt2", g2.clone(), Dec::Gpt2(&gw), "the big red dog ran to the house"),
     ];
     for (name, m, dec, text) in cases {
         let target = target3(&m);
-        let f = LmValue::new(
-            m.clone(),
-            &Prompt::new(text),
-            LmOptions {
-                target,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new(text), LmOptions { target, ..Default::default() }).unwrap();
         let ones = MaskBatch::parse_rows([&*"1".repeat(f.n_players())]).unwrap();
         let got = f.evaluate_masks(ones.as_slice()).unwrap()[0];
         // The model's own plain forward of prompt + target, scored here in f64.
         let full: Vec<u32> = f.prompt().ids.iter().chain(f.target_tokens()).copied().collect();
-        let h: Vec<Vec<f32>> = m
-            .model
-            .forward(&ModelInput::single(&full))
-            .unwrap()
-            .hidden
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        let h: Vec<Vec<f32>> =
+            m.model.forward(&ModelInput::single(&full)).unwrap().hidden.squeeze(0).unwrap().to_vec2().unwrap();
         let n = f.prompt().ids.len();
         let plain: f64 = f
             .target_tokens()
             .iter()
             .enumerate()
-            .map(|(k, &t)| {
-                log_prob(
-                    dec.head(),
-                    &h[n - 1 + k].iter().map(|&x| x as f64).collect::<Vec<_>>(),
-                    t,
-                )
-            })
+            .map(|(k, &t)| log_prob(dec.head(), &h[n - 1 + k].iter().map(|&x| x as f64).collect::<Vec<_>>(), t))
             .sum();
         assert_close(got, plain, 1e-5, &format!("{name}: all-ones value vs plain forward"));
         let out = dec.forward(&Seq::plain(&full, true), &Ablate::default());
@@ -323,55 +244,19 @@ fn attention_mode_equals_per_mask_loop_with_keys_removed() {
     let fx = llama();
     let (_d, gw, g2) = gpt2();
     for (name, m, dec, text) in [
-        (
-            "llama-hf words",
-            fx.hf.clone(),
-            Dec::Llama(&fx.spec, &fx.w),
-            "the cat sat on the mat",
-        ),
-        (
-            "llama-gguf words",
-            fx.gguf.clone(),
-            Dec::Llama(&fx.spec, &fx.w),
-            "the cat sat on the mat",
-        ),
-        (
-            "gpt2 words",
-            g2.clone(),
-            Dec::Gpt2(&gw),
-            "the big red dog ran to the house and slept",
-        ),
+        ("llama-hf words", fx.hf.clone(), Dec::Llama(&fx.spec, &fx.w), "the cat sat on the mat"),
+        ("llama-gguf words", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w), "the cat sat on the mat"),
+        ("gpt2 words", g2.clone(), Dec::Gpt2(&gw), "the big red dog ran to the house and slept"),
     ] {
-        let f = LmValue::new(
-            m.clone(),
-            &Prompt::new(text),
-            LmOptions {
-                target: target3(&m),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new(text), LmOptions { target: target3(&m), ..Default::default() })
+            .unwrap();
         let masks = random_masks(f.n_players(), 14, 1);
         check_lm_against_reference(&f, &dec, TokenMode::Attention, HeadMode::Zero, masks.as_slice(), name);
     }
     // Token players with a fixed prefix and suffix (template), the byte-level tokenizer.
-    let p = Prompt::new("the cat sat")
-        .with_prefix("a dog on")
-        .with_suffix(" the mat")
-        .with_unit(Unit::Tokens);
-    let f = LmValue::new(
-        fx.hf.clone(),
-        &p,
-        LmOptions {
-            target: target3(&fx.hf),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(
-        f.layout().owners.iter().any(|o| o.is_none()),
-        "prefix/suffix tokens must be fixed"
-    );
+    let p = Prompt::new("the cat sat").with_prefix("a dog on").with_suffix(" the mat").with_unit(Unit::Tokens);
+    let f = LmValue::new(fx.hf.clone(), &p, LmOptions { target: target3(&fx.hf), ..Default::default() }).unwrap();
+    assert!(f.layout().owners.iter().any(|o| o.is_none()), "prefix/suffix tokens must be fixed");
     let masks = random_masks(f.n_players(), 10, 2);
     check_lm_against_reference(
         &f,
@@ -387,16 +272,11 @@ fn attention_mode_equals_per_mask_loop_with_keys_removed() {
 fn remove_mode_equals_forward_of_the_shortened_sequence() {
     let fx = llama();
     let (_d, gw, g2) = gpt2();
-    for (name, m, dec) in [
-        ("llama-gguf", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w)),
-        ("gpt2", g2.clone(), Dec::Gpt2(&gw)),
-    ] {
+    for (name, m, dec) in
+        [("llama-gguf", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w)), ("gpt2", g2.clone(), Dec::Gpt2(&gw))]
+    {
         let p = Prompt::new("the cat sat on the mat").with_prefix("a dog");
-        let opts = LmOptions {
-            target: target3(&m),
-            token_mode: TokenMode::Remove,
-            ..Default::default()
-        };
+        let opts = LmOptions { target: target3(&m), token_mode: TokenMode::Remove, ..Default::default() };
         let f = LmValue::new(m.clone(), &p, opts).unwrap();
         let masks = random_masks(f.n_players(), 12, 3);
         check_lm_against_reference(&f, &dec, TokenMode::Remove, HeadMode::Zero, masks.as_slice(), name);
@@ -405,36 +285,16 @@ fn remove_mode_equals_forward_of_the_shortened_sequence() {
         let owners = &f.layout().owners[..f.prompt().ids.len()];
         for (r, mask) in masks.iter().enumerate() {
             let kept = kept_positions(owners, 0, mask);
-            let mut ids: Vec<u32> = f
-                .prompt()
-                .ids
-                .iter()
-                .zip(&kept)
-                .filter(|(_, &k)| k)
-                .map(|(&t, _)| t)
-                .collect();
+            let mut ids: Vec<u32> = f.prompt().ids.iter().zip(&kept).filter(|(_, &k)| k).map(|(&t, _)| t).collect();
             let n = ids.len();
             ids.extend_from_slice(f.target_tokens());
-            let h: Vec<Vec<f32>> = m
-                .model
-                .forward(&ModelInput::single(&ids))
-                .unwrap()
-                .hidden
-                .squeeze(0)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
+            let h: Vec<Vec<f32>> =
+                m.model.forward(&ModelInput::single(&ids)).unwrap().hidden.squeeze(0).unwrap().to_vec2().unwrap();
             let want: f64 = f
                 .target_tokens()
                 .iter()
                 .enumerate()
-                .map(|(k, &t)| {
-                    log_prob(
-                        dec.head(),
-                        &h[n - 1 + k].iter().map(|&x| x as f64).collect::<Vec<_>>(),
-                        t,
-                    )
-                })
+                .map(|(k, &t)| log_prob(dec.head(), &h[n - 1 + k].iter().map(|&x| x as f64).collect::<Vec<_>>(), t))
                 .sum();
             assert_close(
                 got[r],
@@ -450,27 +310,15 @@ fn remove_mode_equals_forward_of_the_shortened_sequence() {
 fn replace_mode_equals_forward_of_the_substituted_sequence() {
     let fx = llama();
     let (_d, gw, g2) = gpt2();
-    for (name, m, dec) in [
-        ("llama-hf", fx.hf.clone(), Dec::Llama(&fx.spec, &fx.w)),
-        ("gpt2", g2.clone(), Dec::Gpt2(&gw)),
-    ] {
+    for (name, m, dec) in
+        [("llama-hf", fx.hf.clone(), Dec::Llama(&fx.spec, &fx.w)), ("gpt2", g2.clone(), Dec::Gpt2(&gw))]
+    {
         let unk =
             spex::value::players::replacement_token(&m.tokenizer, spex::value::players::Replacement::Unk).unwrap();
-        let opts = LmOptions {
-            target: target3(&m),
-            token_mode: TokenMode::Replace(unk),
-            ..Default::default()
-        };
+        let opts = LmOptions { target: target3(&m), token_mode: TokenMode::Replace(unk), ..Default::default() };
         let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat"), opts).unwrap();
         let masks = random_masks(f.n_players(), 12, 4);
-        check_lm_against_reference(
-            &f,
-            &dec,
-            TokenMode::Replace(unk),
-            HeadMode::Zero,
-            masks.as_slice(),
-            name,
-        );
+        check_lm_against_reference(&f, &dec, TokenMode::Replace(unk), HeadMode::Zero, masks.as_slice(), name);
     }
 }
 
@@ -482,10 +330,9 @@ fn replace_mode_equals_forward_of_the_substituted_sequence() {
 fn head_zero_and_mean_match_the_naive_per_head_reference() {
     let fx = llama();
     let (_d, gw, g2) = gpt2();
-    for (name, m, dec) in [
-        ("llama-gguf (GQA)", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w)),
-        ("gpt2", g2.clone(), Dec::Gpt2(&gw)),
-    ] {
+    for (name, m, dec) in
+        [("llama-gguf (GQA)", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w)), ("gpt2", g2.clone(), Dec::Gpt2(&gw))]
+    {
         let heads = HeadPlayer::all(&m.model.info());
         assert_eq!(heads.len(), 8);
         for mode in [HeadMode::Zero, HeadMode::Mean] {
@@ -515,15 +362,9 @@ fn head_zero_and_mean_match_the_naive_per_head_reference() {
 #[test]
 fn tokens_and_heads_in_one_game() {
     let fx = llama();
-    let heads = vec![
-        HeadPlayer { layer: 0, head: 1 },
-        HeadPlayer { layer: 1, head: 3 },
-        HeadPlayer { layer: 1, head: 0 },
-    ];
-    for (mode, head_mode) in [
-        (TokenMode::Attention, HeadMode::Zero),
-        (TokenMode::Remove, HeadMode::Mean),
-    ] {
+    let heads =
+        vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }, HeadPlayer { layer: 1, head: 0 }];
+    for (mode, head_mode) in [(TokenMode::Attention, HeadMode::Zero), (TokenMode::Remove, HeadMode::Mean)] {
         let opts = LmOptions {
             heads: heads.clone(),
             token_mode: mode,
@@ -531,12 +372,7 @@ fn tokens_and_heads_in_one_game() {
             target: target3(&fx.hf),
             ..Default::default()
         };
-        let f = LmValue::new(
-            fx.hf.clone(),
-            &Prompt::new("the cat sat on the mat").with_prefix("a dog"),
-            opts,
-        )
-        .unwrap();
+        let f = LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
         assert_eq!(f.n_players(), f.layout().n_token_players + 3);
         let masks = random_masks(f.n_players(), 14, 6);
         check_lm_against_reference(
@@ -555,10 +391,7 @@ fn logit_difference_and_greedy_target() {
     let fx = llama();
     let dec = Dec::Llama(&fx.spec, &fx.w);
     let (a, b) = (17u32, 200u32);
-    let opts = LmOptions {
-        metric: LmMetric::LogitDiff { a, b },
-        ..Default::default()
-    };
+    let opts = LmOptions { metric: LmMetric::LogitDiff { a, b }, ..Default::default() };
     let f = LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat"), opts).unwrap();
     assert!(f.target_tokens().is_empty());
     let masks = random_masks(f.n_players(), 10, 7);
@@ -568,22 +401,14 @@ fn logit_difference_and_greedy_target() {
         let kept = kept_positions(&f.layout().owners, 0, m);
         let out = dec.forward(&Seq::hiding(&ids, &kept, true), &Ablate::default());
         let l = logits(dec.head(), &out.hidden[ids.len() - 1]);
-        assert_close(
-            got[r],
-            l[a as usize] - l[b as usize],
-            REF_TOL,
-            &format!("logit diff, mask {m}"),
-        );
+        assert_close(got[r], l[a as usize] - l[b as usize], REF_TOL, &format!("logit diff, mask {m}"));
     }
 
     // Default target: the model's own greedy answer on the unablated prompt.
     let f = LmValue::new(
         fx.hf.clone(),
         &Prompt::new("the cat sat"),
-        LmOptions {
-            target: Target::Greedy { max_new_tokens: 4 },
-            ..Default::default()
-        },
+        LmOptions { target: Target::Greedy { max_new_tokens: 4 }, ..Default::default() },
     )
     .unwrap();
     let mut seq = f.prompt().ids.clone();
@@ -600,14 +425,7 @@ fn logit_difference_and_greedy_target() {
     }
     assert_eq!(f.target_tokens(), want.as_slice(), "greedy target");
     let masks = random_masks(f.n_players(), 6, 8);
-    check_lm_against_reference(
-        &f,
-        &dec,
-        TokenMode::Attention,
-        HeadMode::Zero,
-        masks.as_slice(),
-        "greedy target",
-    );
+    check_lm_against_reference(&f, &dec, TokenMode::Attention, HeadMode::Zero, masks.as_slice(), "greedy target");
 }
 
 #[test]
@@ -625,20 +443,13 @@ fn batch_of_masks_equals_single_forwards() {
                 target: target3(&m),
                 ..Default::default()
             };
-            let f = LmValue::new(
-                m.clone(),
-                &Prompt::new("the cat sat on the mat").with_prefix("a dog"),
-                opts,
-            )
-            .unwrap();
+            let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
             let masks = random_masks(f.n_players(), 14, 9);
             check_batch_equals_singles(|s| f.evaluate_masks(s).unwrap(), &masks, &format!("{name} {mode:?}"));
         }
     }
     for mode in [TokenMode::Attention, TokenMode::Replace(4), TokenMode::Remove] {
-        let mut opts = EncoderOptions::new(EncoderMetric::Cosine {
-            reference: "a dog ran to the house".into(),
-        });
+        let mut opts = EncoderOptions::new(EncoderMetric::Cosine { reference: "a dog ran to the house".into() });
         opts.token_mode = mode;
         opts.heads = heads.clone();
         let f = EncoderValue::new(bm.clone(), &Prompt::new("the big red cat sat on the mat"), opts).unwrap();
@@ -646,20 +457,14 @@ fn batch_of_masks_equals_single_forwards() {
         check_batch_equals_singles(|s| f.evaluate_masks(s).unwrap(), &masks, &format!("bert {mode:?}"));
     }
     // Many masks split over several forward passes give the same values.
-    let mut opts = LmOptions {
-        target: target3(&fx.hf),
-        ..Default::default()
-    };
+    let mut opts = LmOptions { target: target3(&fx.hf), ..Default::default() };
     opts.max_batch_tokens = 25;
     let small = LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat"), opts.clone()).unwrap();
     opts.max_batch_tokens = 1 << 20;
     let big = LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat"), opts).unwrap();
     assert!(small.rows_per_forward() < 4);
     let masks = random_masks(big.n_players(), 20, 11);
-    let (a, b) = (
-        small.evaluate_masks(masks.as_slice()).unwrap(),
-        big.evaluate_masks(masks.as_slice()).unwrap(),
-    );
+    let (a, b) = (small.evaluate_masks(masks.as_slice()).unwrap(), big.evaluate_masks(masks.as_slice()).unwrap());
     for (x, y) in a.iter().zip(&b) {
         assert_close(*x, *y, BATCH_TOL, "chunked vs one forward");
     }
@@ -699,9 +504,7 @@ fn encoder_cosine_and_class_head_match_the_reference() {
     for mode in [TokenMode::Attention, TokenMode::Remove, TokenMode::Replace(unk)] {
         for head_mode in [HeadMode::Zero, HeadMode::Mean] {
             let heads = vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }];
-            let mut opts = EncoderOptions::new(EncoderMetric::Cosine {
-                reference: reference.into(),
-            });
+            let mut opts = EncoderOptions::new(EncoderMetric::Cosine { reference: reference.into() });
             opts.token_mode = mode;
             opts.heads = heads.clone();
             opts.head_mode = head_mode;
@@ -715,10 +518,7 @@ fn encoder_cosine_and_class_head_match_the_reference() {
             let got = f.evaluate_masks(masks.as_slice()).unwrap();
             for (r, mask) in masks.iter().enumerate() {
                 let kept = kept_positions(&owners, 0, mask);
-                let ab = Ablate {
-                    heads: ablated_heads(&heads, n_tok, mask),
-                    fill: fill.clone(),
-                };
+                let ab = Ablate { heads: ablated_heads(&heads, n_tok, mask), fill: fill.clone() };
                 let (seq, pool) = match mode {
                     TokenMode::Attention => (Seq::hiding(&base, &kept, false), kept.clone()),
                     TokenMode::Remove => {
@@ -743,10 +543,9 @@ fn encoder_cosine_and_class_head_match_the_reference() {
     }
 
     // Classification head: class logit and log-odds.
-    for (metric, log_odds) in [
-        (EncoderMetric::ClassLogit { class: 2 }, false),
-        (EncoderMetric::ClassLogOdds { class: 2 }, true),
-    ] {
+    for (metric, log_odds) in
+        [(EncoderMetric::ClassLogit { class: 2 }, false), (EncoderMetric::ClassLogOdds { class: 2 }, true)]
+    {
         let f = EncoderValue::new(m.clone(), &Prompt::new(text), EncoderOptions::new(metric)).unwrap();
         let masks = random_masks(f.n_players(), 10, 13);
         let got = f.evaluate_masks(masks.as_slice()).unwrap();
@@ -762,12 +561,7 @@ fn encoder_cosine_and_class_head_match_the_reference() {
             } else {
                 l[2]
             };
-            assert_close(
-                got[r],
-                want,
-                REF_TOL,
-                &format!("class metric (log-odds {log_odds}) mask {mask}"),
-            );
+            assert_close(got[r], want, REF_TOL, &format!("class metric (log-odds {log_odds}) mask {mask}"));
         }
     }
 }
@@ -779,10 +573,7 @@ fn value_function_trait_and_labels() {
     let mut f = LmValue::new(
         fx.hf.clone(),
         &Prompt::new("the cat sat on the mat"),
-        LmOptions {
-            target: target3(&fx.hf),
-            ..Default::default()
-        },
+        LmOptions { target: target3(&fx.hf), ..Default::default() },
     )
     .unwrap();
     assert_eq!(f.player_labels(), ["the", "cat", "sat", "on", "the", "mat"]);
@@ -793,20 +584,14 @@ fn value_function_trait_and_labels() {
     let f = LmValue::new(
         fx.hf.clone(),
         &Prompt::new("the cat sat. on the mat").with_unit(Unit::Sentences),
-        LmOptions {
-            target: target3(&fx.hf),
-            ..Default::default()
-        },
+        LmOptions { target: target3(&fx.hf), ..Default::default() },
     )
     .unwrap();
     assert_eq!(f.player_labels(), ["the cat sat.", "on the mat"]);
     let f = LmValue::new(
         fx.hf.clone(),
         &Prompt::new("the cat sat on the mat").with_unit(Unit::Spans(vec![4..11, 19..22])),
-        LmOptions {
-            target: target3(&fx.hf),
-            ..Default::default()
-        },
+        LmOptions { target: target3(&fx.hf), ..Default::default() },
     )
     .unwrap();
     assert_eq!(f.player_labels(), ["cat sat", "mat"]);
@@ -817,39 +602,16 @@ fn family_switches_qwen2_biases_and_distilbert() {
     // Qwen2: the Llama implementation with Q/K/V biases (`model_type: qwen2`).
     let dir = tempfile::tempdir().unwrap();
     let tok = byte_bpe();
-    let spec = LlamaSpec {
-        qkv_bias: true,
-        ..LlamaSpec::tiny(tok.tokens.len())
-    };
+    let spec = LlamaSpec { qkv_bias: true, ..LlamaSpec::tiny(tok.tokens.len()) };
     let w = llama_weights(&spec, 21);
-    write_llama_hf_as(
-        dir.path(),
-        &LlamaSpec {
-            qkv_bias: false,
-            ..spec.clone()
-        },
-        &w,
-        &tok,
-        "qwen2",
-    );
+    write_llama_hf_as(dir.path(), &LlamaSpec { qkv_bias: false, ..spec.clone() }, &w, &tok, "qwen2");
     let m = Arc::new(model::load(dir.path()).unwrap());
     let heads = vec![HeadPlayer { layer: 1, head: 2 }];
-    let opts = LmOptions {
-        heads,
-        target: target3(&m),
-        ..Default::default()
-    };
+    let opts = LmOptions { heads, target: target3(&m), ..Default::default() };
     let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat"), opts).unwrap();
     let masks = random_masks(f.n_players(), 12, 22);
     let dec = Dec::Llama(&spec, &w);
-    check_lm_against_reference(
-        &f,
-        &dec,
-        TokenMode::Attention,
-        HeadMode::Zero,
-        masks.as_slice(),
-        "qwen2",
-    );
+    check_lm_against_reference(&f, &dec, TokenMode::Attention, HeadMode::Zero, masks.as_slice(), "qwen2");
 
     // DistilBERT: BERT blocks under other names, no token types.
     let dir = tempfile::tempdir().unwrap();
@@ -866,9 +628,7 @@ fn family_switches_qwen2_biases_and_distilbert() {
     let f = EncoderValue::new(
         m.clone(),
         &Prompt::new(text),
-        EncoderOptions::new(EncoderMetric::Cosine {
-            reference: reference.into(),
-        }),
+        EncoderOptions::new(EncoderMetric::Cosine { reference: reference.into() }),
     )
     .unwrap();
     let masks = random_masks(f.n_players(), 10, 24);
@@ -876,10 +636,7 @@ fn family_switches_qwen2_biases_and_distilbert() {
     let base = f.prompt().ids.clone();
     for (r, mask) in masks.iter().enumerate() {
         let kept = kept_positions(&f.layout().owners, 0, mask);
-        let emb = mean_pool(
-            &bert_forward(&w, &Seq::hiding(&base, &kept, false), &Ablate::default()).hidden,
-            &kept,
-        );
+        let emb = mean_pool(&bert_forward(&w, &Seq::hiding(&base, &kept, false), &Ablate::default()).hidden, &kept);
         let want: f64 = emb.iter().zip(&ref_emb).map(|(a, b)| a * b).sum();
         assert_close(got[r], want, REF_TOL, &format!("distilbert cosine, mask {mask}"));
     }

@@ -18,8 +18,10 @@ fn slow_driver() -> String {
 
 /// `spex explain` of the demo through a slow driver, batches of 100 unless `extra` says.
 fn explain_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> =
-        ["explain", "--oracle", &slow_driver(), "--n", "14", "--budget", "3000", "--quiet"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["explain", "--oracle", &slow_driver(), "--n", "14", "--budget", "3000", "--quiet"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if !extra.contains(&"--batch-size") {
         args.extend(["--batch-size".into(), "100".into()]);
     }
@@ -111,7 +113,11 @@ fn sharded_runs_merged_equal_the_unsharded_run() {
     }
     let o = merge();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("do not hold batch 1"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("do not hold batch 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(run(&demo_args(&sharded, &["--method", "proxyspex", "--shard", "1/3"])).status.success());
     let o = merge();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -127,11 +133,18 @@ fn sharded_runs_merged_equal_the_unsharded_run() {
 fn finished_runs_leave_every_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = Command::new(SPEX).args(["explain", "--demo", "--quiet", "--index", "fourier", "--out"]).arg(&out).output().unwrap();
+    let o = Command::new(SPEX)
+        .args(["explain", "--demo", "--quiet", "--index", "fourier", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = read(&out.join("interactions.csv"));
     assert!(csv.starts_with("rank,order,players,names,value\n1,"), "{csv}");
-    assert!(csv.lines().any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(",2,2 3,not like,")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(",2,2 3,not like,")),
+        "{csv}"
+    );
     let shapiq: Value = serde_json::from_str(&read(&out.join("shapiq.json"))).unwrap();
     // shapiq has no Fourier index, so the export holds the Möbius form.
     assert_eq!(shapiq["metadata"]["index"], "Moebius");

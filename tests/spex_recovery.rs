@@ -13,7 +13,15 @@ struct Outcome {
     max_coef_error: f64,
 }
 
-fn run(n: usize, terms: usize, degree: usize, budget: usize, noise: f64, seed: u64, config: &SpexDecoderConfig) -> Outcome {
+fn run(
+    n: usize,
+    terms: usize,
+    degree: usize,
+    budget: usize,
+    noise: f64,
+    seed: u64,
+    config: &SpexDecoderConfig,
+) -> Outcome {
     let truth = planted_fourier(n, terms, degree, &mut rng(seed, 10));
     let (b, t) = choose_parameters(n, budget, 5).unwrap();
     let design = SpexDesign::new(n, b, t, &mut rng(seed, 0)).unwrap();

@@ -5,10 +5,8 @@
 /// terms, except m = 7, 14, 16), which python `galois` uses for BCH codes. Using the same field
 /// makes our BCH generator, and with it the SPEX delay matrix, the reference's bit for bit. Each
 /// is primitive, so `x` (= 2) generates the multiplicative group.
-const PRIMITIVE: [u32; 19] = [
-    7, 11, 19, 37, 67, 137, 285, 529, 1033, 2053, 4179, 8219, 17475, 32771, 69643, 131081, 262183, 524327,
-    1048585,
-];
+const PRIMITIVE: [u32; 19] =
+    [7, 11, 19, 37, 67, 137, 285, 529, 1033, 2053, 4179, 8219, 17475, 32771, 69643, 131081, 262183, 524327, 1048585];
 
 /// Smallest supported extension degree.
 pub const MIN_M: u32 = 2;

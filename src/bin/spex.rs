@@ -20,7 +20,7 @@ use spex::store::Shard;
 use spex::sweep::SweepEvent;
 use spex::transform::Index;
 use spex::value::data::{
-    text, player_names, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
+    player_names, text, tune_allocator, ClassChoice, Column, CsvOptions, DataValue, Features, HeaderMode, ModelKind,
     Precision, Target, TrainConfig, ValueSpec,
 };
 use spex::value::setup::{self, ComputeDevice, InputSpec, Players, TokenAblation, EXAMPLE_PROMPT};
@@ -293,7 +293,9 @@ impl RunArgs {
     /// How to run, with `auto_batch` masks per batch unless a number was given.
     fn options(&self, auto_batch: usize) -> Result<RunOptions> {
         let out = match (&self.resume, &self.out) {
-            (Some(Some(dir)), Some(out)) if dir != out => bail!("--resume {} and --out {} name different runs", dir.display(), out.display()),
+            (Some(Some(dir)), Some(out)) if dir != out => {
+                bail!("--resume {} and --out {} name different runs", dir.display(), out.display())
+            }
             (Some(Some(dir)), _) => dir.clone(),
             (_, Some(out)) => out.clone(),
             _ => PathBuf::from("spex-out"),
@@ -587,7 +589,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what: BenchCommand::Decode { n, terms, degree, budget, json } } => {
             bench_decode(&n, terms, degree, budget, json)
         }
-        Command::Bench { what: BenchCommand::Curve { n, budget, methods, family, terms, degree, noise, seeds, json } } => {
+        Command::Bench {
+            what: BenchCommand::Curve { n, budget, methods, family, terms, degree, noise, seeds, json },
+        } => {
             let setting = spex::bench::CurveSetting { family, terms, degree, noise, seeds };
             bench_curve(&n, &budget, &methods, &setting, json)
         }
@@ -599,7 +603,9 @@ fn explain(args: ExplainArgs) -> Result<()> {
         return explain_model(args);
     }
     if args.input.any_given() {
-        bail!("--model, --prompt and the other input options describe a model input; drop them with --demo or --oracle");
+        bail!(
+            "--model, --prompt and the other input options describe a model input; drop them with --demo or --oracle"
+        );
     }
     let (n, info) = match (&args.oracle, args.n) {
         (Some(cmd), Some(n)) => (n, RunInfo::new(format!("driver: {cmd}"))),
@@ -631,7 +637,10 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let spec = args.input.spec()?;
     let quiet = args.run.log_mode() == LogMode::Quiet;
     if !quiet {
-        eprintln!("loading {}…", spec.model.as_ref().map_or("the default model".to_string(), |p| p.display().to_string()));
+        eprintln!(
+            "loading {}…",
+            spec.model.as_ref().map_or("the default model".to_string(), |p| p.display().to_string())
+        );
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
     let device = args.input.device.resolve();
@@ -675,7 +684,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
             bar.bar.reset();
             match log {
                 LogMode::Bar => bar.bar.set_prefix(format!("[{}/{count}] {id}", index + 1)),
-                LogMode::Json => eprintln!("{}", serde_json::json!({"event": "input", "id": id, "index": index, "count": count})),
+                LogMode::Json => {
+                    eprintln!("{}", serde_json::json!({"event": "input", "id": id, "index": index, "count": count}))
+                }
                 LogMode::Quiet => {}
             }
         }
@@ -689,7 +700,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
     });
     bar.finish();
     let failed = outcomes.iter().filter(|o| o.status == "failed").count();
-    println!("{} inputs: {} explained, {failed} failed; summary in {}", outcomes.len(), outcomes.len() - failed, args.out.display());
+    println!(
+        "{} inputs: {} explained, {failed} failed; summary in {}",
+        outcomes.len(),
+        outcomes.len() - failed,
+        args.out.display()
+    );
     if failed > 0 {
         bail!(
             "{failed} of {} inputs failed (see above); rerun the same command once fixed: finished inputs are \
@@ -705,7 +721,8 @@ fn print_outcome(o: &spex::sweep::InputOutcome) {
         Some(e) => println!("{}: failed: {e}", o.id),
         None => {
             let r2 = o.r2.map_or("undefined".to_string(), |r| format!("{r:.3}"));
-            let top = o.top.first().map(|(names, v)| format!("; top: {} {v:+.3}", names.join(" × "))).unwrap_or_default();
+            let top =
+                o.top.first().map(|(names, v)| format!("; top: {} {v:+.3}", names.join(" × "))).unwrap_or_default();
             println!("{}: {} ({} players, R² {r2}, {:.1} s){top}", o.id, o.status, o.n.unwrap_or(0), o.seconds);
         }
     }
@@ -721,7 +738,8 @@ fn run_and_report(
     start: &mut dyn FnMut() -> Result<Box<dyn ValueFunction>, ValueError>,
 ) -> Result<()> {
     let progress = Progress::new(run.log_mode(), plan.total_masks());
-    let (dir, outcome) = runner::run(plan, info, options, start, &DecoderConfig::default(), &mut |p| progress.update(p))?;
+    let (dir, outcome) =
+        runner::run(plan, info, options, start, &DecoderConfig::default(), &mut |p| progress.update(p))?;
     progress.finish();
     match outcome {
         RunOutcome::ShardDone { stats, store } => {
@@ -787,7 +805,8 @@ impl Progress {
     fn new(mode: LogMode, total: usize) -> Self {
         let bar = if mode == LogMode::Bar { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} masks  {msg}  ETA {eta}").expect("valid template"),
+            ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} masks  {msg}  ETA {eta}")
+                .expect("valid template"),
         );
         Progress { mode, bar }
     }
@@ -824,14 +843,25 @@ fn data(args: DataArgs) -> Result<()> {
         ModelArg::Mlp => ModelKind::Mlp { hidden: args.hidden },
     };
     let precision = if args.f64 { Precision::F64 } else { Precision::F32 };
-    let config = TrainConfig { model, steps: args.steps, lr: args.lr, l2: args.l2, seed: args.init_seed, precision, ..TrainConfig::default() };
+    let config = TrainConfig {
+        model,
+        steps: args.steps,
+        lr: args.lr,
+        l2: args.l2,
+        seed: args.init_seed,
+        precision,
+        ..TrainConfig::default()
+    };
     // The value function is built before the run directory is opened, so that bad input fails
     // before anything is written.
     let value = DataValue::new(&train, &test, &spec, config, &Device::Cpu)?;
     let what = match (value.class(), args.test_index) {
         (Some(k), Some(i)) => format!(
             "{} of class {:?} at test example {i} ({}:{})",
-            args.target, train.classes[k], test.ids[i], test.label(i)
+            args.target,
+            train.classes[k],
+            test.ids[i],
+            test.label(i)
         ),
         (None, Some(i)) => format!("loss at test example {i} ({}:{})", test.ids[i], test.label(i)),
         _ => format!("mean loss over the {} test examples", test.rows()),
@@ -921,7 +951,11 @@ fn design(args: DesignArgs) -> Result<()> {
     let design_masks = plan.design_masks();
     let header = vec![
         format!("spex design: method={} n={} seed={}", plan.spec().method, plan.n(), plan.spec().seed),
-        format!("lines 1..{}: design masks; the next {}: held-out masks for faithfulness", plan.budget_used(), plan.holdout().len()),
+        format!(
+            "lines 1..{}: design masks; the next {}: held-out masks for faithfulness",
+            plan.budget_used(),
+            plan.holdout().len()
+        ),
         format!("design file: {}", design_path(&args.out).display()),
     ];
     write_masks(&args.out, &header, &[design_masks.as_slice(), plan.holdout().as_slice()])?;
@@ -961,7 +995,9 @@ fn plan_line(plan: &Plan) -> String {
 fn decode(args: DecodeArgs) -> Result<()> {
     let (plan, masks_path) = match (&args.design, &args.masks) {
         (Some(d), _) => (Plan::load(d)?, None),
-        (None, Some(m)) => (Plan::load(&design_path(m)).context("the masks file needs its design file beside it")?, Some(m)),
+        (None, Some(m)) => {
+            (Plan::load(&design_path(m)).context("the masks file needs its design file beside it")?, Some(m))
+        }
         (None, None) => bail!("give --masks or --design"),
     };
     if let Some(path) = masks_path {
@@ -1035,7 +1071,13 @@ fn bench_decode(ns: &[usize], terms: usize, degree: usize, budget: Option<usize>
     print_rows(&rows, json, spex::bench::format_decode_table)
 }
 
-fn bench_throughput(model: Option<&Path>, lengths: &[usize], batches: &[usize], budget: usize, json: bool) -> Result<()> {
+fn bench_throughput(
+    model: Option<&Path>,
+    lengths: &[usize],
+    batches: &[usize],
+    budget: usize,
+    json: bool,
+) -> Result<()> {
     let (lm, identity) = setup::load_model(model)?;
     eprintln!("model: {identity}");
     let dir = std::env::temp_dir().join(format!("spex-bench-{}", std::process::id()));
@@ -1052,7 +1094,13 @@ fn bench_throughput(model: Option<&Path>, lengths: &[usize], batches: &[usize], 
     print_rows(&rows, json, spex::bench::format_throughput_table)
 }
 
-fn bench_curve(ns: &[usize], budgets: &[usize], methods: &[Method], setting: &spex::bench::CurveSetting, json: bool) -> Result<()> {
+fn bench_curve(
+    ns: &[usize],
+    budgets: &[usize],
+    methods: &[Method],
+    setting: &spex::bench::CurveSetting,
+    json: bool,
+) -> Result<()> {
     let mut points = Vec::new();
     for &n in ns {
         for &b in budgets {

@@ -59,11 +59,7 @@ const BLOCK: u32 = 256;
 /// stride over the rest) so huge batches need no special casing.
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// `i32` kernel argument from a size, refusing sizes the kernels cannot index.
@@ -156,7 +152,8 @@ impl Gpu {
         check_len("head bit map", bits.len(), layers * heads)?;
         check_len("head gates", out.len(), layers * b * heads)?;
         let f = self.function(&self.modules.masking, "head_gates_from_masks")?;
-        let (li, bi, hi, wi) = (int(layers, "layers")?, int(b, "batch")?, int(heads, "heads")?, int(masks.words_per_row, "words")?);
+        let (li, bi, hi, wi) =
+            (int(layers, "layers")?, int(b, "batch")?, int(heads, "heads")?, int(masks.words_per_row, "words")?);
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(out).arg(masks.words).arg(bits).arg(&li).arg(&bi).arg(&hi).arg(&wi);
         // SAFETY: matches head_gates_from_masks in kernels/masking.cu; lengths checked above.
@@ -333,7 +330,13 @@ impl Gpu {
             shared_mem_bytes: 0,
         };
         let mut launch = self.compute.launch_builder(&f);
-        launch.arg(hidden).arg(lm_head).arg(&state.targets).arg(&mut state.part_m).arg(&mut state.part_s).arg(&mut state.tgt);
+        launch
+            .arg(hidden)
+            .arg(lm_head)
+            .arg(&state.targets)
+            .arg(&mut state.part_m)
+            .arg(&mut state.part_s)
+            .arg(&mut state.tgt);
         for x in &a {
             launch.arg(x);
         }

@@ -86,7 +86,9 @@ impl GpuLmValue {
     pub fn new(spec: LmValue, ordinal: usize, dtype: DType) -> Result<Self, CudaError> {
         super::device_count()?; // a clean error, not a panic, without a driver
         if !spec.scores_target() || spec.layout().mode == TokenMode::Remove {
-            return Err(CudaError::Input("the GPU path scores target log-probabilities in attention or replace mode".into()));
+            return Err(CudaError::Input(
+                "the GPU path scores target log-probabilities in attention or replace mode".into(),
+            ));
         }
         let device = Device::new_cuda(ordinal).map_err(candle)?;
         let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
@@ -204,7 +206,11 @@ impl GpuLmValue {
     }
 
     /// A device buffer as a candle tensor of `shape` (no copy).
-    fn wrap<T: GpuFloat + candle_core::cuda::CudaDType>(&self, slice: CudaSlice<T>, shape: &[usize]) -> Result<Tensor, CudaError> {
+    fn wrap<T: GpuFloat + candle_core::cuda::CudaDType>(
+        &self,
+        slice: CudaSlice<T>,
+        shape: &[usize],
+    ) -> Result<Tensor, CudaError> {
         let dev = self.device.as_cuda_device().map_err(candle)?.clone();
         let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev));
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
@@ -297,9 +303,7 @@ impl MultiGpuLmValue {
         if count == 0 {
             return Err(CudaError::NoDevice { ordinal: 0, count });
         }
-        let workers = (0..count)
-            .map(|d| GpuLmValue::new(spec.clone(), d, dtype))
-            .collect::<Result<Vec<_>, _>>()?;
+        let workers = (0..count).map(|d| GpuLmValue::new(spec.clone(), d, dtype)).collect::<Result<Vec<_>, _>>()?;
         Ok(MultiGpuLmValue { workers })
     }
 

@@ -151,18 +151,8 @@ impl Gpu {
             let src = ptx::select(stem, capability)?;
             Ok(ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))?)
         };
-        let modules = Modules {
-            masking: load("masking")?,
-            head_gates: load("head_gates")?,
-            score: load("score")?,
-        };
-        Ok(Gpu {
-            compute,
-            copy: ctx.new_stream()?,
-            ctx,
-            modules,
-            capability,
-        })
+        let modules = Modules { masking: load("masking")?, head_gates: load("head_gates")?, score: load("score")? };
+        Ok(Gpu { compute, copy: ctx.new_stream()?, ctx, modules, capability })
     }
 
     /// Every visible device, one [`Gpu`] each (one worker per device on a multi-GPU box).

@@ -18,12 +18,7 @@ pub fn select(stem: &str, (major, minor): (i32, i32)) -> Result<&'static str, Cu
             kernel: stem.into(),
             major,
             minor,
-            built: PTX
-                .iter()
-                .filter(|(s, ..)| *s == stem)
-                .map(|(_, a, _)| a.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            built: PTX.iter().filter(|(s, ..)| *s == stem).map(|(_, a, _)| a.to_string()).collect::<Vec<_>>().join(","),
         })
 }
 

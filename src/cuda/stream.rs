@@ -56,11 +56,7 @@ impl MaskUploader {
                 rows: 0,
             })
         };
-        Ok(MaskUploader {
-            slots: [slot()?, slot()?],
-            next: 0,
-            words_per_row,
-        })
+        Ok(MaskUploader { slots: [slot()?, slot()?], next: 0, words_per_row })
     }
 
     /// Starts the upload of `masks` into the next slot and makes the compute stream wait for

@@ -53,7 +53,8 @@ pub fn decode(n: usize, values: &[f64]) -> Result<(Fourier, ExhaustiveDiagnostic
     let scale = 1.0 / expected as f64;
     let largest = table.iter().fold(0.0f64, |m, v| m.max(v.abs())) * scale;
     let kept = table.iter().enumerate().filter(|(_, v)| (*v * scale).abs() > 1e-12 * largest);
-    let pairs = kept.map(|(k, v)| (Subset::from_sorted((0..n as u32).filter(|&j| k >> j & 1 == 1).collect()), v * scale));
+    let pairs =
+        kept.map(|(k, v)| (Subset::from_sorted((0..n as u32).filter(|&j| k >> j & 1 == 1).collect()), v * scale));
     let fourier = Fourier::from_pairs(n, pairs);
     let nonzero = fourier.len();
     Ok((fourier, ExhaustiveDiagnostics { masks: expected, nonzero }))
@@ -65,7 +66,10 @@ mod tests {
 
     #[test]
     fn the_table_of_a_sparse_function_decodes_to_it() {
-        let f = Fourier::from_pairs(5, [(Subset::empty(), 1.5), (Subset::new(vec![1]), -2.0), (Subset::new(vec![0, 3, 4]), 0.25)]);
+        let f = Fourier::from_pairs(
+            5,
+            [(Subset::empty(), 1.5), (Subset::new(vec![1]), -2.0), (Subset::new(vec![0, 3, 4]), 0.25)],
+        );
         let table = masks(5);
         let values = f.eval_batch(table.as_slice());
         let (g, d) = decode(5, &values).unwrap();

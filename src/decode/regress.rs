@@ -102,7 +102,8 @@ pub fn ridge_cv(x: &DMatrix<f64>, y: &[f64], alphas: &[f64]) -> RidgeFit {
             gram.xty_rot[j] / inv(j, alphas[a])
         }
     });
-    let wh = DMatrix::from_fn(k, alphas.len(), |j, a| if inv(j, alphas[a]) > 0.0 { 1.0 / inv(j, alphas[a]) } else { 0.0 });
+    let wh =
+        DMatrix::from_fn(k, alphas.len(), |j, a| if inv(j, alphas[a]) > 0.0 { 1.0 / inv(j, alphas[a]) } else { 0.0 });
     let pred = &xv * wp;
     let hat = xv.map(|u| u * u) * wh;
     let rows = x.nrows();

@@ -242,7 +242,13 @@ fn peel(
             break;
         }
     }
-    order.into_iter().map(|k| { let v = found[&k]; (k, v) }).collect()
+    order
+        .into_iter()
+        .map(|k| {
+            let v = found[&k];
+            (k, v)
+        })
+        .collect()
 }
 
 /// Marks zero-tons and multitons as checked and averages the coefficient of every frequency

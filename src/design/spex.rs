@@ -118,9 +118,7 @@ impl SpexDesign {
             return Err(SpexDesignError::BadB(b));
         }
         let code = BchCode::new(n, t)?;
-        let matrices = (0..GROUPS)
-            .map(|_| (0..b).map(|_| random_mask(n, rng)).collect())
-            .collect();
+        let matrices = (0..GROUPS).map(|_| (0..b).map(|_| random_mask(n, rng)).collect()).collect();
         Ok(Self::from_parts(code, b, matrices))
     }
 

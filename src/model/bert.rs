@@ -52,10 +52,7 @@ impl BertConfig {
     /// Reads a Hugging Face `config.json` (`model_type` `bert` or `distilbert`).
     pub fn from_hf_json(cfg: &serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         let distil = cfg.get("model_type").and_then(|v| v.as_str()) == Some("distilbert");
-        let act = cfg
-            .get(if distil { "activation" } else { "hidden_act" })
-            .and_then(|v| v.as_str())
-            .unwrap_or("gelu");
+        let act = cfg.get(if distil { "activation" } else { "hidden_act" }).and_then(|v| v.as_str()).unwrap_or("gelu");
         if act != "gelu" {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -65,11 +62,7 @@ impl BertConfig {
         let mut labels: Vec<(usize, String)> = cfg
             .get("id2label")
             .and_then(|v| v.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned())))
-                    .collect()
-            })
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect())
             .unwrap_or_default();
         labels.sort();
         let c = if distil {
@@ -140,15 +133,10 @@ impl Bert {
     pub fn new(cfg: BertConfig, w: &Weights) -> Result<Self, ModelError> {
         let (e, i) = (cfg.hidden_size, cfg.intermediate_size);
         let distil = cfg.flavor == BertFlavor::DistilBert;
-        let p = w
-            .find_prefix(&["", "bert.", "distilbert."], "embeddings.word_embeddings.weight")
-            .unwrap_or("");
+        let p = w.find_prefix(&["", "bert.", "distilbert."], "embeddings.word_embeddings.weight").unwrap_or("");
         let t = |n: &str, shape: &[usize]| w.get(&format!("{p}{n}"), shape);
         let lin = |n: &str, dout: usize, din: usize| -> Result<(Tensor, Tensor), ModelError> {
-            Ok((
-                t(&format!("{n}.weight"), &[dout, din])?,
-                t(&format!("{n}.bias"), &[dout])?,
-            ))
+            Ok((t(&format!("{n}.weight"), &[dout, din])?, t(&format!("{n}.bias"), &[dout])?))
         };
         let ln = |n: &str| -> Result<(Tensor, Tensor), ModelError> {
             Ok((t(&format!("{n}.weight"), &[e])?, t(&format!("{n}.bias"), &[e])?))
@@ -216,19 +204,13 @@ impl Bert {
                     });
                 }
                 let dense = if distil {
-                    (
-                        w.get("pre_classifier.weight", &[e, e])?,
-                        w.get("pre_classifier.bias", &[e])?,
-                    )
+                    (w.get("pre_classifier.weight", &[e, e])?, w.get("pre_classifier.bias", &[e])?)
                 } else {
                     lin("pooler.dense", e, e)?
                 };
                 Some(Head {
                     dense,
-                    classifier: (
-                        w.get("classifier.weight", &[ncls, e])?,
-                        w.get("classifier.bias", &[ncls])?,
-                    ),
+                    classifier: (w.get("classifier.weight", &[ncls, e])?, w.get("classifier.bias", &[ncls])?),
                 })
             }
         };
@@ -270,10 +252,8 @@ impl Bert {
 
     /// Class logits `[B, C]` from the hidden states `[B, L, E]` at position 0 (`[CLS]`).
     pub fn classify(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| ModelError::Input("this encoder has no classification head".into()))?;
+        let head =
+            self.head.as_ref().ok_or_else(|| ModelError::Input("this encoder has no classification head".into()))?;
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let z = ops::linear(&cls, &head.dense.0, Some(&head.dense.1))?;
         let z = match self.cfg.flavor {
@@ -300,12 +280,7 @@ impl Bert {
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {
             let qkv = ops::linear(&x, &layer.wqkv, Some(&layer.bqkv))?;
-            let heads = |j: usize| {
-                qkv.narrow(1, j * e, e)?
-                    .reshape((b, l, h, d))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
+            let heads = |j: usize| qkv.narrow(1, j * e, e)?.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous();
             let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
             let y = (x + ops::linear(&a, &layer.wo, Some(&layer.bo))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln1.0, &layer.ln1.1, eps)?;
@@ -313,9 +288,6 @@ impl Bert {
             let y = (x + ops::linear(&m, &layer.w2, Some(&layer.b2))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln2.0, &layer.ln2.1, eps)?;
         }
-        Ok(ForwardOutput {
-            hidden: x.reshape((b, l, e))?,
-            head_means: means,
-        })
+        Ok(ForwardOutput { hidden: x.reshape((b, l, e))?, head_means: means })
     }
 }

@@ -86,9 +86,7 @@ pub fn cache_root() -> Result<PathBuf, ModelError> {
         return Ok(PathBuf::from(dir));
     }
     dirs::cache_dir().map(|d| d.join("spex")).ok_or_else(|| {
-        ModelError::Fetch(format!(
-            "no user cache directory found; set {CACHE_ENV} to a writable directory"
-        ))
+        ModelError::Fetch(format!("no user cache directory found; set {CACHE_ENV} to a writable directory"))
     })
 }
 
@@ -101,11 +99,7 @@ impl DefaultModel {
     /// The path [`super::load`] takes: the GGUF file, or the directory.
     pub fn load_path(&self) -> Result<PathBuf, ModelError> {
         let dir = self.dir()?;
-        Ok(if self.load_file {
-            dir.join(self.weights_file)
-        } else {
-            dir
-        })
+        Ok(if self.load_file { dir.join(self.weights_file) } else { dir })
     }
 
     /// The load path if the model is already extracted and verified, without fetching.

@@ -39,11 +39,7 @@ impl Gpt2Config {
         let hidden_size = cfg_usize(cfg, "n_embd", path)?;
         let num_heads = cfg_usize(cfg, "n_head", path)?;
         check_divides(hidden_size, num_heads, "n_embd / n_head", path)?;
-        let exact_gelu = match cfg
-            .get("activation_function")
-            .and_then(|v| v.as_str())
-            .unwrap_or("gelu_new")
-        {
+        let exact_gelu = match cfg.get("activation_function").and_then(|v| v.as_str()).unwrap_or("gelu_new") {
             "gelu_new" | "gelu_pytorch_tanh" => false,
             "gelu" => true,
             act => {
@@ -100,10 +96,7 @@ impl Gpt2 {
             Ok(w.get(&format!("{p}{name}"), &[din, dout])?.t()?.contiguous()?)
         };
         let ln = |name: &str| -> Result<(Tensor, Tensor), ModelError> {
-            Ok((
-                w.get(&format!("{p}{name}.weight"), &[e])?,
-                w.get(&format!("{p}{name}.bias"), &[e])?,
-            ))
+            Ok((w.get(&format!("{p}{name}.weight"), &[e])?, w.get(&format!("{p}{name}.bias"), &[e])?))
         };
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
@@ -164,12 +157,7 @@ impl Gpt2 {
         for (li, blk) in self.blocks.iter().enumerate() {
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln1.0, &blk.ln1.1, eps)?;
             let qkv = ops::linear(&hn, &blk.w_qkv, Some(&blk.b_qkv))?;
-            let heads = |j: usize| {
-                qkv.narrow(1, j * e, e)?
-                    .reshape((b, l, h, d))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
+            let heads = |j: usize| qkv.narrow(1, j * e, e)?.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous();
             let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
             x = (x + ops::linear(&a, &blk.w_proj, Some(&blk.b_proj))?)?;
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln2.0, &blk.ln2.1, eps)?;
@@ -178,9 +166,6 @@ impl Gpt2 {
             x = (x + ops::linear(&m, &blk.w_out, Some(&blk.b_out))?)?;
         }
         let x = candle_nn::ops::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;
-        Ok(ForwardOutput {
-            hidden: x.reshape((b, l, e))?,
-            head_means: means,
-        })
+        Ok(ForwardOutput { hidden: x.reshape((b, l, e))?, head_means: means })
     }
 }

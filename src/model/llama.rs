@@ -86,11 +86,7 @@ impl LlamaConfig {
         let rope_scaling = match cfg.get("rope_scaling") {
             None | Some(serde_json::Value::Null) => None,
             Some(rs) => {
-                let ty = rs
-                    .get("rope_type")
-                    .or_else(|| rs.get("type"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
+                let ty = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str()).unwrap_or("");
                 if ty != "llama3" {
                     return Err(ModelError::Config {
                         path: path.to_path_buf(),
@@ -128,10 +124,7 @@ impl LlamaConfig {
             // Qwen2 always has Q/K/V biases (its config has no switch); Llama's is `attention_bias`.
             attention_bias: model_type == "qwen2"
                 || cfg.get("attention_bias").and_then(|v| v.as_bool()).unwrap_or(false),
-            tie_word_embeddings: cfg
-                .get("tie_word_embeddings")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+            tie_word_embeddings: cfg.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
         };
         c.check(path)?;
         Ok(c)
@@ -155,22 +148,18 @@ impl LlamaConfig {
                 })
         };
         let getf = |k: &str, d: f64| {
-            meta.get(&format!("{arch}.{k}"))
-                .and_then(|v| v.to_f32().ok())
-                .map(f64::from)
-                .unwrap_or(d)
+            meta.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok()).map(f64::from).unwrap_or(d)
         };
         let hidden_size = get("embedding_length")?;
         let num_heads = get("attention.head_count")?;
         check_divides(hidden_size, num_heads, "embedding_length / attention.head_count", path)?;
         let head_dim = get("rope.dimension_count").unwrap_or(hidden_size / num_heads);
-        let vocab_size = meta
-            .get("tokenizer.ggml.tokens")
-            .and_then(|v| v.to_vec().ok())
-            .map(|v| v.len())
-            .ok_or_else(|| ModelError::Config {
-                path: path.to_path_buf(),
-                reason: "missing GGUF metadata tokenizer.ggml.tokens".into(),
+        let vocab_size =
+            meta.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok()).map(|v| v.len()).ok_or_else(|| {
+                ModelError::Config {
+                    path: path.to_path_buf(),
+                    reason: "missing GGUF metadata tokenizer.ggml.tokens".into(),
+                }
             })?;
         let c = LlamaConfig {
             hidden_size,
@@ -193,12 +182,7 @@ impl LlamaConfig {
     }
 
     fn check(&self, path: &Path) -> Result<(), ModelError> {
-        check_divides(
-            self.num_heads,
-            self.num_kv_heads,
-            "num_attention_heads / num_key_value_heads",
-            path,
-        )?;
+        check_divides(self.num_heads, self.num_kv_heads, "num_attention_heads / num_key_value_heads", path)?;
         if self.head_dim % 2 != 0 {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -264,13 +248,7 @@ impl Llama {
     /// the GGUF way (`blk.N…`), checking every shape against `cfg`.
     pub fn new(mut cfg: LlamaConfig, w: &Weights) -> Result<Self, ModelError> {
         let gguf = w.contains("token_embd.weight");
-        let (e, h, kv, d, i) = (
-            cfg.hidden_size,
-            cfg.num_heads,
-            cfg.num_kv_heads,
-            cfg.head_dim,
-            cfg.intermediate_size,
-        );
+        let (e, h, kv, d, i) = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size);
         let hf = |s: &str| format!("model.{s}");
         let embed = if gguf {
             w.get("token_embd.weight", &[cfg.vocab_size, e])?
@@ -280,11 +258,8 @@ impl Llama {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         // Biases present in the checkpoint are used whatever the config says (a config that asks
         // for biases the checkpoint lacks is a missing-tensor error below).
-        cfg.attention_bias |= w.contains(if gguf {
-            "blk.0.attn_q.bias"
-        } else {
-            "model.layers.0.self_attn.q_proj.bias"
-        });
+        cfg.attention_bias |=
+            w.contains(if gguf { "blk.0.attn_q.bias" } else { "model.layers.0.self_attn.q_proj.bias" });
         for l in 0..cfg.num_layers {
             let name = |hf_name: &str, gguf_name: &str| {
                 if gguf {
@@ -316,11 +291,7 @@ impl Llama {
                 w_down: w.get(&name("mlp.down_proj.weight", "ffn_down.weight"), &[e, i])?,
             });
         }
-        let norm = if gguf {
-            w.get("output_norm.weight", &[e])?
-        } else {
-            w.get(&hf("norm.weight"), &[e])?
-        };
+        let norm = if gguf { w.get("output_norm.weight", &[e])? } else { w.get(&hf("norm.weight"), &[e])? };
         let head_name = if gguf { "output.weight" } else { "lm_head.weight" };
         let lm_head = match w.get_opt(head_name, &[cfg.vocab_size, e])? {
             Some(t) if !cfg.tie_word_embeddings => t,
@@ -338,14 +309,7 @@ impl Llama {
                 }
             }
         }
-        Ok(Llama {
-            cfg,
-            embed,
-            layers,
-            norm,
-            lm_head,
-            inv_freq,
-        })
+        Ok(Llama { cfg, embed, layers, norm, lm_head, inv_freq })
     }
 
     /// A copy of the model with every weight on `device` in `dtype` (e.g. a CUDA device and
@@ -369,11 +333,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let embed = mv(&self.embed)?;
-        let lm_head = if self.cfg.tie_word_embeddings {
-            embed.clone()
-        } else {
-            mv(&self.lm_head)?
-        };
+        let lm_head = if self.cfg.tie_word_embeddings { embed.clone() } else { mv(&self.lm_head)? };
         Ok(Llama {
             cfg: self.cfg.clone(),
             embed,
@@ -428,10 +388,7 @@ impl Llama {
             let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let qkv = ops::linear(&hn, &layer.wqkv, layer.bqkv.as_ref())?;
             let heads = |start: usize, n: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(1, start * d, n * d)?
-                    .reshape((b, l, n, d))?
-                    .transpose(1, 2)?
-                    .contiguous()
+                qkv.narrow(1, start * d, n * d)?.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()
             };
             let q = ops::apply_rope(&heads(0, h)?, &cos, &sin, c.rope_interleaved)?;
             let k = ops::apply_rope(&heads(h, kv)?, &cos, &sin, c.rope_interleaved)?;
@@ -444,9 +401,6 @@ impl Llama {
             x = (x + ops::linear(&act, &layer.w_down, None)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(ForwardOutput {
-            hidden: x.reshape((b, l, c.hidden_size))?,
-            head_means: means,
-        })
+        Ok(ForwardOutput { hidden: x.reshape((b, l, c.hidden_size))?, head_means: means })
     }
 }

@@ -10,7 +10,13 @@ use std::ops::Range;
 /// `[0, 1)`) free for the allocator's fragmentation and the libraries' workspaces: `fixed_bytes`
 /// (weights, per-input tables) once, then `bytes_per_row` per row. At least 1 (the sweep's
 /// halving finds out if even that fails), at most `max_rows`.
-pub fn auto_batch_rows(free_bytes: usize, fixed_bytes: usize, bytes_per_row: usize, headroom: f64, max_rows: usize) -> usize {
+pub fn auto_batch_rows(
+    free_bytes: usize,
+    fixed_bytes: usize,
+    bytes_per_row: usize,
+    headroom: f64,
+    max_rows: usize,
+) -> usize {
     let usable = (free_bytes as f64 * (1.0 - headroom.clamp(0.0, 0.99))) as usize;
     let rows = usable.saturating_sub(fixed_bytes) / bytes_per_row.max(1);
     rows.clamp(1, max_rows.max(1))
@@ -20,7 +26,15 @@ pub fn auto_batch_rows(free_bytes: usize, fixed_bytes: usize, bytes_per_row: usi
 /// bound, not a measurement): the residual stream and its norm, Q/K/V and the attention output,
 /// the `[H, L, L]` scores and probabilities (plus the `[L, L]` bias), and the MLP's gate/up
 /// products, each `elem_bytes` wide, times two for candle's temporaries.
-pub fn decoder_row_bytes(len: usize, hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, inter: usize, elem_bytes: usize) -> usize {
+pub fn decoder_row_bytes(
+    len: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    inter: usize,
+    elem_bytes: usize,
+) -> usize {
     let per_token = 2 * hidden + (heads + 2 * kv_heads) * head_dim + heads * head_dim + 3 * inter;
     let attention = (2 * heads + 1) * len * len;
     2 * elem_bytes * (len * per_token + attention)
@@ -48,11 +62,7 @@ pub fn sweep_halving<E>(
     is_oom: impl Fn(&E) -> bool,
     mut eval: impl FnMut(Range<usize>) -> Result<Vec<f64>, E>,
 ) -> Result<Sweep, E> {
-    let mut out = Sweep {
-        values: Vec::with_capacity(rows),
-        batch: batch.max(1),
-        halvings: 0,
-    };
+    let mut out = Sweep { values: Vec::with_capacity(rows), batch: batch.max(1), halvings: 0 };
     let mut start = 0;
     while start < rows {
         let range = start..(start + out.batch).min(rows);

@@ -120,10 +120,7 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        ModelError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -353,19 +350,14 @@ impl LoadedModel {
     }
 
     fn tok_err(&self, e: tokenizers::Error) -> ModelError {
-        ModelError::Tokenizer {
-            path: self.source.clone(),
-            reason: e.to_string(),
-        }
+        ModelError::Tokenizer { path: self.source.clone(), reason: e.to_string() }
     }
 
     /// Greedy continuation of `prompt_ids`: up to `max_new_tokens` tokens, stopping after an EOS
     /// id. Returns the new tokens only (the EOS included if one was produced).
     pub fn generate_greedy(&self, prompt_ids: &[u32], max_new_tokens: usize) -> Result<Vec<u32>, ModelError> {
-        let head = self
-            .model
-            .lm_head()
-            .ok_or_else(|| ModelError::Input("greedy generation needs a causal LM".into()))?;
+        let head =
+            self.model.lm_head().ok_or_else(|| ModelError::Input("greedy generation needs a causal LM".into()))?;
         let mut ids = prompt_ids.to_vec();
         let mut out = Vec::new();
         for _ in 0..max_new_tokens {
@@ -403,45 +395,27 @@ const HF_SUPPORTED: &str = "llama, mistral, qwen2, smollm, gpt2, bert, distilber
 fn load_hf_dir(dir: &Path) -> Result<LoadedModel, ModelError> {
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
-        return Err(ModelError::MissingFile {
-            path: cfg_path,
-            what: "config.json".into(),
-        });
+        return Err(ModelError::MissingFile { path: cfg_path, what: "config.json".into() });
     }
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
-        path: cfg_path.clone(),
-        reason: e.to_string(),
-    })?;
-    let model_type = cfg
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Corrupt { path: cfg_path.clone(), reason: e.to_string() })?;
+    let model_type = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_ascii_lowercase();
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = tokenizer::from_json_file(&tok_path)?;
     let weights = weights::Weights::from_safetensors_dir(dir)?;
     let model = match model_type.as_str() {
-        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => Model::Llama(llama::Llama::new(
-            llama::LlamaConfig::from_hf_json(&cfg, &cfg_path)?,
-            &weights,
-        )?),
-        "gpt2" => Model::Gpt2(gpt2::Gpt2::new(
-            gpt2::Gpt2Config::from_hf_json(&cfg, &cfg_path)?,
-            &weights,
-        )?),
-        "bert" | "distilbert" => Model::Bert(bert::Bert::new(
-            bert::BertConfig::from_hf_json(&cfg, &cfg_path)?,
-            &weights,
-        )?),
+        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => {
+            Model::Llama(llama::Llama::new(llama::LlamaConfig::from_hf_json(&cfg, &cfg_path)?, &weights)?)
+        }
+        "gpt2" => Model::Gpt2(gpt2::Gpt2::new(gpt2::Gpt2Config::from_hf_json(&cfg, &cfg_path)?, &weights)?),
+        "bert" | "distilbert" => {
+            Model::Bert(bert::Bert::new(bert::BertConfig::from_hf_json(&cfg, &cfg_path)?, &weights)?)
+        }
         other => {
             return Err(ModelError::UnknownArchitecture {
                 path: cfg_path,
-                arch: if other.is_empty() {
-                    "(no model_type)".into()
-                } else {
-                    other.into()
-                },
+                arch: if other.is_empty() { "(no model_type)".into() } else { other.into() },
                 supported: HF_SUPPORTED,
             })
         }
@@ -455,12 +429,7 @@ fn load_hf_dir(dir: &Path) -> Result<LoadedModel, ModelError> {
         }
     }
     add_named_eos(&tokenizer, &mut eos_ids);
-    Ok(LoadedModel {
-        model,
-        tokenizer,
-        eos_ids,
-        source: dir.to_path_buf(),
-    })
+    Ok(LoadedModel { model, tokenizer, eos_ids, source: dir.to_path_buf() })
 }
 
 fn collect_ids(v: Option<&serde_json::Value>, out: &mut Vec<u32>) {
@@ -486,24 +455,15 @@ const GGUF_SUPPORTED: &str = "llama, mistral, qwen2";
 
 fn load_gguf(path: &Path) -> Result<LoadedModel, ModelError> {
     let (weights, meta) = weights::Weights::from_gguf(path)?;
-    let arch = meta
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let arch = meta.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let model = match arch.as_str() {
-        "llama" | "mistral" | "qwen2" => Model::Llama(llama::Llama::new(
-            llama::LlamaConfig::from_gguf(&meta, &arch, path)?,
-            &weights,
-        )?),
+        "llama" | "mistral" | "qwen2" => {
+            Model::Llama(llama::Llama::new(llama::LlamaConfig::from_gguf(&meta, &arch, path)?, &weights)?)
+        }
         other => {
             return Err(ModelError::UnknownArchitecture {
                 path: path.to_path_buf(),
-                arch: if other.is_empty() {
-                    "(no general.architecture)".into()
-                } else {
-                    other.into()
-                },
+                arch: if other.is_empty() { "(no general.architecture)".into() } else { other.into() },
                 supported: GGUF_SUPPORTED,
             })
         }
@@ -514,12 +474,7 @@ fn load_gguf(path: &Path) -> Result<LoadedModel, ModelError> {
         eos_ids.push(id);
     }
     add_named_eos(&tokenizer, &mut eos_ids);
-    Ok(LoadedModel {
-        model,
-        tokenizer,
-        eos_ids,
-        source: path.to_path_buf(),
-    })
+    Ok(LoadedModel { model, tokenizer, eos_ids, source: path.to_path_buf() })
 }
 
 /// The device every model runs on (the CPU; the reference path).
@@ -566,10 +521,8 @@ pub(crate) fn bias_or_default(input: &ModelInput, causal: bool) -> Result<Tensor
 
 /// Reads a `usize` field of a Hugging Face config.
 pub(crate) fn cfg_usize(cfg: &serde_json::Value, key: &str, path: &Path) -> Result<usize, ModelError> {
-    cfg_usize_opt(cfg, key, path)?.ok_or_else(|| ModelError::Config {
-        path: path.to_path_buf(),
-        reason: format!("missing \"{key}\""),
-    })
+    cfg_usize_opt(cfg, key, path)?
+        .ok_or_else(|| ModelError::Config { path: path.to_path_buf(), reason: format!("missing \"{key}\"") })
 }
 
 /// Reads an optional `usize` field (rejecting zero and non-integers).

@@ -113,9 +113,7 @@ pub fn apply_head_gates(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> 
 pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, u32)]) -> Result<Vec<f32>, ModelError> {
     let vocab = lm_head.dim(0)?;
     if let Some(&(_, _, tok)) = picks.iter().find(|p| p.2 as usize >= vocab) {
-        return Err(ModelError::Input(format!(
-            "target token id {tok} outside the vocabulary of {vocab}"
-        )));
+        return Err(ModelError::Input(format!("target token id {tok} outside the vocabulary of {vocab}")));
     }
     let mut out = Vec::with_capacity(picks.len());
     for chunk in picks.chunks(SCORE_CHUNK) {
@@ -124,11 +122,7 @@ pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, 
         // differences the explanation is made of).
         let logits = logits_at(hidden, lm_head, &at)?.to_dtype(DType::F32)?; // [N, V]
         let lse = log_sum_exp_rows(&logits)?;
-        let idx = Tensor::from_vec(
-            chunk.iter().map(|p| p.2).collect::<Vec<u32>>(),
-            (chunk.len(), 1),
-            hidden.device(),
-        )?;
+        let idx = Tensor::from_vec(chunk.iter().map(|p| p.2).collect::<Vec<u32>>(), (chunk.len(), 1), hidden.device())?;
         let picked = logits.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
         out.extend(picked.iter().zip(lse).map(|(x, l)| x - l));
     }
@@ -144,9 +138,7 @@ pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Re
     let mut idx = Vec::with_capacity(at.len());
     for &(r, p) in at {
         if r >= b || p >= l {
-            return Err(ModelError::Input(format!(
-                "scoring position ({r}, {p}) outside a batch of {b} x {l}"
-            )));
+            return Err(ModelError::Input(format!("scoring position ({r}, {p}) outside a batch of {b} x {l}")));
         }
         idx.push((r * l + p) as u32);
     }
@@ -203,10 +195,7 @@ pub fn rope_cos_sin(
             sin.push(a.sin());
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (batch, len, half), device)?,
-        Tensor::from_vec(sin, (batch, len, half), device)?,
-    ))
+    Ok((Tensor::from_vec(cos, (batch, len, half), device)?, Tensor::from_vec(sin, (batch, len, half), device)?))
 }
 
 #[cfg(test)]
@@ -230,37 +219,16 @@ mod tests {
         let dev = Device::Cpu;
         let attn = Tensor::arange(0f32, 16.0, &dev).unwrap().reshape((2, 1, 2, 4)).unwrap();
         let gate = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
-        let z = apply_head_gates(&attn, &gate, None)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(
-            z,
-            vec![0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 12., 13., 14., 15.]
-        );
+        let z = apply_head_gates(&attn, &gate, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(z, vec![0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 12., 13., 14., 15.]);
         let fill = Tensor::new(&[[9f32; 4], [7f32; 4]], &dev).unwrap();
-        let f = apply_head_gates(&attn, &gate, Some(&fill))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(
-            f,
-            vec![0., 1., 2., 3., 7., 7., 7., 7., 9., 9., 9., 9., 12., 13., 14., 15.]
-        );
+        let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(f, vec![0., 1., 2., 3., 7., 7., 7., 7., 9., 9., 9., 9., 12., 13., 14., 15.]);
         // More than one position: the fill broadcasts over positions.
         let attn = Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 2, 2)).unwrap();
         let gate = Tensor::new(&[[0f32, 1.0]], &dev).unwrap();
         let fill = Tensor::new(&[[9f32, 8.0], [7.0, 6.0]], &dev).unwrap();
-        let f = apply_head_gates(&attn, &gate, Some(&fill))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(f, vec![9., 8., 2., 3., 9., 8., 6., 7.]);
     }
 

@@ -20,20 +20,12 @@ use super::ModelError;
 /// padding to 128, which would make every pooled embedding mostly `[PAD]`).
 pub fn from_json_file(path: &Path) -> Result<Tokenizer, ModelError> {
     if !path.is_file() {
-        return Err(ModelError::MissingFile {
-            path: path.to_path_buf(),
-            what: "tokenizer.json".into(),
-        });
+        return Err(ModelError::MissingFile { path: path.to_path_buf(), what: "tokenizer.json".into() });
     }
-    let mut tok = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let mut tok = Tokenizer::from_file(path)
+        .map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })?;
     tok.with_padding(None);
-    tok.with_truncation(None).map_err(|e| ModelError::Tokenizer {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    tok.with_truncation(None).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })?;
     Ok(tok)
 }
 
@@ -59,12 +51,8 @@ const QWEN2_PATTERN: &str =
 pub fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizerWrapper, String> {
     let byte_level = |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
     let split = |pattern: &str| -> Result<PreTokenizerWrapper, String> {
-        let s = Split::new(
-            SplitPattern::Regex(pattern.to_owned()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| format!("pre-tokenizer regex: {e}"))?;
+        let s = Split::new(SplitPattern::Regex(pattern.to_owned()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| format!("pre-tokenizer regex: {e}"))?;
         Ok(PreTokenizerWrapper::Split(s))
     };
     Ok(match pre {
@@ -85,26 +73,15 @@ pub fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizerWrapper, String> {
 /// [`pre_tokenizer`]; SmolLM2: `Digits(individual)` before `ByteLevel(add_prefix_space =
 /// false)`), control tokens (type 3) as special tokens, no BOS added.
 pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path) -> Result<Tokenizer, ModelError> {
-    let err = |reason: String| ModelError::Tokenizer {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let model = meta
-        .get("tokenizer.ggml.model")
-        .and_then(|v| v.to_string().ok())
-        .map(String::as_str)
-        .unwrap_or("");
+    let err = |reason: String| ModelError::Tokenizer { path: path.to_path_buf(), reason };
+    let model = meta.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("");
     if model != "gpt2" {
-        return Err(err(format!(
-            "unsupported GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)"
-        )));
+        return Err(err(format!("unsupported GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)")));
     }
     let strings = |key: &str| -> Result<Vec<String>, ModelError> {
         let v = meta.get(key).ok_or_else(|| err(format!("missing metadata {key}")))?;
         let arr = v.to_vec().map_err(|e| err(format!("{key}: {e}")))?;
-        arr.iter()
-            .map(|x| x.to_string().cloned().map_err(|e| err(format!("{key}: {e}"))))
-            .collect()
+        arr.iter().map(|x| x.to_string().cloned().map_err(|e| err(format!("{key}: {e}")))).collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges_raw = strings("tokenizer.ggml.merges")?;
@@ -125,10 +102,7 @@ pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path)
         .build()
         .map_err(|e| err(format!("building BPE: {e}")))?;
     let mut tok = Tokenizer::new(bpe);
-    let pre_name = meta
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .map(String::as_str);
+    let pre_name = meta.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str);
     tok.with_pre_tokenizer(Some(pre_tokenizer(pre_name).map_err(err)?));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     let special: Vec<AddedToken> = tokens
@@ -137,16 +111,14 @@ pub fn from_gguf_metadata(meta: &HashMap<String, gguf_file::Value>, path: &Path)
         .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL)
         .map(|(s, _)| AddedToken::from(s.clone(), true))
         .collect();
-    tok.add_special_tokens(special)
-        .map_err(|e| err(format!("adding special tokens: {e}")))?;
+    tok.add_special_tokens(special).map_err(|e| err(format!("adding special tokens: {e}")))?;
     let user: Vec<AddedToken> = tokens
         .iter()
         .zip(&types)
         .filter(|(_, &t)| t == TOKEN_TYPE_USER_DEFINED)
         .map(|(s, _)| AddedToken::from(s.clone(), false))
         .collect();
-    tok.add_tokens(user)
-        .map_err(|e| err(format!("adding user-defined tokens: {e}")))?;
+    tok.add_tokens(user).map_err(|e| err(format!("adding user-defined tokens: {e}")))?;
     Ok(tok)
 }
 
@@ -157,10 +129,7 @@ mod tests {
 
     /// Byte-level vocabulary (GPT-2's byte → character map) plus the merge `1 2`.
     fn meta(pre: Option<&str>) -> HashMap<String, Value> {
-        let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-            .chain(0xA1..=0xAC)
-            .chain(0xAE..=0xFF)
-            .collect();
+        let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
         let mut cs = bs.clone();
         for b in 0..256u32 {
             if !bs.contains(&b) {
@@ -175,14 +144,8 @@ mod tests {
         tokens.push("12".into());
         let mut m = HashMap::new();
         m.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
-        m.insert(
-            "tokenizer.ggml.tokens".to_string(),
-            Value::Array(tokens.into_iter().map(Value::String).collect()),
-        );
-        m.insert(
-            "tokenizer.ggml.merges".to_string(),
-            Value::Array(vec![Value::String("1 2".into())]),
-        );
+        m.insert("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect()));
+        m.insert("tokenizer.ggml.merges".to_string(), Value::Array(vec![Value::String("1 2".into())]));
         if let Some(p) = pre {
             m.insert("tokenizer.ggml.pre".to_string(), Value::String(p.into()));
         }
@@ -205,9 +168,6 @@ mod tests {
         assert_eq!(pieces(Some("llama-bpe"), "a 1234"), ["a", "Ġ", "12", "3", "4"]);
         assert_eq!(pieces(Some("llama-bpe"), "a 412"), ["a", "Ġ", "4", "12"]);
         let e = from_gguf_metadata(&meta(Some("falcon")), Path::new("t.gguf")).unwrap_err();
-        assert!(
-            e.to_string().contains("falcon") && e.to_string().contains("t.gguf"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("falcon") && e.to_string().contains("t.gguf"), "{e}");
     }
 }

@@ -29,17 +29,12 @@ impl Weights {
             vec![single]
         } else if index.is_file() {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Corrupt { path: index.clone(), reason: e.to_string() })?;
+            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Corrupt {
                 path: index.clone(),
-                reason: e.to_string(),
+                reason: "no \"weight_map\" object".into(),
             })?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Corrupt {
-                    path: index.clone(),
-                    reason: "no \"weight_map\" object".into(),
-                })?;
             let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect();
             shards.sort();
             shards.dedup();
@@ -53,37 +48,25 @@ impl Weights {
         let mut tensors = HashMap::new();
         for f in &files {
             if !f.is_file() {
-                return Err(ModelError::MissingFile {
-                    path: f.clone(),
-                    what: "safetensors shard".into(),
-                });
+                return Err(ModelError::MissingFile { path: f.clone(), what: "safetensors shard".into() });
             }
-            let loaded = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| ModelError::Corrupt {
-                path: f.clone(),
-                reason: e.to_string(),
-            })?;
+            let loaded = candle_core::safetensors::load(f, &Device::Cpu)
+                .map_err(|e| ModelError::Corrupt { path: f.clone(), reason: e.to_string() })?;
             for (k, t) in loaded {
-                let t = t.to_dtype(DType::F32).map_err(|e| ModelError::Corrupt {
-                    path: f.clone(),
-                    reason: e.to_string(),
-                })?;
+                let t = t
+                    .to_dtype(DType::F32)
+                    .map_err(|e| ModelError::Corrupt { path: f.clone(), reason: e.to_string() })?;
                 tensors.insert(k, t);
             }
         }
-        Ok(Weights {
-            path: dir.to_path_buf(),
-            tensors,
-        })
+        Ok(Weights { path: dir.to_path_buf(), tensors })
     }
 
     /// Reads a GGUF file: its metadata and every tensor, dequantized to `f32`.
     pub fn from_gguf(path: &Path) -> Result<(Self, HashMap<String, gguf_file::Value>), ModelError> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let corrupt = |e: candle_core::Error| ModelError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let corrupt = |e: candle_core::Error| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() };
         let content = gguf_file::Content::read(&mut reader).map_err(corrupt)?;
         let mut tensors = HashMap::new();
         for name in content.tensor_infos.keys() {
@@ -91,21 +74,12 @@ impl Weights {
             let t = q.dequantize(&Device::Cpu).map_err(corrupt)?;
             tensors.insert(name.clone(), t);
         }
-        Ok((
-            Weights {
-                path: path.to_path_buf(),
-                tensors,
-            },
-            content.metadata,
-        ))
+        Ok((Weights { path: path.to_path_buf(), tensors }, content.metadata))
     }
 
     /// Wraps tensors already in memory (tests, conversions).
     pub fn from_tensors(path: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
-        Weights {
-            path: path.into(),
-            tensors,
-        }
+        Weights { path: path.into(), tensors }
     }
 
     /// The file or directory the weights came from.
@@ -127,10 +101,7 @@ impl Weights {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
         match self.get_opt(name, shape)? {
             Some(t) => Ok(t),
-            None => Err(ModelError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_owned(),
-            }),
+            None => Err(ModelError::MissingTensor { path: self.path.clone(), name: name.to_owned() }),
         }
     }
 
@@ -157,10 +128,7 @@ impl Weights {
                 return Ok(t);
             }
         }
-        Err(ModelError::MissingTensor {
-            path: self.path.clone(),
-            name: names.join(" or "),
-        })
+        Err(ModelError::MissingTensor { path: self.path.clone(), name: names.join(" or ") })
     }
 
     /// Like [`Weights::get_any`] but `None` when no name exists.

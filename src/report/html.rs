@@ -41,7 +41,9 @@ pub fn render(result: &ResultFile, holdout: &[(f64, f64)], top: usize) -> String
     }
     page += "<h2>Players, coloured by their first-order value</h2><div class=input>";
     page += &match &result.input {
-        Some(input) => text_with_spans(input, "p", |i| Some(colour(first[i] / scale)), |i| format!("player {i}: {:+.4}", first[i])),
+        Some(input) => {
+            text_with_spans(input, "p", |i| Some(colour(first[i] / scale)), |i| format!("player {i}: {:+.4}", first[i]))
+        }
         None => names
             .iter()
             .enumerate()
@@ -73,7 +75,8 @@ fn first_order(result: &ResultFile) -> Vec<f64> {
 }
 
 fn interactions_section(result: &ResultFile, names: &[String], top: usize) -> String {
-    let mut s = String::from("<h2>Top interactions</h2><table><tr><th>value</th><th>players, highlighted together</th></tr>");
+    let mut s =
+        String::from("<h2>Top interactions</h2><table><tr><th>value</th><th>players, highlighted together</th></tr>");
     let scale = result.interactions.iter().fold(1e-12f64, |m, e| m.max(e.value.abs()));
     for e in result.interactions.iter().filter(|e| e.players.len() >= 2).take(top) {
         let _ = write!(s, "<tr><td class=num>{:+.4}</td><td class=input>", e.value);
@@ -85,7 +88,12 @@ fn interactions_section(result: &ResultFile, names: &[String], top: usize) -> St
                 .map(|i| names[i].as_str())
                 .collect();
             if !heads.is_empty() {
-                let _ = write!(s, " <span class=\"p on\" style=\"background:{}\">{}</span>", colour(e.value / scale), escape(&heads.join(" ")));
+                let _ = write!(
+                    s,
+                    " <span class=\"p on\" style=\"background:{}\">{}</span>",
+                    colour(e.value / scale),
+                    escape(&heads.join(" "))
+                );
             }
             s += "</td></tr>";
             continue;
@@ -93,7 +101,12 @@ fn interactions_section(result: &ResultFile, names: &[String], top: usize) -> St
         for (i, name) in names.iter().enumerate() {
             let member = e.players.contains(i as u32);
             if member {
-                let _ = write!(s, "<span class=\"p on\" style=\"background:{}\">{}</span> ", colour(e.value / scale), escape(name));
+                let _ = write!(
+                    s,
+                    "<span class=\"p on\" style=\"background:{}\">{}</span> ",
+                    colour(e.value / scale),
+                    escape(name)
+                );
             } else if names.len() <= 200 {
                 let _ = write!(s, "<span class=\"p off\">{}</span> ", escape(name));
             }
@@ -151,7 +164,8 @@ fn head_heatmap(names: &[String], first: &[f64], scale: f64) -> String {
     for (l, h, v) in heads {
         grid[l][h] = Some(v);
     }
-    let mut s = String::from("<h2>Attention heads: first-order value by layer × head</h2><table class=heat><tr><th></th>");
+    let mut s =
+        String::from("<h2>Attention heads: first-order value by layer × head</h2><table class=heat><tr><th></th>");
     for h in 0..per {
         let _ = write!(s, "<th>H{h}</th>");
     }
@@ -205,7 +219,8 @@ fn faithfulness_figure(points: &[(f64, f64)], r2: Option<f64>) -> String {
 fn colour(x: f64) -> String {
     let x = x.clamp(-1.0, 1.0);
     let fade = |c: f64| (255.0 - (255.0 - c) * x.abs()).round() as u8;
-    let (r, g, b) = if x < 0.0 { (fade(214.0), fade(96.0), fade(77.0)) } else { (fade(67.0), fade(147.0), fade(195.0)) };
+    let (r, g, b) =
+        if x < 0.0 { (fade(214.0), fade(96.0), fade(77.0)) } else { (fade(67.0), fade(147.0), fade(195.0)) };
     format!("#{r:02x}{g:02x}{b:02x}")
 }
 

@@ -37,10 +37,10 @@ use serde::{Deserialize, Serialize};
 use crate::rundir::{InputText, RunDir, RunDirError, RunInfo};
 
 use crate::explain::{Explanation, Timings};
-use crate::transform::interactions as compute_interactions;
 use crate::faithfulness::Faithfulness;
 use crate::plan::{Budget, Diagnostics, Method};
 use crate::subset::Subset;
+use crate::transform::interactions as compute_interactions;
 use crate::transform::{Index, Interactions};
 
 /// Version tag of the result schema.

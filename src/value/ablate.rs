@@ -105,9 +105,7 @@ impl Layout {
                 TokenMode::Remove => (0..n).filter(|&p| kept[p]).collect(),
             };
             if included.is_empty() {
-                return Err(ModelError::Input(
-                    "a mask removes every token of the input (add a fixed prefix)".into(),
-                ));
+                return Err(ModelError::Input("a mask removes every token of the input (add a fixed prefix)".into()));
             }
             any_hidden |= self.mode == TokenMode::Attention && included.iter().any(|&p| !kept[p]);
             rows.push((included, kept));
@@ -141,15 +139,7 @@ impl Layout {
         };
         let head_gates = self.head_gates(masks)?;
         Ok(AblatedBatch {
-            input: ModelInput {
-                batch: b,
-                len,
-                tokens,
-                positions,
-                attn_bias,
-                head_gates,
-                capture_head_means: false,
-            },
+            input: ModelInput { batch: b, len, tokens, positions, attn_bias, head_gates, capture_head_means: false },
             included: rows.into_iter().map(|r| r.0).collect(),
             present: visible,
         })
@@ -175,10 +165,7 @@ impl Layout {
             .into_iter()
             .map(|g| g.map(|g| Tensor::from_vec(g, (b, h), cpu())).transpose())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(HeadGates {
-            gates,
-            fill: self.head_fill.clone(),
-        }))
+        Ok(Some(HeadGates { gates, fill: self.head_fill.clone() }))
     }
 }
 
@@ -241,10 +228,7 @@ impl Layout {
                 .chunks(b * h)
                 .map(|g| Tensor::from_slice(g, (b, h), cpu()).map(Some))
                 .collect::<Result<Vec<_>, _>>()?;
-            Some(HeadGates {
-                gates,
-                fill: self.head_fill.clone(),
-            })
+            Some(HeadGates { gates, fill: self.head_fill.clone() })
         };
         Ok(ModelInput {
             batch: b,
@@ -262,21 +246,14 @@ impl Layout {
 /// `b` is visible when `owners[p]` is −1 or mask bit `owners[p]` of row `b` is set. With
 /// [`ops::attention_bias`], the CPU twin of the `attention_bias_*` kernels.
 pub fn full_length_visibility(masks: MaskSlice<'_>, owners: &[i32]) -> Vec<bool> {
-    masks
-        .iter()
-        .flat_map(|m| owners.iter().map(move |&o| o < 0 || m.get(o as usize)))
-        .collect()
+    masks.iter().flat_map(|m| owners.iter().map(move |&o| o < 0 || m.get(o as usize))).collect()
 }
 
 /// Token ids `[B × L]` of replace mode: `replacement` where the position's owner is ablated,
 /// else `ids[p]`. CPU twin of the `replace_ids` kernel.
 pub fn replaced_ids(masks: MaskSlice<'_>, ids: &[u32], owners: &[i32], replacement: u32) -> Vec<u32> {
     let visible = full_length_visibility(masks, owners);
-    visible
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| if v { ids[i % ids.len()] } else { replacement })
-        .collect()
+    visible.iter().enumerate().map(|(i, &v)| if v { ids[i % ids.len()] } else { replacement }).collect()
 }
 
 /// Dense head gates `[layers × B × H]` (1 kept, 0 ablated) from a [`Layout::head_bit_map`].

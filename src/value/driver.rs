@@ -190,8 +190,7 @@ pub fn serve(input: impl BufRead, mut output: impl Write, f: &mut dyn ValueFunct
         if line.trim().is_empty() {
             continue;
         }
-        let request: Request =
-            serde_json::from_str(&line).map_err(|e| failed(format!("malformed request: {e}")))?;
+        let request: Request = serde_json::from_str(&line).map_err(|e| failed(format!("malformed request: {e}")))?;
         let masks = MaskBatch::parse_rows(request.masks.iter().map(String::as_str))
             .map_err(|e| failed(format!("request {}: {e}", request.id)))?;
         let values = f.evaluate(masks.as_slice())?;

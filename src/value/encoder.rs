@@ -114,11 +114,7 @@ pub fn mean_pool_normalized(hidden: &Tensor, present: &[bool]) -> Result<Tensor,
     let (b, l, _e) = hidden.dims3()?;
     let w: Vec<f32> = present.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
     if w.len() != b * l {
-        return Err(ModelError::Input(format!(
-            "pooling mask has {} entries, expected {}",
-            w.len(),
-            b * l
-        )));
+        return Err(ModelError::Input(format!("pooling mask has {} entries, expected {}", w.len(), b * l)));
     }
     for r in 0..b {
         if !present[r * l..(r + 1) * l].iter().any(|&p| p) {
@@ -153,21 +149,12 @@ impl EncoderValue {
         };
         check_heads(&options.heads, &info)?;
         if !options.token_players && options.heads.is_empty() {
-            return Err(SetupError::Empty(
-                "no players: token players are off and no head players given".into(),
-            ));
+            return Err(SetupError::Empty("no players: token players are off and no head players given".into()));
         }
         if prompt.ids.len() > info.max_positions {
-            return Err(SetupError::TooLong {
-                tokens: prompt.ids.len(),
-                max: info.max_positions,
-            });
+            return Err(SetupError::TooLong { tokens: prompt.ids.len(), max: info.max_positions });
         }
-        let owners = if options.token_players {
-            prompt.owners()
-        } else {
-            vec![None; prompt.ids.len()]
-        };
+        let owners = if options.token_players { prompt.owners() } else { vec![None; prompt.ids.len()] };
         if options.token_mode == TokenMode::Remove && options.token_players && owners.iter().all(|o| o.is_some()) {
             return Err(SetupError::Invalid(
                 "remove mode needs at least one fixed token so that no mask empties the input".into(),
@@ -185,26 +172,17 @@ impl EncoderValue {
             EncoderMetric::Cosine { reference } => {
                 let ids = model.encode(reference)?;
                 if ids.len() > info.max_positions {
-                    return Err(SetupError::TooLong {
-                        tokens: ids.len(),
-                        max: info.max_positions,
-                    });
+                    return Err(SetupError::TooLong { tokens: ids.len(), max: info.max_positions });
                 }
                 let h = model.model.forward(&ModelInput::single(&ids))?.hidden;
-                Measure::Cosine(
-                    mean_pool_normalized(&h, &vec![true; ids.len()])?
-                        .squeeze(0)
-                        .map_err(ModelError::from)?,
-                )
+                Measure::Cosine(mean_pool_normalized(&h, &vec![true; ids.len()])?.squeeze(0).map_err(ModelError::from)?)
             }
             EncoderMetric::ClassLogit { class } | EncoderMetric::ClassLogOdds { class } => {
                 let n = bert
                     .num_classes()
                     .ok_or_else(|| SetupError::Invalid("this encoder has no classification head".into()))?;
                 if *class >= n {
-                    return Err(SetupError::Invalid(format!(
-                        "class {class} out of range: the head has {n} classes"
-                    )));
+                    return Err(SetupError::Invalid(format!("class {class} out of range: the head has {n} classes")));
                 }
                 if matches!(options.metric, EncoderMetric::ClassLogit { .. }) {
                     Measure::Logit(*class)
@@ -219,11 +197,8 @@ impl EncoderValue {
             ));
         }
         let head_fill = head_fill(&model, &prompt.ids, &options)?;
-        let mut labels: Vec<String> = if options.token_players {
-            prompt.spans.iter().map(|s| s.label.clone()).collect()
-        } else {
-            Vec::new()
-        };
+        let mut labels: Vec<String> =
+            if options.token_players { prompt.spans.iter().map(|s| s.label.clone()).collect() } else { Vec::new() };
         labels.extend(options.heads.iter().map(HeadPlayer::label));
         let layout = Layout {
             read: vec![false; prompt.ids.len()],
@@ -238,14 +213,7 @@ impl EncoderValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
-        Ok(EncoderValue {
-            model,
-            prompt,
-            layout,
-            measure,
-            labels,
-            max_batch_tokens: options.max_batch_tokens.max(1),
-        })
+        Ok(EncoderValue { model, prompt, layout, measure, labels, max_batch_tokens: options.max_batch_tokens.max(1) })
     }
 
     /// Number of players.
@@ -282,9 +250,7 @@ impl EncoderValue {
                     out.extend(cos.into_iter().map(f64::from));
                 }
                 Measure::Logit(c) | Measure::LogOdds(c) => {
-                    let Model::Bert(bert) = &self.model.model else {
-                        unreachable!("checked at construction")
-                    };
+                    let Model::Bert(bert) = &self.model.model else { unreachable!("checked at construction") };
                     let logits = bert.classify(&hidden)?.to_vec2::<f32>()?;
                     for l in logits {
                         out.push(match self.measure {
@@ -302,12 +268,7 @@ impl EncoderValue {
 /// `log p_c − log(1 − p_c)` for softmax probabilities of `logits`, computed stably as
 /// `l_c − logsumexp_{j≠c} l_j`.
 fn log_odds(logits: &[f32], c: usize) -> f64 {
-    let others: Vec<f64> = logits
-        .iter()
-        .enumerate()
-        .filter(|&(j, _)| j != c)
-        .map(|(_, &x)| x as f64)
-        .collect();
+    let others: Vec<f64> = logits.iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &x)| x as f64).collect();
     if others.is_empty() {
         return f64::INFINITY;
     }
@@ -318,7 +279,6 @@ fn log_odds(logits: &[f32], c: usize) -> f64 {
 
 impl ValueFunction for EncoderValue {
     fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
-        self.evaluate_masks(masks)
-            .map_err(|e| ValueError::Failed(e.to_string()))
+        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
     }
 }

@@ -123,15 +123,11 @@ impl LmValue {
     ) -> Result<Self, SetupError> {
         let info = model.model.info();
         if model.model.lm_head().is_none() {
-            return Err(SetupError::Invalid(
-                "LM value functions need a causal LM; this model is an encoder".into(),
-            ));
+            return Err(SetupError::Invalid("LM value functions need a causal LM; this model is an encoder".into()));
         }
         check_heads(&options.heads, &info)?;
         if !options.token_players && options.heads.is_empty() {
-            return Err(SetupError::Empty(
-                "no players: token players are off and no head players given".into(),
-            ));
+            return Err(SetupError::Empty("no players: token players are off and no head players given".into()));
         }
         if let Some(&bad) = prompt.ids.iter().find(|&&t| t as usize >= info.vocab_size) {
             return Err(SetupError::Invalid(format!(
@@ -140,11 +136,7 @@ impl LmValue {
             )));
         }
         let n_prompt = prompt.ids.len();
-        let mut owners = if options.token_players {
-            prompt.owners()
-        } else {
-            vec![None; n_prompt]
-        };
+        let mut owners = if options.token_players { prompt.owners() } else { vec![None; n_prompt] };
         if options.token_mode == TokenMode::Remove && options.token_players && owners.iter().all(|o| o.is_some()) {
             return Err(SetupError::Invalid(
                 "remove mode needs at least one fixed token (a prefix or template) so that no mask empties the input"
@@ -160,10 +152,7 @@ impl LmValue {
             }
         }
         if n_prompt > info.max_positions {
-            return Err(SetupError::TooLong {
-                tokens: n_prompt,
-                max: info.max_positions,
-            });
+            return Err(SetupError::TooLong { tokens: n_prompt, max: info.max_positions });
         }
         let target = match &options.metric {
             LmMetric::LogitDiff { a, b } => {
@@ -180,10 +169,7 @@ impl LmValue {
             LmMetric::TargetLogProb => {
                 if n_prompt >= info.max_positions {
                     // No room for even one target token after the prompt.
-                    return Err(SetupError::TooLong {
-                        tokens: n_prompt + 1,
-                        max: info.max_positions,
-                    });
+                    return Err(SetupError::TooLong { tokens: n_prompt + 1, max: info.max_positions });
                 }
                 let t = match &options.target {
                     Target::Greedy { max_new_tokens } => {
@@ -212,10 +198,7 @@ impl LmValue {
         let mut ids = prompt.ids.clone();
         ids.extend_from_slice(&target);
         if ids.len() > info.max_positions {
-            return Err(SetupError::TooLong {
-                tokens: ids.len(),
-                max: info.max_positions,
-            });
+            return Err(SetupError::TooLong { tokens: ids.len(), max: info.max_positions });
         }
         owners.resize(ids.len(), None);
         let mut read = vec![false; ids.len()];
@@ -227,11 +210,8 @@ impl LmValue {
             }
         }
         let head_fill = head_fill(&model, &ids, &options)?;
-        let mut labels: Vec<String> = if options.token_players {
-            prompt.spans.iter().map(|s| s.label.clone()).collect()
-        } else {
-            Vec::new()
-        };
+        let mut labels: Vec<String> =
+            if options.token_players { prompt.spans.iter().map(|s| s.label.clone()).collect() } else { Vec::new() };
         labels.extend(options.heads.iter().map(HeadPlayer::label));
         let layout = Layout {
             ids,
@@ -331,9 +311,7 @@ impl LmValue {
     /// by position `n_prompt + k − 1` of every row.
     pub fn full_length_picks(&self, rows: usize) -> Vec<(usize, usize, u32)> {
         let n_prompt = self.prompt.ids.len();
-        (0..rows)
-            .flat_map(|r| self.target.iter().enumerate().map(move |(k, &t)| (r, n_prompt + k - 1, t)))
-            .collect()
+        (0..rows).flat_map(|r| self.target.iter().enumerate().map(move |(k, &t)| (r, n_prompt + k - 1, t))).collect()
     }
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
@@ -341,11 +319,8 @@ impl LmValue {
         let hidden = self.model.model.forward(&batch.input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
         let n_prompt = self.prompt.ids.len();
-        let no_context = |r| {
-            ModelError::Input(format!(
-                "mask row {r} leaves no token before the target to predict it from"
-            ))
-        };
+        let no_context =
+            |r| ModelError::Input(format!("mask row {r} leaves no token before the target to predict it from"));
         match &self.metric {
             LmMetric::TargetLogProb => {
                 let mut picks = Vec::with_capacity(masks.len() * self.target.len());
@@ -356,25 +331,14 @@ impl LmValue {
                     }
                 }
                 let lp = ops::score_targets(&hidden, head, &picks)?;
-                Ok(lp
-                    .chunks(self.target.len())
-                    .map(|c| c.iter().map(|&x| x as f64).sum())
-                    .collect())
+                Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
             }
             LmMetric::LogitDiff { a, b } => {
                 let at = (0..masks.len())
-                    .map(|r| {
-                        batch
-                            .predictor(r, n_prompt)
-                            .map(|p| (r, p))
-                            .ok_or_else(|| no_context(r))
-                    })
+                    .map(|r| batch.predictor(r, n_prompt).map(|p| (r, p)).ok_or_else(|| no_context(r)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let logits = ops::logits_at(&hidden, head, &at)?.to_vec2::<f32>()?;
-                Ok(logits
-                    .iter()
-                    .map(|l| l[*a as usize] as f64 - l[*b as usize] as f64)
-                    .collect())
+                Ok(logits.iter().map(|l| l[*a as usize] as f64 - l[*b as usize] as f64).collect())
             }
         }
     }
@@ -382,8 +346,7 @@ impl LmValue {
 
 impl ValueFunction for LmValue {
     fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
-        self.evaluate_masks(masks)
-            .map_err(|e| ValueError::Failed(e.to_string()))
+        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
     }
 }
 

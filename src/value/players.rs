@@ -107,10 +107,7 @@ pub struct Prompt {
 impl Prompt {
     /// A prompt whose whole text is players, cut into words.
     pub fn new(text: impl Into<String>) -> Self {
-        Prompt {
-            text: text.into(),
-            ..Default::default()
-        }
+        Prompt { text: text.into(), ..Default::default() }
     }
 
     /// Sets the fixed prefix.
@@ -162,18 +159,11 @@ impl TokenizedPrompt {
         let mut owner: Vec<Option<usize>> = vec![None; ids.len()];
         for (i, s) in spans.iter().enumerate() {
             if s.positions.is_empty() {
-                return Err(SetupError::Invalid(format!(
-                    "player {i} ({:?}) covers no token",
-                    s.label
-                )));
+                return Err(SetupError::Invalid(format!("player {i} ({:?}) covers no token", s.label)));
             }
             for &p in &s.positions {
                 if p >= ids.len() {
-                    return Err(SetupError::PositionOutOfRange {
-                        player: i,
-                        position: p,
-                        len: ids.len(),
-                    });
+                    return Err(SetupError::PositionOutOfRange { player: i, position: p, len: ids.len() });
                 }
                 if let Some(a) = owner[p] {
                     return Err(SetupError::Overlap { a, b: i, position: p });
@@ -215,18 +205,12 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
     // Units: absolute byte ranges inside the text.
     let units: Option<Vec<Range<usize>>> = match &prompt.unit {
         Unit::Tokens => None,
-        Unit::Words => Some(
-            word_ranges(&prompt.text)
-                .into_iter()
-                .map(|r| r.start + text_start..r.end + text_start)
-                .collect(),
-        ),
-        Unit::Sentences => Some(
-            sentence_ranges(&prompt.text)
-                .into_iter()
-                .map(|r| r.start + text_start..r.end + text_start)
-                .collect(),
-        ),
+        Unit::Words => {
+            Some(word_ranges(&prompt.text).into_iter().map(|r| r.start + text_start..r.end + text_start).collect())
+        }
+        Unit::Sentences => {
+            Some(sentence_ranges(&prompt.text).into_iter().map(|r| r.start + text_start..r.end + text_start).collect())
+        }
         Unit::Spans(spans) => {
             let mut prev_end = 0;
             for r in spans {
@@ -236,11 +220,7 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
                     || !prompt.text.is_char_boundary(r.start)
                     || !prompt.text.is_char_boundary(r.end)
                 {
-                    return Err(SetupError::SpanOutOfRange {
-                        start: r.start,
-                        end: r.end,
-                        len: prompt.text.len(),
-                    });
+                    return Err(SetupError::SpanOutOfRange { start: r.start, end: r.end, len: prompt.text.len() });
                 }
                 prev_end = r.end;
             }
@@ -406,9 +386,7 @@ pub struct HeadPlayer {
 impl HeadPlayer {
     /// Every (layer, head) of a model, layer-major.
     pub fn all(info: &ModelInfo) -> Vec<HeadPlayer> {
-        (0..info.num_layers)
-            .flat_map(|layer| (0..info.num_heads).map(move |head| HeadPlayer { layer, head }))
-            .collect()
+        (0..info.num_layers).flat_map(|layer| (0..info.num_heads).map(move |head| HeadPlayer { layer, head })).collect()
     }
 
     /// Checks the player against the model.
@@ -454,10 +432,7 @@ mod tests {
             TokenizedPrompt::new(vec![1, 2], vec![span(vec![0]), span(vec![0, 1])]),
             Err(SetupError::Overlap { .. })
         ));
-        assert!(matches!(
-            TokenizedPrompt::new(vec![], vec![]),
-            Err(SetupError::Empty(_))
-        ));
+        assert!(matches!(TokenizedPrompt::new(vec![], vec![]), Err(SetupError::Empty(_))));
         assert!(TokenizedPrompt::new(vec![1, 2], vec![span(vec![1])]).is_ok());
     }
 }

@@ -53,8 +53,11 @@ impl std::fmt::Display for Players {
 impl std::str::FromStr for Players {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_string()))
-            .map_err(|_| format!("unknown players {s:?}; expected words, tokens, sentences, marked, heads, tokens+heads or words+heads"))
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            format!(
+                "unknown players {s:?}; expected words, tokens, sentences, marked, heads, tokens+heads or words+heads"
+            )
+        })
     }
 }
 
@@ -296,7 +299,12 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
 }
 
 /// [`build`] with the forwards on `device` (resolved first).
-pub fn build_on(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec, device: ComputeDevice) -> Result<Game, SetupError> {
+pub fn build_on(
+    model: Arc<LoadedModel>,
+    identity: &str,
+    spec: &InputSpec,
+    device: ComputeDevice,
+) -> Result<Game, SetupError> {
     let device = device.resolve();
     let (text, unit) = match spec.players {
         Players::Words | Players::WordsHeads | Players::Heads => (spec.prompt.clone(), Unit::Words),
@@ -307,7 +315,8 @@ pub fn build_on(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec, devic
             (text, Unit::Spans(spans))
         }
     };
-    let prompt = Prompt::new(text.clone()).with_prefix(spec.prefix.clone()).with_suffix(spec.suffix.clone()).with_unit(unit);
+    let prompt =
+        Prompt::new(text.clone()).with_prefix(spec.prefix.clone()).with_suffix(spec.suffix.clone()).with_unit(unit);
     let info = model.model.info();
     let heads = match spec.players {
         Players::Heads | Players::TokensHeads | Players::WordsHeads => HeadPlayer::all(&info),
@@ -332,7 +341,9 @@ pub fn build_on(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec, devic
     let fingerprint = fingerprint(identity, spec, device);
     if model.model.lm_head().is_none() {
         if device == ComputeDevice::Cuda {
-            return Err(SetupError::Invalid("the GPU path runs causal LMs (Llama family); run encoders with --device cpu".into()));
+            return Err(SetupError::Invalid(
+                "the GPU path runs causal LMs (Llama family); run encoders with --device cpu".into(),
+            ));
         }
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
@@ -351,7 +362,15 @@ pub fn build_on(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec, devic
         Some(text) => Target::Text(text.clone()),
         None => Target::Greedy { max_new_tokens: spec.max_new_tokens.max(1) },
     };
-    let options = LmOptions { token_players, heads, token_mode, head_mode, target, metric: metric.clone(), ..LmOptions::default() };
+    let options = LmOptions {
+        token_players,
+        heads,
+        token_mode,
+        head_mode,
+        target,
+        metric: metric.clone(),
+        ..LmOptions::default()
+    };
     let value = LmValue::new(model, &prompt, options)?;
     let players = value.player_labels().to_vec();
     let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
@@ -391,7 +410,8 @@ pub fn marked_spans(marked: &str) -> Result<(String, Vec<std::ops::Range<usize>>
 }
 
 fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
-    let ids = model.tokenizer.encode(text, false).map_err(|e| SetupError::Invalid(format!("tokenizing {text:?}: {e}")))?;
+    let ids =
+        model.tokenizer.encode(text, false).map_err(|e| SetupError::Invalid(format!("tokenizing {text:?}: {e}")))?;
     match ids.get_ids() {
         [id] => Ok(*id),
         other => Err(SetupError::Invalid(format!(

@@ -50,11 +50,7 @@ impl Tensors {
 
     /// `1 + uniform(-0.2, 0.2)` (norm weights).
     pub fn near_one(&mut self, rng: &mut ChaCha8Rng, name: &str, n: usize) {
-        self.set(
-            name,
-            &[n],
-            (0..n).map(|_| 1.0 + rng.random_range(-0.2f32..0.2)).collect(),
-        );
+        self.set(name, &[n], (0..n).map(|_| 1.0 + rng.random_range(-0.2f32..0.2)).collect());
     }
 
     pub fn tensor(&self, name: &str) -> Tensor {
@@ -79,10 +75,7 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 /// GPT-2's byte → printable-character map.
 pub fn bytes_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -120,12 +113,7 @@ pub fn byte_bpe() -> ByteBpe {
     let mut types = vec![1; tokens.len()];
     tokens.push("<|endoftext|>".into());
     types.push(3);
-    ByteBpe {
-        eos: tokens.len() as u32 - 1,
-        tokens,
-        merges: merges.iter().map(|s| s.to_string()).collect(),
-        types,
-    }
+    ByteBpe { eos: tokens.len() as u32 - 1, tokens, merges: merges.iter().map(|s| s.to_string()).collect(), types }
 }
 
 impl ByteBpe {
@@ -133,18 +121,9 @@ impl ByteBpe {
         use gguf_file::Value as V;
         vec![
             ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
-            (
-                "tokenizer.ggml.tokens".into(),
-                V::Array(self.tokens.iter().map(|t| V::String(t.clone())).collect()),
-            ),
-            (
-                "tokenizer.ggml.merges".into(),
-                V::Array(self.merges.iter().map(|t| V::String(t.clone())).collect()),
-            ),
-            (
-                "tokenizer.ggml.token_type".into(),
-                V::Array(self.types.iter().map(|&t| V::I32(t)).collect()),
-            ),
+            ("tokenizer.ggml.tokens".into(), V::Array(self.tokens.iter().map(|t| V::String(t.clone())).collect())),
+            ("tokenizer.ggml.merges".into(), V::Array(self.merges.iter().map(|t| V::String(t.clone())).collect())),
+            ("tokenizer.ggml.token_type".into(), V::Array(self.types.iter().map(|&t| V::I32(t)).collect())),
             ("tokenizer.ggml.eos_token_id".into(), V::U32(self.eos)),
         ]
     }
@@ -161,11 +140,8 @@ impl ByteBpe {
 /// and bakes in padding and truncation, as all-MiniLM-L6-v2's file does (the loader must turn
 /// them off).
 pub fn word_level_json(words: &[&str], unk: &str, specials: &[&str], bert: bool) -> String {
-    let vocab: serde_json::Map<String, serde_json::Value> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), json!(i)))
-        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        words.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
     let added: Vec<serde_json::Value> = specials
         .iter()
         .map(|s| {
@@ -277,18 +253,8 @@ pub fn llama_weights(s: &LlamaSpec, seed: u64) -> Tensors {
         let p = format!("model.layers.{l}");
         w.near_one(&mut r, &format!("{p}.input_layernorm.weight"), e);
         w.rand(&mut r, &format!("{p}.self_attn.q_proj.weight"), &[s.heads * d, e], 0.5);
-        w.rand(
-            &mut r,
-            &format!("{p}.self_attn.k_proj.weight"),
-            &[s.kv_heads * d, e],
-            0.5,
-        );
-        w.rand(
-            &mut r,
-            &format!("{p}.self_attn.v_proj.weight"),
-            &[s.kv_heads * d, e],
-            0.3,
-        );
+        w.rand(&mut r, &format!("{p}.self_attn.k_proj.weight"), &[s.kv_heads * d, e], 0.5);
+        w.rand(&mut r, &format!("{p}.self_attn.v_proj.weight"), &[s.kv_heads * d, e], 0.3);
         if s.qkv_bias {
             w.rand(&mut r, &format!("{p}.self_attn.q_proj.bias"), &[s.heads * d], 0.2);
             w.rand(&mut r, &format!("{p}.self_attn.k_proj.bias"), &[s.kv_heads * d], 0.2);
@@ -410,13 +376,7 @@ pub fn write_llama_gguf(path: &Path, s: &LlamaSpec, w: &mut Tensors, tok: &ByteB
         };
         let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, dtype).unwrap();
-        let back: Vec<f32> = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let back: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let back = match heads {
             Some(h) => permute_rows(&back, shape[0], cols, h, true),
             None => back,
@@ -484,11 +444,8 @@ pub fn write_gpt2_hf(dir: &Path, w: &Tensors) {
         "vocab_size": GPT2_WORDS.len(), "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "eos_token_id": 0});
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     w.save_safetensors(&dir.join("model.safetensors"));
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        word_level_json(GPT2_WORDS, "<unk>", &["<|endoftext|>"], false),
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), word_level_json(GPT2_WORDS, "<unk>", &["<|endoftext|>"], false))
+        .unwrap();
 }
 
 pub const BERT: (usize, usize, usize, usize, usize) = (16, 4, 2, 32, 24); // hidden, heads, layers, inter, positions
@@ -506,12 +463,7 @@ pub fn bert_weights(seed: u64) -> Tensors {
     w.rand(&mut r, "embeddings.LayerNorm.bias", &[e], 0.1);
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
-        for n in [
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-        ] {
+        for n in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
             w.rand(&mut r, &format!("{p}.{n}.weight"), &[e, e], 0.5);
             w.rand(&mut r, &format!("{p}.{n}.bias"), &[e], 0.1);
         }
@@ -541,12 +493,7 @@ pub fn write_bert_hf(dir: &Path, w: &Tensors) {
     w.save_safetensors(&dir.join("model.safetensors"));
     std::fs::write(
         dir.join("tokenizer.json"),
-        word_level_json(
-            BERT_WORDS,
-            "[UNK]",
-            &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-            true,
-        ),
+        word_level_json(BERT_WORDS, "[UNK]", &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], true),
     )
     .unwrap();
 }
@@ -594,12 +541,7 @@ pub fn write_distilbert_hf(dir: &Path, w: &mut Tensors) {
     out.save_safetensors(&dir.join("model.safetensors"));
     std::fs::write(
         dir.join("tokenizer.json"),
-        word_level_json(
-            BERT_WORDS,
-            "[UNK]",
-            &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-            true,
-        ),
+        word_level_json(BERT_WORDS, "[UNK]", &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], true),
     )
     .unwrap();
 }
@@ -623,9 +565,7 @@ impl Seq {
         Seq {
             tokens: tokens.to_vec(),
             positions: (0..n).collect(),
-            keys: (0..n)
-                .map(|i| if causal { (0..=i).collect() } else { (0..n).collect() })
-                .collect(),
+            keys: (0..n).map(|i| if causal { (0..=i).collect() } else { (0..n).collect() }).collect(),
         }
     }
 
@@ -636,9 +576,7 @@ impl Seq {
         Seq {
             tokens: tokens.to_vec(),
             positions: (0..n).collect(),
-            keys: (0..n)
-                .map(|i| (0..n).filter(|&j| (j == i || kept[j]) && (!causal || j <= i)).collect())
-                .collect(),
+            keys: (0..n).map(|i| (0..n).filter(|&j| (j == i || kept[j]) && (!causal || j <= i)).collect()).collect(),
         }
     }
 }
@@ -664,11 +602,7 @@ fn matvec(w: &[f32], rows: usize, x: &[f64], b: Option<&[f32]>) -> Vec<f64> {
     assert_eq!(w.len(), rows * cols);
     (0..rows)
         .map(|r| {
-            let s: f64 = w[r * cols..(r + 1) * cols]
-                .iter()
-                .zip(x)
-                .map(|(&a, &b)| a as f64 * b)
-                .sum();
+            let s: f64 = w[r * cols..(r + 1) * cols].iter().zip(x).map(|(&a, &b)| a as f64 * b).sum();
             s + b.map_or(0.0, |b| b[r] as f64)
         })
         .collect()
@@ -677,13 +611,7 @@ fn matvec(w: &[f32], rows: usize, x: &[f64], b: Option<&[f32]>) -> Vec<f64> {
 /// `x W (+ b)` for Conv1D `W: [in, out]`.
 fn conv1d(w: &[f32], x: &[f64], out: usize, b: &[f32]) -> Vec<f64> {
     (0..out)
-        .map(|o| {
-            x.iter()
-                .enumerate()
-                .map(|(i, &xi)| xi * w[i * out + o] as f64)
-                .sum::<f64>()
-                + b[o] as f64
-        })
+        .map(|o| x.iter().enumerate().map(|(i, &xi)| xi * w[i * out + o] as f64).sum::<f64>() + b[o] as f64)
         .collect()
 }
 
@@ -698,10 +626,7 @@ fn layer_norm(x: &[f64], w: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
     let mean = x.iter().sum::<f64>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     let s = 1.0 / (var + eps).sqrt();
-    x.iter()
-        .zip(w.iter().zip(b))
-        .map(|(v, (&g, &b))| (v - mean) * s * g as f64 + b as f64)
-        .collect()
+    x.iter().zip(w.iter().zip(b)).map(|(v, (&g, &b))| (v - mean) * s * g as f64 + b as f64).collect()
 }
 
 fn add(a: &mut [f64], b: &[f64]) {
@@ -791,11 +716,7 @@ fn attention(
         }
         out.push(concat);
     }
-    means.push(
-        sum.into_iter()
-            .map(|s| s.into_iter().map(|x| x / n as f64).collect())
-            .collect(),
-    );
+    means.push(sum.into_iter().map(|s| s.into_iter().map(|x| x / n as f64).collect()).collect());
     out
 }
 
@@ -810,12 +731,7 @@ pub fn llama_forward(s: &LlamaSpec, w: &Tensors, seq: &Seq, ablate: &Ablate) -> 
     let mut x: Vec<Vec<f64>> = seq
         .tokens
         .iter()
-        .map(|&t| {
-            emb[t as usize * e..(t as usize + 1) * e]
-                .iter()
-                .map(|&v| v as f64)
-                .collect()
-        })
+        .map(|&t| emb[t as usize * e..(t as usize + 1) * e].iter().map(|&v| v as f64).collect())
         .collect();
     let mut means = Vec::new();
     for l in 0..s.layers {
@@ -825,30 +741,15 @@ pub fn llama_forward(s: &LlamaSpec, w: &Tensors, seq: &Seq, ablate: &Ablate) -> 
         for (i, xi) in x.iter().enumerate() {
             let hn = rms_norm(xi, w.get(&p("input_layernorm.weight")), s.eps);
             let mut qi = split_heads(
-                &matvec(
-                    w.get(&p("self_attn.q_proj.weight")),
-                    s.heads * d,
-                    &hn,
-                    bias("self_attn.q_proj.bias"),
-                ),
+                &matvec(w.get(&p("self_attn.q_proj.weight")), s.heads * d, &hn, bias("self_attn.q_proj.bias")),
                 s.heads,
             );
             let mut ki = split_heads(
-                &matvec(
-                    w.get(&p("self_attn.k_proj.weight")),
-                    s.kv_heads * d,
-                    &hn,
-                    bias("self_attn.k_proj.bias"),
-                ),
+                &matvec(w.get(&p("self_attn.k_proj.weight")), s.kv_heads * d, &hn, bias("self_attn.k_proj.bias")),
                 s.kv_heads,
             );
             let vi = split_heads(
-                &matvec(
-                    w.get(&p("self_attn.v_proj.weight")),
-                    s.kv_heads * d,
-                    &hn,
-                    bias("self_attn.v_proj.bias"),
-                ),
+                &matvec(w.get(&p("self_attn.v_proj.weight")), s.kv_heads * d, &hn, bias("self_attn.v_proj.bias")),
                 s.kv_heads,
             );
             for hv in qi.iter_mut().chain(ki.iter_mut()) {
@@ -868,14 +769,8 @@ pub fn llama_forward(s: &LlamaSpec, w: &Tensors, seq: &Seq, ablate: &Ablate) -> 
             add(xi, &matvec(w.get(&p("mlp.down_proj.weight")), e, &act, None));
         }
     }
-    let hidden = x
-        .iter()
-        .map(|xi| rms_norm(xi, w.get("model.norm.weight"), s.eps))
-        .collect();
-    RefOut {
-        hidden,
-        head_means: means,
-    }
+    let hidden = x.iter().map(|xi| rms_norm(xi, w.get("model.norm.weight"), s.eps)).collect();
+    RefOut { hidden, head_means: means }
 }
 
 pub fn gpt2_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
@@ -886,11 +781,7 @@ pub fn gpt2_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
         .tokens
         .iter()
         .zip(&seq.positions)
-        .map(|(&t, &p)| {
-            (0..e)
-                .map(|c| wte[t as usize * e + c] as f64 + wpe[p * e + c] as f64)
-                .collect()
-        })
+        .map(|(&t, &p)| (0..e).map(|c| wte[t as usize * e + c] as f64 + wpe[p * e + c] as f64).collect())
         .collect();
     let mut means = Vec::new();
     for l in 0..layers {
@@ -898,41 +789,24 @@ pub fn gpt2_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
         let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
         for xi in &x {
             let hn = layer_norm(xi, w.get(&p("ln_1.weight")), w.get(&p("ln_1.bias")), 1e-5);
-            let qkv = conv1d(
-                w.get(&p("attn.c_attn.weight")),
-                &hn,
-                3 * e,
-                w.get(&p("attn.c_attn.bias")),
-            );
+            let qkv = conv1d(w.get(&p("attn.c_attn.weight")), &hn, 3 * e, w.get(&p("attn.c_attn.bias")));
             q.push(split_heads(&qkv[..e], h));
             k.push(split_heads(&qkv[e..2 * e], h));
             v.push(split_heads(&qkv[2 * e..], h));
         }
         let a = attention(&q, &k, &v, &seq.keys, l, ablate, &mut means);
         for (xi, ai) in x.iter_mut().zip(&a) {
-            add(
-                xi,
-                &conv1d(w.get(&p("attn.c_proj.weight")), ai, e, w.get(&p("attn.c_proj.bias"))),
-            );
+            add(xi, &conv1d(w.get(&p("attn.c_proj.weight")), ai, e, w.get(&p("attn.c_proj.bias"))));
             let hn = layer_norm(xi, w.get(&p("ln_2.weight")), w.get(&p("ln_2.bias")), 1e-5);
             let m: Vec<f64> = conv1d(w.get(&p("mlp.c_fc.weight")), &hn, 4 * e, w.get(&p("mlp.c_fc.bias")))
                 .into_iter()
                 .map(gelu_tanh)
                 .collect();
-            add(
-                xi,
-                &conv1d(w.get(&p("mlp.c_proj.weight")), &m, e, w.get(&p("mlp.c_proj.bias"))),
-            );
+            add(xi, &conv1d(w.get(&p("mlp.c_proj.weight")), &m, e, w.get(&p("mlp.c_proj.bias"))));
         }
     }
-    let hidden = x
-        .iter()
-        .map(|xi| layer_norm(xi, w.get("ln_f.weight"), w.get("ln_f.bias"), 1e-5))
-        .collect();
-    RefOut {
-        hidden,
-        head_means: means,
-    }
+    let hidden = x.iter().map(|xi| layer_norm(xi, w.get("ln_f.weight"), w.get("ln_f.bias"), 1e-5)).collect();
+    RefOut { hidden, head_means: means }
 }
 
 /// BERT by definition; without `embeddings.token_type_embeddings.weight` in `w` it is DistilBERT
@@ -955,40 +829,20 @@ pub fn bert_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
         .iter()
         .zip(&seq.positions)
         .map(|(&t, &p)| {
-            let v: Vec<f64> = (0..e)
-                .map(|c| we[t as usize * e + c] as f64 + pe[p * e + c] as f64 + te[c] as f64)
-                .collect();
-            layer_norm(
-                &v,
-                w.get("embeddings.LayerNorm.weight"),
-                w.get("embeddings.LayerNorm.bias"),
-                eps,
-            )
+            let v: Vec<f64> =
+                (0..e).map(|c| we[t as usize * e + c] as f64 + pe[p * e + c] as f64 + te[c] as f64).collect();
+            layer_norm(&v, w.get("embeddings.LayerNorm.weight"), w.get("embeddings.LayerNorm.bias"), eps)
         })
         .collect();
     let mut means = Vec::new();
     for l in 0..layers {
         let p = |n: &str| format!("encoder.layer.{l}.{n}");
         let lin = |n: &str, rows: usize, xi: &[f64]| {
-            matvec(
-                w.get(&p(&format!("{n}.weight"))),
-                rows,
-                xi,
-                Some(w.get(&p(&format!("{n}.bias")))),
-            )
+            matvec(w.get(&p(&format!("{n}.weight"))), rows, xi, Some(w.get(&p(&format!("{n}.bias")))))
         };
-        let q: Vec<_> = x
-            .iter()
-            .map(|xi| split_heads(&lin("attention.self.query", e, xi), h))
-            .collect();
-        let k: Vec<_> = x
-            .iter()
-            .map(|xi| split_heads(&lin("attention.self.key", e, xi), h))
-            .collect();
-        let v: Vec<_> = x
-            .iter()
-            .map(|xi| split_heads(&lin("attention.self.value", e, xi), h))
-            .collect();
+        let q: Vec<_> = x.iter().map(|xi| split_heads(&lin("attention.self.query", e, xi), h)).collect();
+        let k: Vec<_> = x.iter().map(|xi| split_heads(&lin("attention.self.key", e, xi), h)).collect();
+        let v: Vec<_> = x.iter().map(|xi| split_heads(&lin("attention.self.value", e, xi), h)).collect();
         let a = attention(&q, &k, &v, &seq.keys, l, ablate, &mut means);
         for (xi, ai) in x.iter_mut().zip(&a) {
             let mut y = xi.clone();
@@ -1002,18 +856,10 @@ pub fn bert_forward(w: &Tensors, seq: &Seq, ablate: &Ablate) -> RefOut {
             let m: Vec<f64> = lin("intermediate.dense", inter, &y).into_iter().map(gelu_erf).collect();
             let mut z = y.clone();
             add(&mut z, &lin("output.dense", e, &m));
-            *xi = layer_norm(
-                &z,
-                w.get(&p("output.LayerNorm.weight")),
-                w.get(&p("output.LayerNorm.bias")),
-                eps,
-            );
+            *xi = layer_norm(&z, w.get(&p("output.LayerNorm.weight")), w.get(&p("output.LayerNorm.bias")), eps);
         }
     }
-    RefOut {
-        hidden: x,
-        head_means: means,
-    }
+    RefOut { hidden: x, head_means: means }
 }
 
 /// `log softmax(head · h)[t]`.
@@ -1047,12 +893,7 @@ pub fn bert_class_logits(w: &Tensors, cls: &[f64]) -> Vec<f64> {
         .into_iter()
         .map(f64::tanh)
         .collect();
-    matvec(
-        w.get("classifier.weight"),
-        BERT_LABELS,
-        &z,
-        Some(w.get("classifier.bias")),
-    )
+    matvec(w.get("classifier.weight"), BERT_LABELS, &z, Some(w.get("classifier.bias")))
 }
 
 /// `|got - want| <= tol * max(1, |want|)`, with a message.

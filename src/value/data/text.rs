@@ -66,7 +66,8 @@ pub fn read_text_examples(path: &Path) -> Result<Vec<TextExample>, FeatureError>
 /// The encoder's sentence embedding of `text`: mean over its tokens of the last hidden states,
 /// L2-normalised (what sentence-transformers computes for all-MiniLM-L6-v2).
 pub fn embed(encoder: &LoadedModel, text: &str) -> Result<Vec<f64>, FeatureError> {
-    let fail = |e: crate::model::ModelError| FeatureError::Embedding { what: format!("{text:?}"), message: e.to_string() };
+    let fail =
+        |e: crate::model::ModelError| FeatureError::Embedding { what: format!("{text:?}"), message: e.to_string() };
     let ids = encoder.encode(text).map_err(fail)?;
     let hidden = encoder.model.forward(&ModelInput::single(&ids)).map_err(fail)?.hidden;
     let pooled = mean_pool_normalized(&hidden, &vec![true; ids.len()]).map_err(fail)?;
