@@ -19,7 +19,8 @@ use rand::{Rng, SeedableRng};
 use spex::cuda::kernels::DeviceMasks;
 use spex::cuda::stream::MaskUploader;
 use spex::cuda::Gpu;
-use spex::mask::{Mask, MaskBatch};
+use spex::design::{rng, uniform::random_masks as spex_random_masks};
+use spex::mask::MaskBatch;
 
 fn seconds() -> Duration {
     let s = std::env::var("SPEX_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
@@ -54,14 +55,9 @@ fn row(path: &str, model: &str, batch: usize, prompt: usize, tokens_per_query: u
     println!("| {path} | {model} | {batch} | {prompt} | {q:.1} | {tps:.0} | {ms:.4} |");
 }
 
+/// Uniform random masks, seeded.
 fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut b = MaskBatch::new(n);
-    for _ in 0..rows {
-        let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
-        b.push(Mask::from_bools(&bits).as_ref()).unwrap();
-    }
-    b
+    spex_random_masks(n, rows, &mut rng(seed, 0))
 }
 
 /// Upload (pinned, double-buffered) + bias + head gates for batches of masks over `len` token

@@ -15,9 +15,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
 use spex::bench::token_prompt;
-use spex::mask::{Mask, MaskBatch};
+use spex::design::{rng, uniform::random_masks as spex_random_masks};
+use spex::mask::MaskBatch;
 use spex::model::cache::load_default_lm;
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::TokenMode;
@@ -29,14 +29,9 @@ fn list(var: &str, default: &[usize]) -> Vec<usize> {
     }
 }
 
+/// Uniform random masks, seeded.
 fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut b = MaskBatch::new(n);
-    for _ in 0..rows {
-        let bits: Vec<bool> = (0..n).map(|_| r.random_bool(0.5)).collect();
-        b.push(Mask::from_bools(&bits).as_ref()).unwrap();
-    }
-    b
+    spex_random_masks(n, rows, &mut rng(seed, 0))
 }
 
 fn main() {

@@ -276,10 +276,9 @@ pub fn dense_head_gates(masks: MaskSlice<'_>, bits: &[i32], layers: usize, heads
 
 #[cfg(test)]
 mod tests {
-    use rand::{Rng, SeedableRng};
-
     use super::*;
-    use crate::mask::{Mask, MaskBatch};
+    use crate::design::{rng, uniform::random_masks as spex_random_masks};
+    use crate::mask::MaskBatch;
 
     /// A layout of 7 base positions (a fixed prefix token, 5 token players owning one or two
     /// positions, a read target) and 3 head players over 2 layers × 4 heads.
@@ -303,14 +302,9 @@ mod tests {
         }
     }
 
+    /// Uniform random masks, seeded.
     fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut b = MaskBatch::new(n);
-        for _ in 0..rows {
-            let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
-            b.push(Mask::from_bools(&bits).as_ref()).unwrap();
-        }
-        b
+        spex_random_masks(n, rows, &mut rng(seed, 0))
     }
 
     #[test]
