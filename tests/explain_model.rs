@@ -26,7 +26,7 @@ fn have_model() -> bool {
     false
 }
 
-fn spex(args: &[&str], out: &Path) -> Output {
+fn spex<S: AsRef<std::ffi::OsStr>>(args: &[S], out: &Path) -> Output {
     Command::new(SPEX).args(args).args(["--quiet", "--out"]).arg(out).output().unwrap()
 }
 
@@ -38,7 +38,11 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-const PARIS: &[&str] = &["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "400"];
+/// `spex explain` of the one-token answer to "The capital of France is", and `extra` options.
+fn paris(extra: &[&str]) -> Vec<String> {
+    let base = ["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1"];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
 
 #[test]
 fn word_players_of_a_prompt_find_the_country_behind_the_answer() {
@@ -47,7 +51,7 @@ fn word_players_of_a_prompt_find_the_country_behind_the_answer() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = spex(&[PARIS, &["--index", "bv"]].concat(), &out);
+    let o = spex(&paris(&["--budget", "400", "--index", "bv"]), &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("\" Paris\""), "the greedy answer is the target: {stdout}");
@@ -79,20 +83,7 @@ fn head_players_are_named_by_layer_and_shown_as_a_heatmap() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = spex(
-        &[
-            "explain",
-            "--prompt",
-            "The capital of France is",
-            "--players",
-            "heads",
-            "--budget",
-            "200",
-            "--max-new-tokens",
-            "1",
-        ],
-        &out,
-    );
+    let o = spex(&paris(&["--players", "heads", "--budget", "200"]), &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let result = json(&out.join("result.json"));
     assert_eq!(result["n"], 30 * 9);
@@ -132,36 +123,10 @@ fn a_run_of_another_prompt_is_not_resumed() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = spex(
-        &[
-            "explain",
-            "--prompt",
-            "The capital of France is",
-            "--max-new-tokens",
-            "1",
-            "--budget",
-            "100",
-            "--shard",
-            "0/2",
-        ],
-        &out,
-    );
+    let o = spex(&paris(&["--budget", "100", "--shard", "0/2"]), &out);
     assert!(o.status.success(), "{}", stderr(&o));
-    let other = spex(
-        &[
-            "explain",
-            "--prompt",
-            "The capital of Italy is",
-            "--max-new-tokens",
-            "1",
-            "--budget",
-            "100",
-            "--shard",
-            "0/2",
-            "--resume",
-        ],
-        &out,
-    );
+    let italy = ["explain", "--prompt", "The capital of Italy is", "--max-new-tokens", "1", "--budget", "100"];
+    let other = spex(&[&italy[..], &["--shard", "0/2", "--resume"]].concat(), &out);
     assert!(!other.status.success());
     assert!(stderr(&other).contains("Italy"), "the refusal names what differs: {}", stderr(&other));
 }
@@ -197,8 +162,7 @@ fn a_sweep_explains_each_input_as_explain_would_and_reuses_finished_ones() {
     assert!(summary[1]["error"].as_str().unwrap().contains("empty"));
 
     let single = tmp.path().join("single");
-    let o =
-        spex(&["explain", "--prompt", "The capital of France is", "--max-new-tokens", "1", "--budget", "200"], &single);
+    let o = spex(&paris(&["--budget", "200"]), &single);
     assert!(o.status.success(), "{}", stderr(&o));
     let (a, b) = (json(&out.join("paris/result.json")), json(&single.join("result.json")));
     assert_eq!(a["fourier"], b["fourier"]);
