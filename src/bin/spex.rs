@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -418,6 +417,9 @@ struct DataArgs {
     /// Train in 64-bit floats (default: 32-bit).
     #[arg(long)]
     f64: bool,
+    /// Where the models train: auto (the first GPU when this build has the GPU path), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: ComputeDevice,
     #[command(flatten)]
     plan: PlanArgs,
     #[command(flatten)]
@@ -854,7 +856,8 @@ fn data(args: DataArgs) -> Result<()> {
     };
     // The value function is built before the run directory is opened, so that bad input fails
     // before anything is written.
-    let value = DataValue::new(&train, &test, &spec, config, &Device::Cpu)?;
+    let device = args.device.resolve();
+    let value = DataValue::new(&train, &test, &spec, config, &device.candle_device()?)?;
     let what = match (value.class(), args.test_index) {
         (Some(k), Some(i)) => format!(
             "{} of class {:?} at test example {i} ({}:{})",
@@ -880,7 +883,7 @@ fn data(args: DataArgs) -> Result<()> {
     );
     let function = format!(
         "data train={} ({}) test={} ({}) encoder={} label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
-         init_seed={} f64={} target={} class={} test_index={:?}",
+         init_seed={} f64={} target={} class={} test_index={:?}{}",
         args.train.display(),
         fingerprint(&args.train)?,
         test_path.display(),
@@ -897,7 +900,8 @@ fn data(args: DataArgs) -> Result<()> {
         args.f64,
         args.target,
         args.class,
-        args.test_index
+        args.test_index,
+        if device == ComputeDevice::Cuda { " device=cuda" } else { "" }
     );
     let plan = Plan::new(args.plan.spec(train.rows()))?;
     let info = RunInfo::new(function).with_players(player_names(&train));

@@ -114,6 +114,32 @@ impl ComputeDevice {
     }
 }
 
+impl ComputeDevice {
+    /// The candle device of `self` (resolved first): the CPU, or the first CUDA device.
+    pub fn candle_device(self) -> Result<candle_core::Device, SetupError> {
+        match self.resolve() {
+            ComputeDevice::Cuda => first_gpu(),
+            _ => Ok(candle_core::Device::Cpu),
+        }
+    }
+}
+
+#[cfg(feature = "candle-cuda")]
+fn first_gpu() -> Result<candle_core::Device, SetupError> {
+    candle_core::Device::new_cuda(0).map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn first_gpu() -> Result<candle_core::Device, SetupError> {
+    Err(no_gpu_build())
+}
+
+fn no_gpu_build() -> SetupError {
+    SetupError::Invalid(
+        "this spex was built without the GPU path; rebuild with --features candle-cuda (README, GPU section)".into(),
+    )
+}
+
 #[cfg(feature = "candle-cuda")]
 fn gpu_available() -> bool {
     crate::cuda::device_count().is_ok_and(|n| n > 0)
@@ -134,9 +160,7 @@ fn on_gpu(value: &LmValue) -> Result<Box<dyn ValueFunction + Send>, SetupError> 
 
 #[cfg(not(feature = "candle-cuda"))]
 fn on_gpu(_: &LmValue) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
-    Err(SetupError::Invalid(
-        "this spex was built without the GPU path; rebuild with --features candle-cuda (README, GPU section)".into(),
-    ))
+    Err(no_gpu_build())
 }
 
 /// One input to explain.
