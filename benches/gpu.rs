@@ -212,7 +212,7 @@ mod models {
     fn spec(lm: Arc<LoadedModel>, len: usize, vocab: usize) -> LmValue {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(len as u64);
         let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..vocab as u32)).collect();
-        let spans = (0..len).map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p] }).collect();
+        let spans = (0..len).map(TokenSpan::token).collect();
         let target: Vec<u32> = (0..4).map(|_| rng.random_range(0..vocab as u32)).collect();
         let opts = LmOptions { target: Target::Tokens(target), token_mode: TokenMode::Attention, ..Default::default() };
         LmValue::from_tokens(lm, TokenizedPrompt::new(ids, spans).unwrap(), opts).unwrap()

@@ -220,7 +220,7 @@ pub const BENCH_TEXT: &str = "The history of the city begins with a small fishin
 /// A prompt of exactly `len` tokens of [`BENCH_TEXT`], each token a player.
 pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, SetupError> {
     let ids = lm.encode(&BENCH_TEXT.repeat(len / 40 + 2)).map_err(|e| SetupError::Invalid(e.to_string()))?;
-    let spans = (0..len).map(|p| TokenSpan { label: format!("#{p}"), positions: vec![p], text: 0..0 }).collect();
+    let spans = (0..len).map(TokenSpan::token).collect();
     TokenizedPrompt::new(ids[..len].to_vec(), spans)
 }
 

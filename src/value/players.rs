@@ -140,6 +140,14 @@ pub struct TokenSpan {
     pub text: Range<usize>,
 }
 
+impl TokenSpan {
+    /// A player of the one token at `position`, labelled `#position`, with no text span (prompts
+    /// built from token ids, as in benchmarks).
+    pub fn token(position: usize) -> Self {
+        TokenSpan { label: format!("#{position}"), positions: vec![position], text: 0..0 }
+    }
+}
+
 /// A tokenized prompt and its token players.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenizedPrompt {

@@ -134,6 +134,7 @@ fn first_gpu() -> Result<candle_core::Device, SetupError> {
     Err(no_gpu_build())
 }
 
+#[cfg(not(feature = "candle-cuda"))]
 fn no_gpu_build() -> SetupError {
     SetupError::Invalid(
         "this spex was built without the GPU path; rebuild with --features candle-cuda (README, GPU section)".into(),
