@@ -117,7 +117,7 @@ struct ShowArgs {
 
 #[derive(Args)]
 struct ExplainArgs {
-    /// Explain the built-in toy function of 8 words instead of a model (no model needed).
+    /// Explain the built-in toy sentiment function of 14 words instead of a model (no model needed).
     #[arg(long, conflicts_with = "oracle")]
     demo: bool,
     /// Driver command (run through `sh -c`) speaking the JSON-lines protocol, instead of a model.
