@@ -1,36 +1,15 @@
 //! The `spex` command line end to end: design → values → decode, the driver protocol with
 //! well-behaved and misbehaving drivers, resume, and bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::cli::{fails, json, ok, SPEX};
 use serde_json::Value;
 use spex::io::read_masks;
 use spex::value::demo;
-
-const SPEX: &str = env!("CARGO_BIN_EXE_spex");
-
-fn spex(args: &[&str]) -> Output {
-    Command::new(SPEX).args(args).output().expect("spex runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = spex(args);
-    assert!(out.status.success(), "spex {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = spex(args);
-    assert!(!out.status.success(), "spex {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "spex {args:?} panicked:\n{err}");
-    err
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// `(players, value)` pairs of a result's interactions, rounded, sorted by players.
 fn interactions(result: &Value) -> Vec<(Vec<u64>, f64)> {

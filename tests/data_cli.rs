@@ -2,34 +2,11 @@
 //! top with its ids and labels as names, the run directory resumes, and bad input fails with a
 //! message instead of a panic.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-use serde_json::Value;
-
-const SPEX: &str = env!("CARGO_BIN_EXE_spex");
-
-fn spex(args: &[&str]) -> Output {
-    Command::new(SPEX).args(args).output().expect("spex runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = spex(args);
-    assert!(out.status.success(), "spex {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = spex(args);
-    assert!(!out.status.success(), "spex {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "spex {args:?} panicked:\n{err}");
-    err
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::cli::{fails, json, ok};
 
 /// Twelve background examples far from the test point and a group of four near it (`g0..g2`
 /// labelled pos, `g3` mislabelled neg) that alone have the third feature.

@@ -9,10 +9,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::cli::{json, SPEX};
 use serde_json::Value;
 use spex::model::cache::SMOLLM2;
-
-const SPEX: &str = env!("CARGO_BIN_EXE_spex");
 
 fn have_model() -> bool {
     if SMOLLM2.cached().expect("cache directory").is_some() {
@@ -32,10 +31,6 @@ fn spex<S: AsRef<std::ffi::OsStr>>(args: &[S], out: &Path) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// `spex explain` of the one-token answer to "The capital of France is", and `extra` options.

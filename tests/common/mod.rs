@@ -5,6 +5,7 @@
 //! definitions, independently of the crate's conversions, so that a test comparing the two can fail.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cli;
 pub mod planted;
 
 use rand::{Rng, SeedableRng};
