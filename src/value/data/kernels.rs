@@ -176,30 +176,25 @@ impl SoftmaxResidual {
                 candle_core::bail!("softmax residual: bias {:?} for logits {:?}", l.shape(), z.1.shape());
             }
         }
-        let out = match (z.0, w.0, bias.map(|b| b.0)) {
-            (CpuStorage::F32(zs), CpuStorage::F32(ws), None) => {
-                CpuStorage::F32(self.run(contiguous(zs, z.1)?, contiguous(ws, w.1)?, None, p, q, c))
+        const MIXED: &str = "softmax residual: f32 or f64 inputs of one type";
+        let out = match (z.0, w.0) {
+            (CpuStorage::F32(zs), CpuStorage::F32(ws)) => {
+                let bs = match bias {
+                    None => None,
+                    Some((CpuStorage::F32(bs), l)) => Some(contiguous(bs, l)?),
+                    Some(_) => candle_core::bail!("{MIXED}"),
+                };
+                CpuStorage::F32(self.run(contiguous(zs, z.1)?, contiguous(ws, w.1)?, bs, p, q, c))
             }
-            (CpuStorage::F32(zs), CpuStorage::F32(ws), Some(CpuStorage::F32(bs))) => CpuStorage::F32(self.run(
-                contiguous(zs, z.1)?,
-                contiguous(ws, w.1)?,
-                Some(contiguous(bs, bias.expect("some").1)?),
-                p,
-                q,
-                c,
-            )),
-            (CpuStorage::F64(zs), CpuStorage::F64(ws), None) => {
-                CpuStorage::F64(self.run(contiguous(zs, z.1)?, contiguous(ws, w.1)?, None, p, q, c))
+            (CpuStorage::F64(zs), CpuStorage::F64(ws)) => {
+                let bs = match bias {
+                    None => None,
+                    Some((CpuStorage::F64(bs), l)) => Some(contiguous(bs, l)?),
+                    Some(_) => candle_core::bail!("{MIXED}"),
+                };
+                CpuStorage::F64(self.run(contiguous(zs, z.1)?, contiguous(ws, w.1)?, bs, p, q, c))
             }
-            (CpuStorage::F64(zs), CpuStorage::F64(ws), Some(CpuStorage::F64(bs))) => CpuStorage::F64(self.run(
-                contiguous(zs, z.1)?,
-                contiguous(ws, w.1)?,
-                Some(contiguous(bs, bias.expect("some").1)?),
-                p,
-                q,
-                c,
-            )),
-            _ => candle_core::bail!("softmax residual: f32 or f64 inputs of one type"),
+            _ => candle_core::bail!("{MIXED}"),
         };
         Ok((out, z.1.shape().clone()))
     }
