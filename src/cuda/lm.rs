@@ -194,15 +194,7 @@ impl GpuLmValue {
                 .map_err(candle)?;
             Some(HeadGates { gates, fill: self.head_fill.clone() })
         };
-        Ok(ModelInput {
-            batch: b,
-            len,
-            tokens,
-            positions: (0..len as u32).cycle().take(b * len).collect(),
-            attn_bias,
-            head_gates,
-            capture_head_means: false,
-        })
+        Ok(ModelInput::full_rows(b, len, tokens, attn_bias, head_gates))
     }
 
     /// A device buffer as a candle tensor of `shape` (no copy).

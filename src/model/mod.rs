@@ -149,15 +149,20 @@ pub struct ModelInput {
 impl ModelInput {
     /// One unablated row: positions `0..len`, no bias, no gates.
     pub fn single(tokens: &[u32]) -> Self {
-        ModelInput {
-            batch: 1,
-            len: tokens.len(),
-            tokens: tokens.to_vec(),
-            positions: (0..tokens.len() as u32).collect(),
-            attn_bias: None,
-            head_gates: None,
-            capture_head_means: false,
-        }
+        ModelInput::full_rows(1, tokens.len(), tokens.to_vec(), None, None)
+    }
+
+    /// `batch` rows of `len` tokens (`tokens` row-major), every row at positions `0..len`: the
+    /// full-length form, where masking is carried by the bias and the gates alone.
+    pub fn full_rows(
+        batch: usize,
+        len: usize,
+        tokens: Vec<u32>,
+        attn_bias: Option<Tensor>,
+        head_gates: Option<HeadGates>,
+    ) -> Self {
+        let positions = (0..len as u32).cycle().take(batch * len).collect();
+        ModelInput { batch, len, tokens, positions, attn_bias, head_gates, capture_head_means: false }
     }
 
     fn validate(&self, info: &ModelInfo) -> Result<(), ModelError> {

@@ -230,15 +230,7 @@ impl Layout {
                 .collect::<Result<Vec<_>, _>>()?;
             Some(HeadGates { gates, fill: self.head_fill.clone() })
         };
-        Ok(ModelInput {
-            batch: b,
-            len,
-            tokens,
-            positions: (0..len as u32).cycle().take(b * len).collect(),
-            attn_bias,
-            head_gates,
-            capture_head_means: false,
-        })
+        Ok(ModelInput::full_rows(b, len, tokens, attn_bias, head_gates))
     }
 }
 
