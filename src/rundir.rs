@@ -90,6 +90,11 @@ impl RunInfo {
         RunInfo { function: function.into(), players: None, scored: None, model: None, input: None }
     }
 
+    /// The description in run directory `dir` (its `run.json`), if there is a readable one.
+    pub fn load(dir: &Path) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()
+    }
+
     /// The same, with player names.
     pub fn with_players(mut self, names: Vec<String>) -> Self {
         self.players = Some(names);
@@ -189,7 +194,7 @@ impl RunDir {
 
     /// The run's description (`run.json`).
     pub fn info(&self) -> Option<RunInfo> {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("run.json")).ok()?).ok()
+        RunInfo::load(&self.dir)
     }
 
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), RunDirError> {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::LoadedModel;
 use crate::plan::{DecoderConfig, Plan, PlanSpec};
 use crate::report::write_reports;
-use crate::rundir::StartMode;
+use crate::rundir::{RunInfo, StartMode};
 use crate::runner::{self, Progress, RunOptions, RunOutcome};
 use crate::store::Shard;
 use crate::transform::Index;
@@ -283,8 +283,7 @@ fn explain_one(
 /// The outcome of an input whose result an earlier sweep wrote for the same model, input and
 /// design; `None` when it must be (re)computed.
 fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) -> Option<InputOutcome> {
-    let run: crate::rundir::RunInfo =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
+    let run = RunInfo::load(dir)?;
     let fingerprint =
         setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec, options.device);
     let plan = Plan::load(&dir.join("design.json")).ok()?;
@@ -303,6 +302,8 @@ fn summarise(id: &str, dir: &Path, status: &str, result: &crate::report::ResultF
         e.names.clone().unwrap_or_else(|| e.players.players().iter().map(|p| format!("#{p}")).collect())
     };
     InputOutcome {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
         status: status.into(),
         error: None,
         n: Some(result.n),
@@ -315,7 +316,7 @@ fn summarise(id: &str, dir: &Path, status: &str, result: &crate::report::ResultF
             .take(top)
             .map(|e| (names(e), e.value))
             .collect(),
-        ..failed(id, dir, String::new())
+        seconds: 0.0,
     }
 }
 

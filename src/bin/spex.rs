@@ -309,10 +309,7 @@ impl RunArgs {
                 StartMode::Fresh
             },
             shard: self.shard.unwrap_or(Shard::ALL),
-            batch_size: match self.batch_size {
-                BatchSize::Auto => auto_batch,
-                BatchSize::Rows(n) => n.max(1),
-            },
+            batch_size: self.batch_size.rows(auto_batch),
             sync_every: self.sync_every.max(1),
             queue: 4,
         })
@@ -333,6 +330,25 @@ impl std::str::FromStr for BatchSize {
             "auto" => Ok(BatchSize::Auto),
             n => n.parse().map(BatchSize::Rows).map_err(|_| format!("expected auto or a number of masks, not {n:?}")),
         }
+    }
+}
+
+impl BatchSize {
+    /// Masks per batch, `auto` standing for `auto_rows`.
+    fn rows(self, auto_rows: usize) -> usize {
+        match self {
+            BatchSize::Auto => auto_rows,
+            BatchSize::Rows(n) => n.max(1),
+        }
+    }
+}
+
+/// `--batch-size auto` for a model on `device`.
+fn model_auto_batch(device: ComputeDevice) -> usize {
+    if device == ComputeDevice::Cuda {
+        AUTO_BATCH_GPU
+    } else {
+        AUTO_BATCH_MODEL
     }
 }
 
@@ -655,8 +671,7 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(value.take().expect("the value function is started once"))
     };
-    let auto_batch = if device == ComputeDevice::Cuda { AUTO_BATCH_GPU } else { AUTO_BATCH_MODEL };
-    run_and_report(&plan, &info, &args.run.options(auto_batch)?, &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(model_auto_batch(device))?, &args.run, &args.show, &mut start)
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
@@ -668,11 +683,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         out: args.out.clone(),
         force: args.force,
         shard: args.shard.unwrap_or(Shard::ALL),
-        batch_size: match args.batch_size {
-            BatchSize::Auto if device == ComputeDevice::Cuda => AUTO_BATCH_GPU,
-            BatchSize::Auto => AUTO_BATCH_MODEL,
-            BatchSize::Rows(n) => n.max(1),
-        },
+        batch_size: args.batch_size.rows(model_auto_batch(device)),
         sync_every: args.sync_every.max(1),
         plan_for: &plan_for,
         index: args.show.index,
