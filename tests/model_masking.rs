@@ -53,20 +53,20 @@ fn llama() -> LlamaFixture {
     LlamaFixture { _dir: dir, spec, w, hf, gguf, gguf_path }
 }
 
-fn gpt2() -> (TempDir, Tensors, Arc<LoadedModel>) {
+/// Weights `w` written as an HF directory by `write` and loaded back.
+fn hf_model(w: Tensors, write: fn(&std::path::Path, &Tensors)) -> (TempDir, Tensors, Arc<LoadedModel>) {
     let dir = tempfile::tempdir().unwrap();
-    let w = gpt2_weights(11);
-    write_gpt2_hf(dir.path(), &w);
+    write(dir.path(), &w);
     let m = Arc::new(model::load(dir.path()).unwrap());
     (dir, w, m)
 }
 
+fn gpt2() -> (TempDir, Tensors, Arc<LoadedModel>) {
+    hf_model(gpt2_weights(11), write_gpt2_hf)
+}
+
 fn bert() -> (TempDir, Tensors, Arc<LoadedModel>) {
-    let dir = tempfile::tempdir().unwrap();
-    let w = bert_weights(13);
-    write_bert_hf(dir.path(), &w);
-    let m = Arc::new(model::load(dir.path()).unwrap());
-    (dir, w, m)
+    hf_model(bert_weights(13), write_bert_hf)
 }
 
 /// Per base position (prompt, then `extra` always-kept positions), whether the mask keeps it.
