@@ -20,3 +20,9 @@ template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return
 __device__ __forceinline__ bool mask_bit(const uint64_t* words, int p) {
     return (words[p >> 6] >> (p & 63)) & 1ull;
 }
+
+// Whether row `b` of `masks` (`words` u64 per row) keeps the player of mask bit `bit`; -1 marks a
+// fixed token or an ungated head, always kept.
+__device__ __forceinline__ bool row_keeps(const uint64_t* masks, int words, int b, int bit) {
+    return bit < 0 || mask_bit(masks + (size_t)b * words, bit);
+}

@@ -21,9 +21,7 @@ __device__ void attention_bias_impl(T* __restrict__ bias, const uint64_t* __rest
         const int j = idx % len;
         const int i = (idx / len) % len;
         const int b = idx / ((size_t)len * len);
-        const int owner = owners[j];
-        const bool kept = owner < 0 || mask_bit(masks + (size_t)b * words, owner);
-        const bool visible = j == i || (!(causal && j > i) && kept);
+        const bool visible = j == i || (!(causal && j > i) && row_keeps(masks, words, b, owners[j]));
         bias[idx] = from_f32<T>(visible ? 0.0f : -CUDART_INF_F);
     }
 }
@@ -51,9 +49,7 @@ extern "C" __global__ void replace_ids(uint32_t* __restrict__ out, const uint64_
          idx += (size_t)gridDim.x * blockDim.x) {
         const int p = idx % len;
         const int b = idx / len;
-        const int owner = owners[p];
-        const bool kept = owner < 0 || mask_bit(masks + (size_t)b * words, owner);
-        out[idx] = kept ? ids[p] : replacement;
+        out[idx] = row_keeps(masks, words, b, owners[p]) ? ids[p] : replacement;
     }
 }
 
@@ -68,7 +64,6 @@ extern "C" __global__ void head_gates_from_masks(float* __restrict__ gates, cons
         const int h = idx % heads;
         const int b = (idx / heads) % batch;
         const int l = idx / ((size_t)heads * batch);
-        const int bit = bits[l * heads + h];
-        gates[idx] = (bit < 0 || mask_bit(masks + (size_t)b * words, bit)) ? 1.0f : 0.0f;
+        gates[idx] = row_keeps(masks, words, b, bits[l * heads + h]) ? 1.0f : 0.0f;
     }
 }
