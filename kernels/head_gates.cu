@@ -3,7 +3,8 @@
 // [H, D] (mean ablation) or zero when null. Computed in f32 and rounded once to the storage type,
 // so gates of exactly 0 or 1 give exactly x or fill in every dtype.
 //
-// CPU twin: crate::model::ops::apply_head_gates.
+// CPU twin: crate::model::ops::gate_heads_slice; on candle tensors through
+// crate::model::ops::gate_heads_in_place (the GPU forward's head-ablation hook).
 #include "common.cuh"
 
 template <typename T>

@@ -123,7 +123,7 @@ __device__ void score_direct_impl(const T* __restrict__ hidden, const T* __restr
     }
     if (lane < ROWS) { sm[warp][lane] = m; ss[warp][lane] = s; }
     __syncthreads();
-    if (threadIdx.x < ROWS && n0 + threadIdx.x < picks) {
+    if (threadIdx.x < ROWS && n0 + (int)threadIdx.x < picks) {
         float bm = -CUDART_INF_F, bs = 0.0f;
         for (int k = 0; k < warps; ++k) lse_merge(bm, bs, sm[k][threadIdx.x], ss[k][threadIdx.x]);
         const size_t at = (size_t)(n0 + threadIdx.x) * slices + blockIdx.y;

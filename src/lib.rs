@@ -19,13 +19,12 @@
 //! * [`store`], [`rundir`], [`runner`]: the crash-safe sample store, run directories, and
 //!   running a plan into one (resume, shards, merge).
 //! * [`io`], [`report`]: text formats, the result schema and the reports (CSV, shapiq, HTML).
-//! * [`bch`], [`planted`], [`bench`]: BCH codes for the SPEX delays, planted test functions, and
+//! * [`bch`], [`planted`], [`bench`](mod@bench): BCH codes for the SPEX delays, planted test functions, and
 //!   benchmarks that print figures.
 #![warn(missing_docs)]
 
 pub mod bch;
 pub mod bench;
-#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod decode;
 pub mod design;

@@ -1,5 +1,5 @@
 //! Runs a plan into a run directory: opens (or resumes) its sample store, evaluates the missing
-//! batches of this shard through the [`engine`](crate::engine) pipeline while storing each one
+//! batches of this shard through the [`crate::engine`] pipeline while storing each one
 //! durably, and decodes once every batch is in. `spex explain`, `spex sweep` and `spex merge`
 //! are thin layers over this module.
 

@@ -6,23 +6,22 @@
 //! without one reports them as ignored, not passed; `scripts/gpu-check.sh` runs them with
 //! `--ignored` (and fails when no device is visible). The no-device behaviour is tested always.
 //!
-//! Tolerances. Masking kernels (bias, ids, gates) are exact: their values are 0, −∞, 1 or copies.
-//! Head gating with 0/1 gates is exact in every dtype (the result is the input or the fill, each
-//! rounded once). Scoring accumulates in f32 in a different order than the CPU: |Δ| ≤ 1e-4 ·
-//! max(1, |log p|) for f32; the bf16/f16 kernels are compared with a twin fed the *same rounded*
-//! inputs, so the same tolerance holds (the rounding of the weights themselves, ~0.4 % per bf16
-//! element, changes the value relative to an f32 model and is a property of the model, not of
-//! the kernel).
+//! The kernel cases and their tolerances are shared with the host emulation of the kernels
+//! (`tests/kernels_emulated.rs`, every test run): `tests/kernel_cases`. There the bf16/f16
+//! kernels are compared with a twin fed the *same rounded* inputs; the rounding of the weights
+//! themselves (~0.4 % per bf16 element) changes a model's values relative to f32 and is a
+//! property of the model, not of a kernel (the model tolerances below).
 #![cfg(feature = "cuda")]
 
+mod kernel_cases;
 mod models_common;
 
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use cudarc::driver::CudaSlice;
+use kernel_cases::*;
 use models_common::*;
-use rand::Rng;
 use spex::cuda::kernels::{DeviceMasks, GpuFloat};
 use spex::cuda::stream::{MaskUploader, ValueDownloader};
 use spex::cuda::{device_count, CudaError, Gpu};
@@ -33,8 +32,6 @@ use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
 const NEEDS: &str = "needs a CUDA device; run scripts/gpu-check.sh";
-/// Scoring tolerance (see the module docs).
-const SCORE_TOL: f64 = 1e-4;
 
 fn gpu() -> Gpu {
     Gpu::new(0).unwrap_or_else(|e| panic!("GPU test without a usable device ({e}): it {NEEDS}"))
@@ -47,10 +44,6 @@ fn poisoned<T: GpuFloat>(g: &Gpu, n: usize) -> CudaSlice<T> {
 
 fn download<T: GpuFloat>(g: &Gpu, x: &CudaSlice<T>) -> Vec<f32> {
     g.compute_stream().clone_dtoh(x).unwrap().into_iter().map(GpuFloat::to_f32).collect()
-}
-
-fn random_owners(len: usize, players: usize, rng: &mut impl Rng) -> Vec<i32> {
-    (0..len).map(|_| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..players) as i32 }).collect()
 }
 
 /// Random masks of `n` players (more than 64, so rows span several words).
@@ -109,9 +102,7 @@ fn replace_ids_and_head_gates_match_cpu_twins() {
     let m = masks(n, 12, 4);
     let b = m.len();
     let owners = random_owners(len, n, &mut rng);
-    let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..1000)).collect();
-    let bits: Vec<i32> =
-        (0..layers * heads).map(|_| if rng.random_bool(0.3) { -1 } else { rng.random_range(0..n) as i32 }).collect();
+    let (ids, bits) = ids_and_head_bits(4, n, len, layers, heads);
     let st = g.compute_stream();
     let dm = st.clone_htod(m.as_slice().words()).unwrap();
     let dmv = dm.as_view();
@@ -126,31 +117,21 @@ fn replace_ids_and_head_gates_match_cpu_twins() {
     assert_eq!(download(&g, &gates), dense_head_gates(m.as_slice(), &bits, layers, heads));
 }
 
-fn check_head_gates<T: GpuFloat>(g: &Gpu, seed: u64) {
-    let mut rng = rng(seed);
-    let (b, t, h, d) = (6, 11, 4, 16);
-    let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| T::from_f32(x).to_f32()).collect() };
-    let x = round((0..b * t * h * d).map(|_| rng.random_range(-2.0..2.0)).collect());
-    let fill = round((0..h * d).map(|_| rng.random_range(-1.0..1.0)).collect());
-    let gate: Vec<f32> = (0..b * h).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
+fn check_head_gates<T: GpuFloat + candle_core::WithDType>(g: &Gpu, seed: u64) {
+    let [b, t, h, d] = [6, 11, 4, 16];
+    let (x, fill, gate) = head_gate_case(seed, [b, t, h, d], round::<T>);
     let st = g.compute_stream();
     let to_t = |v: &[f32]| -> Vec<T> { v.iter().map(|&x| T::from_f32(x)).collect() };
-    let cpu = |t: &[f32], shape: &[usize]| Tensor::from_slice(t, shape, &Device::Cpu).unwrap();
     let dgate = st.clone_htod(&gate).unwrap();
     let dfill = st.clone_htod(&to_t(&fill)).unwrap();
     for mean in [false, true] {
         let mut dx = st.clone_htod(&to_t(&x)).unwrap();
         let dfv = dfill.as_view();
-        g.apply_head_gates(&mut dx.as_view_mut(), &dgate.as_view(), mean.then_some(&dfv), b, t, h, d).unwrap();
-        let fill_t = cpu(&fill, &[h, d]);
-        let want: Vec<f32> =
-            ops::apply_head_gates(&cpu(&x, &[b, t, h, d]), &cpu(&gate, &[b, h]), mean.then_some(&fill_t))
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-        assert_eq!(download(g, &dx), round(want), "head_gates_{} mean={mean}", T::SUFFIX);
+        g.apply_head_gates(&mut dx.as_view_mut(), &dgate.as_view(), mean.then_some(&dfv), [b, t, h, d]).unwrap();
+        let mut want = to_t(&x);
+        ops::gate_heads_slice(&mut want, &gate, mean.then_some(&to_t(&fill)[..]), [b, t, h, d]);
+        let want: Vec<f32> = want.into_iter().map(GpuFloat::to_f32).collect();
+        assert_eq!(download(g, &dx), want, "head_gates_{} mean={mean}", T::SUFFIX);
     }
 }
 
@@ -163,36 +144,15 @@ fn head_gating_matches_cpu_twin() {
     check_head_gates::<half::f16>(&g, 7);
 }
 
-/// Random scoring problem, already rounded to `T` (so the CPU twin sees the kernel's inputs).
-fn scoring_problem<T: GpuFloat>(seed: u64, n: usize, v: usize, e: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
-    let mut rng = rng(seed);
-    let mut r =
-        |k: usize, s: f32| -> Vec<f32> { (0..k).map(|_| T::from_f32(rng.random_range(-s..s)).to_f32()).collect() };
-    let hidden = r(n * e, 1.0);
-    let head = r(v * e, 0.5);
-    let mut rng2 = models_common::rng(seed + 1000);
-    let targets = (0..n).map(|_| rng2.random_range(0..v as u32)).collect();
-    (hidden, head, targets)
-}
-
-fn cpu_scores(hidden: &[f32], head: &[f32], targets: &[u32], n: usize, v: usize, e: usize) -> Vec<f32> {
-    let h = Tensor::from_slice(hidden, (1, n, e), &Device::Cpu).unwrap();
-    let w = Tensor::from_slice(head, (v, e), &Device::Cpu).unwrap();
-    let picks: Vec<(usize, usize, u32)> = targets.iter().enumerate().map(|(i, &t)| (0, i, t)).collect();
-    ops::score_targets(&h, &w, &picks).unwrap()
-}
-
-fn assert_scores(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_close(*g as f64, *w as f64, SCORE_TOL, &format!("{what} pick {i}"));
-    }
+/// `x` rounded to `T` and back.
+fn round<T: GpuFloat>(x: f32) -> f32 {
+    T::from_f32(x).to_f32()
 }
 
 fn check_score_direct<T: GpuFloat>(g: &Gpu, seed: u64) {
     // Picks not a multiple of the kernel's 8 rows, vocabulary not a multiple of anything.
     let (n, v, e) = (37, 3001, 96);
-    let (hidden, head, targets) = scoring_problem::<T>(seed, n, v, e);
+    let (hidden, head, targets) = scoring_problem(seed, n, v, e, round::<T>);
     let st = g.compute_stream();
     let to_t = |x: &[f32]| -> Vec<T> { x.iter().map(|&y| T::from_f32(y)).collect() };
     let (dh, dw) = (st.clone_htod(&to_t(&hidden)).unwrap(), st.clone_htod(&to_t(&head)).unwrap());
@@ -205,33 +165,18 @@ fn check_score_direct<T: GpuFloat>(g: &Gpu, seed: u64) {
 }
 
 fn check_score_tiles<T: GpuFloat>(g: &Gpu, seed: u64) {
-    let (n, v, e) = (21, 1000, 32);
-    let (hidden, head, targets) = scoring_problem::<f32>(seed, n, v, e);
-    // Logits as a GEMM would produce them, rounded to T, fed in uneven tiles out of order.
-    let logits: Vec<f32> = (0..n * v)
-        .map(|i| (0..e).map(|k| hidden[(i / v) * e + k] * head[(i % v) * e + k]).sum::<f32>())
-        .map(|x| T::from_f32(x).to_f32())
-        .collect();
+    let (n, v, e) = (21, TILED_VOCAB, 32);
+    let (hidden, head, targets) = scoring_problem(seed, n, v, e, |x| x);
+    let logits = tile_logits(&hidden, &head, n, v, e, round::<T>);
     let st = g.compute_stream();
     let mut state = g.score_begin(&targets, 1).unwrap();
-    for (v0, vt) in [(700, 300), (0, 333), (333, 367)] {
-        let tile: Vec<T> = (0..n)
-            .flat_map(|r| (v0..v0 + vt).map(move |c| (r, c)))
-            .map(|(r, c)| T::from_f32(logits[r * v + c]))
-            .collect();
+    for (v0, vt) in TILES {
+        let tile: Vec<T> = tile_of(&logits, n, v, (v0, vt), vt).into_iter().map(T::from_f32).collect();
         let dt = st.clone_htod(&tile).unwrap();
         g.score_tile(&mut state, &dt.as_view(), v0, vt, vt).unwrap();
     }
     let got = download(g, &g.score_finish(&state).unwrap());
-    let want: Vec<f32> = (0..n)
-        .map(|r| {
-            let row = &logits[r * v..(r + 1) * v];
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-            (row[targets[r] as usize] as f64 - lse) as f32
-        })
-        .collect();
-    assert_scores(&got, &want, &format!("score_tile_{}", T::SUFFIX));
+    assert_scores(&got, &lse_scores(&logits, &targets, v), &format!("score_tile_{}", T::SUFFIX));
 }
 
 #[test]
@@ -354,6 +299,7 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
 mod models_on_gpu {
     use super::*;
     use candle_core::DType;
+    use rand::Rng;
     use spex::cuda::lm::{GpuLmValue, MultiGpuLmValue};
     use spex::explain::Explainer;
     use spex::plan::Method;
@@ -370,7 +316,18 @@ mod models_on_gpu {
         let tok = byte_bpe();
         let spec = LlamaSpec::tiny(tok.tokens.len());
         write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, seed), &tok);
-        let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+        lm_value(Arc::new(model::load(&dir.path().join("hf")).unwrap()))
+    }
+
+    /// The value function of [`spec`] on a random GPT-2.
+    fn gpt2_spec(seed: u64) -> LmValue {
+        let dir = tempfile::tempdir().unwrap();
+        write_gpt2_hf(dir.path(), &gpt2_weights(seed));
+        lm_value(Arc::new(model::load(dir.path()).unwrap()))
+    }
+
+    /// Token players in attention mode plus two heads under mean ablation.
+    fn lm_value(m: Arc<model::LoadedModel>) -> LmValue {
         let opts = LmOptions {
             heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
             token_mode: TokenMode::Attention,
@@ -384,14 +341,43 @@ mod models_on_gpu {
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn masked_forward_on_gpu_matches_cpu() {
-        for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
-            let cpu = spec(40);
-            let batch = masks(cpu.n_players(), 30, 41);
-            let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
-            let mut gpu = GpuLmValue::new(spec(40), 0, dtype).unwrap();
-            let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
-            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_close(*g, *w, tol, &format!("{dtype:?} row {r}"));
+        for (family, make) in [("llama", spec as fn(u64) -> LmValue), ("gpt2", gpt2_spec)] {
+            for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
+                let cpu = make(40);
+                let batch = masks(cpu.n_players(), 30, 41);
+                let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+                let mut gpu = GpuLmValue::new(make(40), 0, dtype).unwrap();
+                let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
+                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_close(*g, *w, tol, &format!("{family} {dtype:?} row {r}"));
+                }
+            }
+        }
+    }
+
+    /// `ops::gate_heads_in_place` on candle CUDA tensors (the kernel through candle's custom
+    /// function cache, on candle's stream) equals the same op on CPU tensors: exact for 0/1
+    /// gates; the gate is a view with an offset, as `GpuLmValue` passes it.
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn in_place_head_gating_on_candle_tensors_matches_cpu() {
+        let dev = Device::new_cuda(0).unwrap();
+        let (b, l, h, d) = (5, 7, 4, 8);
+        let mut rng = rng(46);
+        let x: Vec<f32> = (0..b * l * h * d).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let fill: Vec<f32> = (0..h * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let gates: Vec<f32> = (0..2 * b * h).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for mean in [false, true] {
+                let run = |on: &Device| -> Vec<f32> {
+                    let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, on).unwrap();
+                    let a = t(&x, &[b, l, h, d]).to_dtype(dtype).unwrap();
+                    let gate = t(&gates, &[2, b, h]).get(1).unwrap();
+                    let f = t(&fill, &[h, d]).to_dtype(dtype).unwrap();
+                    ops::gate_heads_in_place(&a, &gate, mean.then_some(&f)).unwrap();
+                    a.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+                };
+                assert_eq!(run(&dev), run(&Device::Cpu), "{dtype:?} mean={mean}");
             }
         }
     }

@@ -26,7 +26,7 @@ pub struct Field {
 }
 
 impl Field {
-    /// GF(2^m) defined by its entry in [`PRIMITIVE`]. Panics outside `MIN_M..=MAX_M` (callers check).
+    /// GF(2^m) defined by its entry in `PRIMITIVE`. Panics outside `MIN_M..=MAX_M` (callers check).
     pub fn new(m: u32) -> Self {
         assert!((MIN_M..=MAX_M).contains(&m), "GF(2^{m}) is not supported");
         let poly = PRIMITIVE[(m - MIN_M) as usize];

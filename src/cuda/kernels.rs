@@ -5,11 +5,15 @@
 //!
 //! CPU twins: [`crate::model::ops::attention_bias`] with
 //! [`crate::value::ablate::full_length_visibility`], [`crate::value::ablate::replaced_ids`],
-//! [`crate::value::ablate::dense_head_gates`], [`crate::model::ops::apply_head_gates`] and
+//! [`crate::value::ablate::dense_head_gates`], [`crate::model::ops::gate_heads_slice`] and
 //! [`crate::model::ops::score_targets`].
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
+};
 
+use super::launch::{self, elementwise, Shape};
 use super::{CudaError, Gpu};
 
 /// A storage type the kernels come in (all arithmetic is f32 inside the kernels).
@@ -52,14 +56,9 @@ impl GpuFloat for half::f16 {
     }
 }
 
-/// Threads per block of the element-wise (grid-stride) kernels.
-const BLOCK: u32 = 256;
-
-/// Launch shape for `n` independent elements: enough blocks to cover them, capped (the kernels
-/// stride over the rest) so huge batches need no special casing.
-fn elementwise(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+/// cudarc's form of a [`Shape`].
+fn config(s: Shape) -> LaunchConfig {
+    LaunchConfig { grid_dim: (s.grid_x, s.grid_y, 1), block_dim: (s.block, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// `i32` kernel argument from a size, refusing sizes the kernels cannot index.
@@ -111,7 +110,7 @@ impl Gpu {
         launch.arg(out).arg(masks.words).arg(owners).arg(&bi).arg(&li).arg(&wi).arg(&ci);
         // SAFETY: argument types and order match attention_bias_* in kernels/masking.cu; the
         // lengths were checked above, and the kernel writes only out[0 .. b*l*l).
-        unsafe { launch.launch(elementwise(b * l * l)) }?;
+        unsafe { launch.launch(config(elementwise(b * l * l))) }?;
         Ok(())
     }
 
@@ -133,7 +132,7 @@ impl Gpu {
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(out).arg(masks.words).arg(owners).arg(ids).arg(&bi).arg(&li).arg(&wi).arg(&replacement);
         // SAFETY: matches replace_ids in kernels/masking.cu; lengths checked above.
-        unsafe { launch.launch(elementwise(b * l)) }?;
+        unsafe { launch.launch(config(elementwise(b * l))) }?;
         Ok(())
     }
 
@@ -157,45 +156,55 @@ impl Gpu {
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(out).arg(masks.words).arg(bits).arg(&li).arg(&bi).arg(&hi).arg(&wi);
         // SAFETY: matches head_gates_from_masks in kernels/masking.cu; lengths checked above.
-        unsafe { launch.launch(elementwise(layers * b * heads)) }?;
+        unsafe { launch.launch(config(elementwise(layers * b * heads))) }?;
         Ok(())
     }
 
     /// Head gating in place on per-head attention outputs `x: [B, T, H, D]` with `gate: [B, H]`
-    /// and `fill: [H, D]` (mean ablation) or zero.
-    #[allow(clippy::too_many_arguments)] // the four dimensions are the kernel's, kept explicit
+    /// and `fill: [H, D]` (mean ablation) or zero; `dims = [B, T, H, D]`.
     pub fn apply_head_gates<T: GpuFloat>(
         &self,
         x: &mut CudaViewMut<'_, T>,
         gate: &CudaView<'_, f32>,
         fill: Option<&CudaView<'_, T>>,
-        batch: usize,
-        len: usize,
-        heads: usize,
-        dim: usize,
+        dims: [usize; 4],
     ) -> Result<(), CudaError> {
-        check_len("attention output", x.len(), batch * len * heads * dim)?;
-        check_len("gates", gate.len(), batch * heads)?;
-        if let Some(f) = fill {
-            check_len("fill", f.len(), heads * dim)?;
-        }
         let func = self.function(&self.modules.head_gates, &format!("head_gates_{}", T::SUFFIX))?;
-        let dims = [int(batch, "batch")?, int(len, "length")?, int(heads, "heads")?, int(dim, "head dim")?];
-        let null: u64 = 0; // a null `const T*`: zero ablation
-        let mut launch = self.compute.launch_builder(&func);
-        launch.arg(x).arg(gate);
-        match fill {
-            Some(f) => launch.arg(f),
-            None => launch.arg(&null),
-        };
-        for d in &dims {
-            launch.arg(d);
-        }
-        // SAFETY: matches head_gates_* in kernels/head_gates.cu (a null fill pointer is
-        // checked there); lengths checked above.
-        unsafe { launch.launch(elementwise(batch * len * heads * dim)) }?;
-        Ok(())
+        launch_head_gates(&self.compute, &func, x, gate, fill, dims)
     }
+}
+
+/// Launches `func`, the `head_gates_*` kernel of `T` (`kernels/head_gates.cu`), on `stream`:
+/// through [`Gpu::apply_head_gates`], or on candle's stream for a candle tensor
+/// ([`crate::model::ops::gate_heads_in_place`]).
+pub(crate) fn launch_head_gates<T: GpuFloat>(
+    stream: &CudaStream,
+    func: &CudaFunction,
+    x: &mut CudaViewMut<'_, T>,
+    gate: &CudaView<'_, f32>,
+    fill: Option<&CudaView<'_, T>>,
+    [batch, len, heads, dim]: [usize; 4],
+) -> Result<(), CudaError> {
+    check_len("attention output", x.len(), batch * len * heads * dim)?;
+    check_len("gates", gate.len(), batch * heads)?;
+    if let Some(f) = fill {
+        check_len("fill", f.len(), heads * dim)?;
+    }
+    let dims = [int(batch, "batch")?, int(len, "length")?, int(heads, "heads")?, int(dim, "head dim")?];
+    let null: u64 = 0; // a null `const T*`: zero ablation
+    let mut launch = stream.launch_builder(func);
+    launch.arg(x).arg(gate);
+    match fill {
+        Some(f) => launch.arg(f),
+        None => launch.arg(&null),
+    };
+    for d in &dims {
+        launch.arg(d);
+    }
+    // SAFETY: matches head_gates_* in kernels/head_gates.cu (a null fill pointer is checked
+    // there); lengths checked above.
+    unsafe { launch.launch(config(elementwise(batch * len * heads * dim))) }?;
+    Ok(())
 }
 
 /// Running log-sum-exp state of a fused scoring pass (see `kernels/score.cu`): per pick, `slices`
@@ -215,15 +224,6 @@ impl ScoreState {
         self.picks
     }
 }
-
-/// Vocabulary slices of the direct scorer: enough blocks to fill a large GPU even for few picks.
-fn direct_slices(picks: usize, vocab: usize) -> usize {
-    let row_blocks = picks.div_ceil(DIRECT_ROWS).max(1);
-    (1024usize.div_ceil(row_blocks)).clamp(1, vocab.div_ceil(256).max(1))
-}
-
-/// Picks per block of `score_direct_*` (`ROWS` in kernels/score.cu).
-const DIRECT_ROWS: usize = 8;
 
 impl Gpu {
     /// A fresh scoring state for `targets.len()` picks over `slices` vocabulary partials.
@@ -246,7 +246,7 @@ impl Gpu {
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(&mut state.part_m).arg(&mut state.part_s).arg(&mut state.tgt).arg(&count).arg(&picks);
         // SAFETY: matches score_init; count = n*s elements of part_m/part_s, picks = n of tgt.
-        unsafe { launch.launch(elementwise(n * s)) }?;
+        unsafe { launch.launch(config(elementwise(n * s))) }?;
         Ok(state)
     }
 
@@ -273,12 +273,7 @@ impl Gpu {
         }
         let f = self.function(&self.modules.score, &format!("score_tile_{}", T::SUFFIX))?;
         let a = [int(state.picks, "picks")?, int(vt, "tile width")?, int(ld, "ld")?, int(v0, "v0")?];
-        let warps_per_block = BLOCK as usize / 32;
-        let cfg = LaunchConfig {
-            grid_dim: (state.picks.div_ceil(warps_per_block).max(1) as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = config(launch::score_tile(state.picks));
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(logits).arg(&state.targets).arg(&mut state.part_m).arg(&mut state.part_s).arg(&mut state.tgt);
         for x in &a {
@@ -300,7 +295,7 @@ impl Gpu {
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(&mut out).arg(&state.part_m).arg(&state.part_s).arg(&state.tgt).arg(&ni).arg(&si);
         // SAFETY: matches score_finish; reads n*slices partials and n target logits.
-        unsafe { launch.launch(elementwise(n)) }?;
+        unsafe { launch.launch(config(elementwise(n))) }?;
         Ok(out)
     }
 
@@ -320,15 +315,11 @@ impl Gpu {
         if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
             return Err(CudaError::Input(format!("target token id {t} outside the vocabulary of {vocab}")));
         }
-        let slices = direct_slices(n, vocab);
+        let slices = launch::direct_slices(n, vocab);
         let mut state = self.score_begin(targets, slices)?;
         let f = self.function(&self.modules.score, &format!("score_direct_{}", T::SUFFIX))?;
         let a = [int(n, "picks")?, int(vocab, "vocab")?, int(embed, "embed")?, int(slices, "slices")?];
-        let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(DIRECT_ROWS).max(1) as u32, slices as u32, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = config(launch::score_direct(n, slices));
         let mut launch = self.compute.launch_builder(&f);
         launch
             .arg(hidden)

@@ -264,13 +264,10 @@ fn initial_batch(gpu: &Gpu, spec: &LmValue, dtype: DType) -> Result<usize, CudaE
     let info = spec.model().model.info();
     let len = spec.layout().ids.len();
     let elem = dtype.size_in_bytes();
-    let inter = match &spec.model().model {
-        Model::Llama(m) => m.config().intermediate_size,
-        _ => 4 * info.hidden_size,
-    };
-    let row = decoder_row_bytes(len, info.hidden_size, info.num_heads, info.num_kv_heads, info.head_dim, inter, elem)
-        + len * len * elem
-        + spec.target_tokens().len() * VOCAB_TILE * elem;
+    let row =
+        decoder_row_bytes(len, info.hidden_size, info.num_heads, info.num_kv_heads, info.head_dim, info.mlp_size, elem)
+            + len * len * elem
+            + spec.target_tokens().len() * VOCAB_TILE * elem;
     let (free, _) = gpu.memory()?;
     Ok(auto_batch_rows(free, 0, row, HEADROOM, MAX_ROWS))
 }

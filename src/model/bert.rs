@@ -239,6 +239,7 @@ impl Bert {
             num_kv_heads: self.cfg.num_heads,
             head_dim: self.cfg.hidden_size / self.cfg.num_heads,
             hidden_size: self.cfg.hidden_size,
+            mlp_size: self.cfg.intermediate_size,
             vocab_size: self.cfg.vocab_size,
             max_positions: self.cfg.max_positions,
             causal: false,

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput,
-    ModelError, ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
+    ModelInfo, ModelInput,
 };
 
 /// Configuration of a GPT-2 model.
@@ -123,6 +123,32 @@ impl Gpt2 {
         })
     }
 
+    /// A copy of the model with every weight on `device` in `dtype` (as
+    /// [`super::llama::Llama::to_device`]: the forward then runs there, inputs cast on entry).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let mv = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(dtype)?.to_device(device)?) };
+        let pair = |(w, b): &(Tensor, Tensor)| -> Result<(Tensor, Tensor), ModelError> { Ok((mv(w)?, mv(b)?)) };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|k| {
+                Ok(Block {
+                    ln1: pair(&k.ln1)?,
+                    w_qkv: mv(&k.w_qkv)?,
+                    b_qkv: mv(&k.b_qkv)?,
+                    w_proj: mv(&k.w_proj)?,
+                    b_proj: mv(&k.b_proj)?,
+                    ln2: pair(&k.ln2)?,
+                    w_fc: mv(&k.w_fc)?,
+                    b_fc: mv(&k.b_fc)?,
+                    w_out: mv(&k.w_out)?,
+                    b_out: mv(&k.b_out)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Gpt2 { cfg: self.cfg.clone(), wte: mv(&self.wte)?, wpe: mv(&self.wpe)?, blocks, ln_f: pair(&self.ln_f)? })
+    }
+
     /// Shape facts.
     pub fn info(&self) -> ModelInfo {
         ModelInfo {
@@ -132,6 +158,7 @@ impl Gpt2 {
             num_kv_heads: self.cfg.num_heads,
             head_dim: self.cfg.hidden_size / self.cfg.num_heads,
             hidden_size: self.cfg.hidden_size,
+            mlp_size: self.cfg.inner_size,
             vocab_size: self.cfg.vocab_size,
             max_positions: self.cfg.max_positions,
             causal: true,
@@ -149,10 +176,13 @@ impl Gpt2 {
         let (e, h) = (self.cfg.hidden_size, self.cfg.num_heads);
         let d = e / h;
         let eps = self.cfg.layer_norm_eps as f32;
-        let ids = Tensor::from_slice(&input.tokens, b * l, cpu())?;
-        let pos = Tensor::from_slice(&input.positions, b * l, cpu())?;
+        // Inputs are built on the host and moved to the weights' device and dtype (no-ops for the
+        // f32 CPU model).
+        let (dev, dt) = (self.wte.device(), self.wte.dtype());
+        let ids = Tensor::from_slice(&input.tokens, b * l, dev)?;
+        let pos = Tensor::from_slice(&input.positions, b * l, dev)?;
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?;
-        let bias = bias_or_default(input, true)?;
+        let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, blk) in self.blocks.iter().enumerate() {
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln1.0, &blk.ln1.1, eps)?;

@@ -358,6 +358,7 @@ impl Llama {
             num_kv_heads: self.cfg.num_kv_heads,
             head_dim: self.cfg.head_dim,
             hidden_size: self.cfg.hidden_size,
+            mlp_size: self.cfg.intermediate_size,
             vocab_size: self.cfg.vocab_size,
             max_positions: self.cfg.max_positions,
             causal: true,

@@ -1,5 +1,6 @@
 //! Transformer models with first-class masking hooks, on the CPU in `f32` (the reference path;
-//! Llama-family models also move to other devices and dtypes with [`Model::to_device`]).
+//! the decoders, Llama family and GPT-2, also move to other devices and dtypes with
+//! [`Model::to_device`]).
 //!
 //! Three families share one forward contract ([`Model::forward`] on a [`ModelInput`]):
 //!
@@ -270,6 +271,8 @@ pub struct ModelInfo {
     pub head_dim: usize,
     /// Hidden size.
     pub hidden_size: usize,
+    /// Inner size of the MLP (Llama's `intermediate_size`, GPT-2's `n_inner`).
+    pub mlp_size: usize,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Longest supported input (context length or learned positions).
@@ -308,15 +311,15 @@ impl Model {
         }
     }
 
-    /// A copy of the model on `device` with weights in `dtype` (the Llama family; the others run
-    /// on the CPU in `f32` only).
+    /// A copy of the model on `device` with weights in `dtype` (the decoders: Llama family and
+    /// GPT-2; BERT runs on the CPU in `f32` only).
     pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Model, ModelError> {
         match self {
             Model::Llama(m) => Ok(Model::Llama(m.to_device(device, dtype)?)),
-            _ => Err(ModelError::Input(format!(
-                "only Llama-family models run on other devices or dtypes, not {:?}",
-                self.info().family
-            ))),
+            Model::Gpt2(m) => Ok(Model::Gpt2(m.to_device(device, dtype)?)),
+            Model::Bert(_) => Err(ModelError::Input(
+                "only decoders (Llama family, GPT-2) run on other devices or dtypes, not BERT".into(),
+            )),
         }
     }
 
@@ -500,7 +503,7 @@ pub(crate) fn attend(
     means: &mut Option<Vec<Tensor>>,
 ) -> Result<Tensor, ModelError> {
     let (b, h, l, d) = q.dims4()?;
-    let mut a = ops::attention(q, k, v, bias)?; // [B, L, H, D]
+    let a = ops::attention(q, k, v, bias)?; // [B, L, H, D]
     if let Some(m) = means.as_mut() {
         m.push(a.reshape((b * l, h, d))?.mean(0)?);
     }
@@ -508,9 +511,10 @@ pub(crate) fn attend(
         if let Some(gate) = &g.gates[layer] {
             // Gates and fills are built on the host in f32: match the activations (no-ops on
             // the f32 CPU model).
-            let to = |t: &Tensor| t.to_device(a.device())?.to_dtype(a.dtype());
-            let fill = g.fill.as_ref().map(|f| to(&f[layer])).transpose()?;
-            a = ops::apply_head_gates(&a, &to(gate)?, fill.as_ref())?;
+            let fill = g.fill.as_ref().map(|f| f[layer].to_device(a.device())?.to_dtype(a.dtype())).transpose()?;
+            let gate = gate.to_device(a.device())?.to_dtype(DType::F32)?;
+            // `a` is this layer's fresh attention output: nothing else holds its storage.
+            ops::gate_heads_in_place(&a, &gate, fill.as_ref())?;
         }
     }
     Ok(a.reshape((b * l, h * d))?)

@@ -7,14 +7,16 @@
 //!   attention bias `[B, 1, L, L]`.
 //! * [`attention`]: scaled dot-product attention with that bias and grouped-query heads, returning
 //!   the per-head outputs `[B, L, H, D]` (before the output projection).
-//! * [`apply_head_gates`]: per-row head gates on `[B, L, H, D]` (zero or mean ablation).
+//! * [`gate_heads_in_place`]: per-row head gates on `[B, L, H, D]` (zero or mean ablation).
 //! * [`score_targets`]: fused teacher-forced scoring: the log-probability of chosen next tokens at
 //!   chosen positions, computing LM-head logits only for those positions.
 //!
 //! On the reference path all tensors are `f32` on the CPU; the hooks are device- and
 //! dtype-generic (the GPU path runs them in bf16), and scoring is done in `f32` regardless.
 
-use candle_core::{DType, Device, Tensor, D};
+#[cfg(feature = "candle-cuda")]
+use candle_core::CudaStorage;
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, WithDType, D};
 
 use super::ModelError;
 
@@ -90,18 +92,142 @@ pub struct HeadGates {
     pub fill: Option<Vec<Tensor>>,
 }
 
-/// Applies one layer's head gates to the per-head attention outputs `attn: [B, L, H, D]`:
-/// `out = g * attn + (1 - g) * fill` with `g: [B, H]` broadcast over positions and `fill: [H, D]`
-/// (zero when `None`).
-pub fn apply_head_gates(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> Result<Tensor, ModelError> {
-    let (b, _l, h, d) = attn.dims4()?;
-    let g = gate.reshape((b, 1, h, 1))?;
-    let mut out = attn.broadcast_mul(&g)?;
-    if let Some(fill) = fill {
-        let off = (1.0 - &g)?; // [B, 1, H, 1]
-        out = out.broadcast_add(&off.broadcast_mul(&fill.reshape((1, 1, h, d))?)?)?;
+/// Applies one layer's head gates **in place** to the per-head attention outputs
+/// `attn: [B, L, H, D]` (contiguous): `attn = g * attn + (1 - g) * fill` with `g: [B, H]` (`f32`)
+/// broadcast over positions and `fill: [H, D]` in `attn`'s dtype (zero when `None`).
+///
+/// Computed in `f32` and rounded once to the storage type, so gates of exactly 1 or 0 give
+/// exactly `attn` or `fill` in every dtype; kept heads are not written. On a CUDA tensor this is
+/// the `head_gates_*` kernel of `kernels/head_gates.cu` (feature `candle-cuda`); on the CPU its
+/// twin, [`gate_heads_slice`].
+pub fn gate_heads_in_place(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> Result<(), ModelError> {
+    let (b, l, h, d) = attn.dims4()?;
+    let shape_err = |what: &str, got: &[usize], want: &[usize]| {
+        ModelError::Input(format!("head gating: {what} has shape {got:?}, expected {want:?}"))
+    };
+    if gate.dims() != [b, h] || gate.dtype() != DType::F32 {
+        return Err(shape_err("the f32 gate", gate.dims(), &[b, h]));
     }
-    Ok(out)
+    if !attn.is_contiguous() {
+        return Err(ModelError::Input("head gating writes in place: the attention output must be contiguous".into()));
+    }
+    let op = HeadGateOp { dims: [b, l, h, d] };
+    match fill {
+        None => attn.inplace_op2(gate, &op)?,
+        Some(f) if f.dims() == [h, d] && f.dtype() == attn.dtype() => attn.inplace_op3(gate, f, &op)?,
+        Some(f) => return Err(shape_err("the fill (in the attention dtype)", f.dims(), &[h, d])),
+    }
+    Ok(())
+}
+
+/// The CPU twin of `kernels/head_gates.cu` on flat slices: `x: [B, L, H, D]`, `gate: [B, H]`,
+/// `fill: [H, D]` (zero when `None`); `dims = [B, L, H, D]`.
+pub fn gate_heads_slice<T: WithDType>(x: &mut [T], gate: &[f32], fill: Option<&[T]>, dims: [usize; 4]) {
+    let [_, l, h, d] = dims;
+    for (row, heads) in x.chunks_mut(h * d).enumerate() {
+        let b = row / l;
+        for (head, out) in heads.chunks_mut(d).enumerate() {
+            let g = gate[b * h + head];
+            if g == 1.0 {
+                continue;
+            }
+            for (k, v) in out.iter_mut().enumerate() {
+                let f = fill.map_or(0.0, |f| f[head * d + k].to_f64() as f32);
+                *v = T::from_f64(f64::from(g * (v.to_f64() as f32) + (1.0 - g) * f));
+            }
+        }
+    }
+}
+
+/// The in-place head-gating op on candle storage: `(attn, gate)` for zero ablation,
+/// `(attn, gate, fill)` for mean ablation.
+struct HeadGateOp {
+    dims: [usize; 4],
+}
+
+/// The contiguous elements a layout covers (an error for a strided operand).
+pub(crate) fn contiguous_range(l: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
+    l.contiguous_offsets()
+        .map(|(a, b)| a..b)
+        .ok_or_else(|| candle_core::Error::Msg("head gating: operand not contiguous".into()))
+}
+
+impl HeadGateOp {
+    fn cpu(
+        &self,
+        x: &mut CpuStorage,
+        lx: &Layout,
+        g: &CpuStorage,
+        lg: &Layout,
+        fill: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<()> {
+        let (rx, rg) = (contiguous_range(lx)?, contiguous_range(lg)?);
+        let CpuStorage::F32(g) = g else { candle_core::bail!("head gating: gates must be f32") };
+        let g = &g[rg];
+        macro_rules! run {
+            ($v:ident, $x:expr) => {{
+                let f = match fill {
+                    Some((CpuStorage::$v(f), lf)) => Some(&f[contiguous_range(lf)?]),
+                    Some(_) => candle_core::bail!("head gating: fill dtype differs from the attention output"),
+                    None => None,
+                };
+                gate_heads_slice(&mut $x[rx], g, f, self.dims);
+            }};
+        }
+        match x {
+            CpuStorage::F32(x) => run!(F32, x),
+            CpuStorage::BF16(x) => run!(BF16, x),
+            CpuStorage::F16(x) => run!(F16, x),
+            _ => candle_core::bail!("head gating: attention output must be f32, bf16 or f16"),
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for HeadGateOp {
+    fn name(&self) -> &'static str {
+        "head-gates"
+    }
+
+    fn cpu_fwd(&self, x: &mut CpuStorage, lx: &Layout, g: &CpuStorage, lg: &Layout) -> candle_core::Result<()> {
+        self.cpu(x, lx, g, lg, None)
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(&self, x: &mut CudaStorage, lx: &Layout, g: &CudaStorage, lg: &Layout) -> candle_core::Result<()> {
+        crate::cuda::candle_ops::gate_heads(x, lx, g, lg, None, self.dims)
+    }
+}
+
+impl InplaceOp3 for HeadGateOp {
+    fn name(&self) -> &'static str {
+        "head-gates-fill"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &mut CpuStorage,
+        lx: &Layout,
+        g: &CpuStorage,
+        lg: &Layout,
+        f: &CpuStorage,
+        lf: &Layout,
+    ) -> candle_core::Result<()> {
+        self.cpu(x, lx, g, lg, Some((f, lf)))
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &mut CudaStorage,
+        lx: &Layout,
+        g: &CudaStorage,
+        lg: &Layout,
+        f: &CudaStorage,
+        lf: &Layout,
+    ) -> candle_core::Result<()> {
+        crate::cuda::candle_ops::gate_heads(x, lx, g, lg, Some((f, lf)), self.dims)
+    }
 }
 
 /// Fused teacher-forced scoring: for each `(row, position, token)` returns
@@ -214,22 +340,73 @@ mod tests {
         assert!(attention_bias(2, 3, Some(&vis), true, &Device::Cpu).is_err());
     }
 
+    /// `gate_heads_in_place` on a copy of `attn`, flattened.
+    fn gated(attn: &Tensor, gate: &Tensor, fill: Option<&Tensor>) -> Vec<f32> {
+        let x = attn.copy().unwrap();
+        gate_heads_in_place(&x, gate, fill).unwrap();
+        x.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+    }
+
     #[test]
     fn head_gates_zero_and_fill() {
         let dev = Device::Cpu;
         let attn = Tensor::arange(0f32, 16.0, &dev).unwrap().reshape((2, 1, 2, 4)).unwrap();
         let gate = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
-        let z = apply_head_gates(&attn, &gate, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(z, vec![0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 12., 13., 14., 15.]);
+        assert_eq!(gated(&attn, &gate, None), vec![0., 1., 2., 3., 0., 0., 0., 0., 0., 0., 0., 0., 12., 13., 14., 15.]);
         let fill = Tensor::new(&[[9f32; 4], [7f32; 4]], &dev).unwrap();
-        let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let f = gated(&attn, &gate, Some(&fill));
         assert_eq!(f, vec![0., 1., 2., 3., 7., 7., 7., 7., 9., 9., 9., 9., 12., 13., 14., 15.]);
         // More than one position: the fill broadcasts over positions.
         let attn = Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 2, 2)).unwrap();
         let gate = Tensor::new(&[[0f32, 1.0]], &dev).unwrap();
         let fill = Tensor::new(&[[9f32, 8.0], [7.0, 6.0]], &dev).unwrap();
-        let f = apply_head_gates(&attn, &gate, Some(&fill)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(f, vec![9., 8., 2., 3., 9., 8., 6., 7.]);
+        assert_eq!(gated(&attn, &gate, Some(&fill)), vec![9., 8., 2., 3., 9., 8., 6., 7.]);
+    }
+
+    #[test]
+    fn head_gates_in_every_dtype_match_f32_and_take_gate_views() {
+        let dev = Device::Cpu;
+        let (b, l, h, d) = (3, 2, 4, 5);
+        let attn = (Tensor::arange(0f32, (b * l * h * d) as f32, &dev).unwrap() * 0.37)
+            .unwrap()
+            .reshape((b, l, h, d))
+            .unwrap();
+        let fill = Tensor::arange(0f32, (h * d) as f32, &dev).unwrap().neg().unwrap().reshape((h, d)).unwrap();
+        // The gates of layer 1 of a [layers, B, H] tensor: a view with an offset, as the GPU path
+        // slices them; fractional gates exercise the f32 arithmetic.
+        let all =
+            Tensor::from_vec((0..2 * b * h).map(|i| [1.0f32, 0.0, 0.25][i % 3]).collect::<Vec<_>>(), (2, b, h), &dev)
+                .unwrap();
+        let gate = all.get(1).unwrap();
+        let g: Vec<f32> = gate.flatten_all().unwrap().to_vec1().unwrap();
+        for dt in [DType::F32, DType::BF16, DType::F16] {
+            let round = |v: &Tensor| v.to_dtype(dt).unwrap();
+            let got = gated(&round(&attn), &gate, Some(&round(&fill)));
+            // Reference: each element from its (rounded) inputs in f64, rounded once to dt.
+            let xr: Vec<f32> = round(&attn).flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+            let fr: Vec<f32> = round(&fill).flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+            for (i, &v) in got.iter().enumerate() {
+                let (bb, hh, k) = (i / (l * h * d), (i / d) % h, i % d);
+                let gv = g[bb * h + hh];
+                let want = f64::from(gv) * f64::from(xr[i]) + (1.0 - f64::from(gv)) * f64::from(fr[hh * d + k]);
+                let want = Tensor::new(&[want as f32], &dev)
+                    .unwrap()
+                    .to_dtype(dt)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()[0];
+                assert_eq!(v, want, "{dt:?} element {i}");
+                if gv == 1.0 {
+                    assert_eq!(v, xr[i], "a kept head is untouched");
+                }
+            }
+        }
+        // Wrong shapes, a non-contiguous output and a fill of another dtype are errors.
+        assert!(gate_heads_in_place(&attn, &gate.t().unwrap(), None).is_err());
+        assert!(gate_heads_in_place(&attn.transpose(1, 2).unwrap(), &gate, None).is_err());
+        assert!(gate_heads_in_place(&attn, &gate, Some(&fill.to_dtype(DType::BF16).unwrap())).is_err());
     }
 
     #[test]

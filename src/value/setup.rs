@@ -90,8 +90,8 @@ pub enum ComputeDevice {
     Auto,
     /// The CPU, in `f32` (the reference path).
     Cpu,
-    /// Every visible CUDA device, in `bf16` with `f32` accumulation (causal LMs of the Llama
-    /// family; feature `candle-cuda`).
+    /// Every visible CUDA device, in `bf16` with `f32` accumulation (causal LMs: the Llama
+    /// family and GPT-2; feature `candle-cuda`).
     Cuda,
 }
 
@@ -367,7 +367,7 @@ pub fn build_on(
     if model.model.lm_head().is_none() {
         if device == ComputeDevice::Cuda {
             return Err(SetupError::Invalid(
-                "the GPU path runs causal LMs (Llama family); run encoders with --device cpu".into(),
+                "the GPU path runs causal LMs (Llama family, GPT-2); run encoders with --device cpu".into(),
             ));
         }
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
