@@ -59,20 +59,12 @@ fn check_moves(m: &Arc<LoadedModel>, heads: Vec<HeadPlayer>) {
 
 #[test]
 fn llama_moved_to_f32_is_identical_and_to_bf16_is_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let tok = byte_bpe();
-    let spec = LlamaSpec::tiny(tok.tokens.len());
-    write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 13), &tok);
-    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
-    check_moves(&m, vec![HeadPlayer { layer: 1, head: 2 }]);
+    check_moves(&tiny_llama(13), vec![HeadPlayer { layer: 1, head: 2 }]);
 }
 
 #[test]
 fn gpt2_moved_to_f32_is_identical_and_to_bf16_is_close() {
-    let dir = tempfile::tempdir().unwrap();
-    write_gpt2_hf(dir.path(), &gpt2_weights(3));
-    let m = Arc::new(model::load(dir.path()).unwrap());
-    check_moves(&m, vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }]);
+    check_moves(&tiny_gpt2(3), vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }]);
 }
 
 #[test]

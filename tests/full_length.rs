@@ -6,10 +6,7 @@
 
 mod models_common;
 
-use std::sync::Arc;
-
 use models_common::*;
-use spex::model;
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
@@ -19,12 +16,7 @@ const TOL: f64 = 1e-5;
 
 #[test]
 fn full_length_form_equals_compacted_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let tok = byte_bpe();
-    let spec = LlamaSpec::tiny(tok.tokens.len());
-    let w = llama_weights(&spec, 11);
-    write_llama_hf(&dir.path().join("hf"), &spec, &w, &tok);
-    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let m = tiny_llama(11);
     let target = Target::Tokens(m.encode(" the mat").unwrap());
     let heads = vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }];
     for (mode, head_mode) in [
@@ -55,11 +47,7 @@ fn full_length_form_equals_compacted_rows() {
 
 #[test]
 fn remove_mode_has_no_full_length_form() {
-    let dir = tempfile::tempdir().unwrap();
-    let tok = byte_bpe();
-    let spec = LlamaSpec::tiny(tok.tokens.len());
-    write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 12), &tok);
-    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let m = tiny_llama(12);
     let opts = LmOptions { token_mode: TokenMode::Remove, target: Target::Tokens(vec![5]), ..Default::default() };
     let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
     let masks = random_masks(f.n_players(), 2, 1);

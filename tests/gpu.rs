@@ -16,8 +16,6 @@
 mod kernel_cases;
 mod models_common;
 
-use std::sync::Arc;
-
 use candle_core::{Device, Tensor};
 use cudarc::driver::CudaSlice;
 use kernel_cases::*;
@@ -26,7 +24,7 @@ use spex::cuda::kernels::{DeviceMasks, GpuFloat};
 use spex::cuda::stream::{MaskUploader, ValueDownloader};
 use spex::cuda::{device_count, CudaError, Gpu};
 use spex::mask::MaskBatch;
-use spex::model::{self, ops, ModelInput};
+use spex::model::{ops, ModelInput};
 use spex::value::ablate::{dense_head_gates, full_length_visibility, replaced_ids};
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
@@ -245,11 +243,7 @@ fn check_slot(g: &Gpu, up: &MaskUploader, k: usize, want: &MaskBatch, down: &mut
 #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
 fn masked_forward_with_device_built_inputs_matches_cpu() {
     let g = gpu();
-    let dir = tempfile::tempdir().unwrap();
-    let tok = byte_bpe();
-    let spec = LlamaSpec::tiny(tok.tokens.len());
-    write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, 21), &tok);
-    let m = Arc::new(model::load(&dir.path().join("hf")).unwrap());
+    let m = tiny_llama(21);
     let opts = LmOptions {
         heads: vec![HeadPlayer { layer: 0, head: 2 }, HeadPlayer { layer: 1, head: 1 }],
         token_mode: TokenMode::Attention,
@@ -297,11 +291,14 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
 /// Whole models on the GPU (feature `candle-cuda`): the masked forward and a sweep.
 #[cfg(feature = "candle-cuda")]
 mod models_on_gpu {
+    use std::sync::Arc;
+
     use super::*;
     use candle_core::DType;
     use rand::Rng;
     use spex::cuda::lm::{GpuLmValue, MultiGpuLmValue};
     use spex::explain::Explainer;
+    use spex::model;
     use spex::plan::Method;
 
     /// f32 on the GPU vs f32 on the CPU: same arithmetic, different summation order (cuBLAS,
@@ -312,18 +309,12 @@ mod models_on_gpu {
     const BF16_TOL: f64 = 0.02;
 
     fn spec(seed: u64) -> LmValue {
-        let dir = tempfile::tempdir().unwrap();
-        let tok = byte_bpe();
-        let spec = LlamaSpec::tiny(tok.tokens.len());
-        write_llama_hf(&dir.path().join("hf"), &spec, &llama_weights(&spec, seed), &tok);
-        lm_value(Arc::new(model::load(&dir.path().join("hf")).unwrap()))
+        lm_value(tiny_llama(seed))
     }
 
     /// The value function of [`spec`] on a random GPT-2.
     fn gpt2_spec(seed: u64) -> LmValue {
-        let dir = tempfile::tempdir().unwrap();
-        write_gpt2_hf(dir.path(), &gpt2_weights(seed));
-        lm_value(Arc::new(model::load(dir.path()).unwrap()))
+        lm_value(tiny_gpt2(seed))
     }
 
     /// Token players in attention mode plus two heads under mean ablation.

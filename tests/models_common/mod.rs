@@ -296,6 +296,16 @@ pub fn write_llama_hf(dir: &Path, s: &LlamaSpec, w: &Tensors, tok: &ByteBpe) {
     write_llama_hf_as(dir, s, w, tok, "llama");
 }
 
+/// A random tiny Llama (`LlamaSpec::tiny`, byte-level BPE) written as an HF directory and loaded
+/// (the directory is gone afterwards; the model is in memory).
+pub fn tiny_llama(seed: u64) -> std::sync::Arc<spex::model::LoadedModel> {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = byte_bpe();
+    let spec = LlamaSpec::tiny(tok.tokens.len());
+    write_llama_hf(dir.path(), &spec, &llama_weights(&spec, seed), &tok);
+    std::sync::Arc::new(spex::model::load(dir.path()).unwrap())
+}
+
 /// Same, with another `model_type` of the family (`qwen2`, `mistral`, …).
 pub fn write_llama_hf_as(dir: &Path, s: &LlamaSpec, w: &Tensors, tok: &ByteBpe, model_type: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -435,6 +445,14 @@ pub fn gpt2_weights(seed: u64) -> Tensors {
     w.near_one(&mut r, "ln_f.weight", e);
     w.rand(&mut r, "ln_f.bias", &[e], 0.1);
     w
+}
+
+/// A random GPT-2 ([`gpt2_weights`]) written as an HF directory and loaded (the directory is gone
+/// afterwards; the model is in memory).
+pub fn tiny_gpt2(seed: u64) -> std::sync::Arc<spex::model::LoadedModel> {
+    let dir = tempfile::tempdir().unwrap();
+    write_gpt2_hf(dir.path(), &gpt2_weights(seed));
+    std::sync::Arc::new(spex::model::load(dir.path()).unwrap())
 }
 
 pub fn write_gpt2_hf(dir: &Path, w: &Tensors) {
