@@ -6,7 +6,9 @@
 
 mod models_common;
 
+use candle_core::{Device, Tensor};
 use models_common::*;
+use spex::model::{ModelError, ModelInput, TokenIds};
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
@@ -52,4 +54,36 @@ fn remove_mode_has_no_full_length_form() {
     let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
     let masks = random_masks(f.n_players(), 2, 1);
     assert!(f.evaluate_full_length(masks.as_slice()).is_err());
+}
+
+/// Token ids already on the model's device ([`TokenIds::Device`], as the GPU path passes them:
+/// a flat tensor in replace mode, the base row broadcast over the batch in attention mode; CPU
+/// tensors here) give exactly the hidden states of the same ids on the host. A device tensor of
+/// the wrong length or dtype is refused, not read out of bounds.
+#[test]
+fn device_token_ids_equal_host_ids() {
+    let m = tiny_llama(13);
+    let hidden = |input: &ModelInput| -> Vec<f32> {
+        m.model.forward(input).unwrap().hidden.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    for mode in [TokenMode::Attention, TokenMode::Replace(3)] {
+        let opts = LmOptions { token_mode: mode, target: Target::Tokens(vec![5]), ..Default::default() };
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a"), opts).unwrap();
+        let masks = random_masks(f.n_players(), 6, 2);
+        let host = f.layout().build_full_length(masks.as_slice()).unwrap();
+        let (b, len, ids) = (host.batch, host.len, host.tokens.host().unwrap().to_vec());
+        let on_device = match mode {
+            TokenMode::Attention => {
+                let row = Tensor::from_slice(&f.layout().ids, (1, len), &Device::Cpu).unwrap();
+                row.broadcast_as((b, len)).unwrap()
+            }
+            _ => Tensor::from_vec(ids.clone(), b * len, &Device::Cpu).unwrap(),
+        };
+        let with = |t: Tensor| ModelInput { tokens: TokenIds::Device(t), ..host.clone() };
+        assert_eq!(hidden(&with(on_device)), hidden(&host), "{mode:?}");
+        let short = Tensor::from_slice(&ids[1..], b * len - 1, &Device::Cpu).unwrap();
+        assert!(matches!(m.model.forward(&with(short)), Err(ModelError::Input(_))), "{mode:?}: short ids");
+        let floats = Tensor::zeros(b * len, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(m.model.forward(&with(floats)), Err(ModelError::Input(_))), "{mode:?}: f32 ids");
+    }
 }

@@ -309,19 +309,14 @@ mod models_on_gpu {
     const BF16_TOL: f64 = 0.02;
 
     fn spec(seed: u64) -> LmValue {
-        lm_value(tiny_llama(seed))
+        lm_value(tiny_llama(seed), TokenMode::Attention)
     }
 
-    /// The value function of [`spec`] on a random GPT-2.
-    fn gpt2_spec(seed: u64) -> LmValue {
-        lm_value(tiny_gpt2(seed))
-    }
-
-    /// Token players in attention mode plus two heads under mean ablation.
-    fn lm_value(m: Arc<model::LoadedModel>) -> LmValue {
+    /// Token players in `mode` plus two heads under mean ablation.
+    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode) -> LmValue {
         let opts = LmOptions {
             heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
-            token_mode: TokenMode::Attention,
+            token_mode: mode,
             head_mode: HeadMode::Mean,
             target: Target::Tokens(m.encode(" the mat").unwrap()),
             ..Default::default()
@@ -332,15 +327,18 @@ mod models_on_gpu {
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn masked_forward_on_gpu_matches_cpu() {
-        for (family, make) in [("llama", spec as fn(u64) -> LmValue), ("gpt2", gpt2_spec)] {
+        let families = [("llama", tiny_llama as fn(u64) -> Arc<model::LoadedModel>), ("gpt2", tiny_gpt2)];
+        for ((family, model), mode) in
+            families.into_iter().flat_map(|f| [(f, TokenMode::Attention), (f, TokenMode::Replace(3))])
+        {
             for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
-                let cpu = make(40);
+                let cpu = lm_value(model(40), mode);
                 let batch = masks(cpu.n_players(), 30, 41);
                 let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
-                let mut gpu = GpuLmValue::new(make(40), 0, dtype).unwrap();
+                let mut gpu = GpuLmValue::new(cpu.clone(), 0, dtype).unwrap();
                 let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_close(*g, *w, tol, &format!("{family} {dtype:?} row {r}"));
+                    assert_close(*g, *w, tol, &format!("{family} {mode:?} {dtype:?} row {r}"));
                 }
             }
         }

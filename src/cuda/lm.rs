@@ -6,8 +6,9 @@
 //! One batch of masks:
 //! 1. the masks go up through [`MaskUploader`] (pinned, double-buffered on the copy stream: the
 //!    upload of chunk `i + 1` overlaps the compute of chunk `i`);
-//! 2. `attention_bias_*` and `head_gates_from_masks` build the bias and gates on candle's
-//!    stream, wrapped as candle tensors without a copy;
+//! 2. `attention_bias_*` (attention mode), `replace_ids` (replace mode) and
+//!    `head_gates_from_masks` build the bias, token ids and gates on candle's stream, wrapped as
+//!    candle tensors without a copy;
 //! 3. the full-length forward ([`crate::value::ablate::Layout::build_full_length`] is its CPU
 //!    twin) gives the hidden states; the picked rows are multiplied by the LM head one tile of
 //!    [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
@@ -24,12 +25,12 @@ use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
 use cudarc::driver::CudaSlice;
 
-use super::kernels::{DeviceMasks, GpuFloat, ScoreState};
+use super::kernels::{DeviceMasks, ScoreState};
 use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
 use crate::model::memory::{auto_batch_rows, decoder_row_bytes, sweep_halving};
-use crate::model::{HeadGates, Model, ModelError, ModelInput};
+use crate::model::{HeadGates, Model, ModelError, ModelInput, TokenIds};
 use crate::value::lm::LmValue;
 use crate::value::players::TokenMode;
 use crate::value::{ValueError, ValueFunction};
@@ -55,6 +56,10 @@ pub struct GpuLmValue {
     head_fill: Option<Vec<Tensor>>,
     owners: CudaSlice<i32>,
     head_bits: CudaSlice<i32>,
+    /// The base token ids `[L]`, for the `replace_ids` kernel.
+    base_ids: CudaSlice<u32>,
+    /// The same ids as a `[1, L]` tensor, broadcast over the rows in attention mode.
+    ids_row: Tensor,
     uploader: MaskUploader,
     downloader: ValueDownloader,
     batch: usize,
@@ -107,6 +112,8 @@ impl GpuLmValue {
         Ok(GpuLmValue {
             owners: st.clone_htod(&lay.owner_map())?,
             head_bits: st.clone_htod(&lay.head_bit_map())?,
+            base_ids: st.clone_htod(&lay.ids)?,
+            ids_row: Tensor::from_slice(&lay.ids, (1, lay.ids.len()), &device).map_err(candle)?,
             uploader: MaskUploader::new(&gpu, batch, words)?,
             downloader: ValueDownloader::new(&gpu, batch * spec.target_tokens().len())?,
             spec,
@@ -142,7 +149,7 @@ impl GpuLmValue {
             Some((k, pr)) if pr == r => k,
             _ => self.uploader.upload(&self.gpu, masks)?,
         };
-        let input = self.device_input(k, masks)?;
+        let input = self.device_input(k)?;
         self.uploader.release(&self.gpu, k)?;
         let next = r.end..(r.end + r.len()).min(all.len());
         if !next.is_empty() {
@@ -158,8 +165,8 @@ impl GpuLmValue {
         Ok(values.chunks(t).map(|c| c.iter().sum()).collect())
     }
 
-    /// The full-length model input with the bias and gates built on the device.
-    fn device_input(&self, k: usize, masks: MaskSlice<'_>) -> Result<ModelInput, CudaError> {
+    /// The full-length model input with the bias, token ids and gates built on the device.
+    fn device_input(&self, k: usize) -> Result<ModelInput, CudaError> {
         let lay = self.spec.layout();
         let m = self.uploader.masks(k);
         let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
@@ -174,9 +181,19 @@ impl GpuLmValue {
             None
         };
         let tokens = match lay.mode {
-            // Ids are B × L u32, small next to the bias: built by the CPU twin of replace_ids.
-            TokenMode::Replace(id) => crate::value::ablate::replaced_ids(masks, &lay.ids, &lay.owner_map(), id),
-            _ => lay.ids.repeat(b),
+            TokenMode::Replace(id) => {
+                // SAFETY: replace_ids writes every element.
+                let mut ids = unsafe { st.alloc::<u32>(b * len)? };
+                self.gpu.replace_ids(
+                    &mut ids.as_view_mut(),
+                    dm,
+                    &self.owners.as_view(),
+                    &self.base_ids.as_view(),
+                    id,
+                )?;
+                self.wrap(ids, &[b * len])?
+            }
+            _ => self.ids_row.broadcast_as((b, len)).map_err(candle)?,
         };
         let head_gates = if lay.heads.is_empty() {
             None
@@ -194,15 +211,11 @@ impl GpuLmValue {
                 .map_err(candle)?;
             Some(HeadGates { gates, fill: self.head_fill.clone() })
         };
-        Ok(ModelInput::full_rows(b, len, tokens, attn_bias, head_gates))
+        Ok(ModelInput::full_rows(b, len, TokenIds::Device(tokens), attn_bias, head_gates))
     }
 
     /// A device buffer as a candle tensor of `shape` (no copy).
-    fn wrap<T: GpuFloat + candle_core::cuda::CudaDType>(
-        &self,
-        slice: CudaSlice<T>,
-        shape: &[usize],
-    ) -> Result<Tensor, CudaError> {
+    fn wrap<T: candle_core::cuda::CudaDType>(&self, slice: CudaSlice<T>, shape: &[usize]) -> Result<Tensor, CudaError> {
         let dev = self.device.as_cuda_device().map_err(candle)?.clone();
         let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev));
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))

@@ -270,7 +270,7 @@ impl Bert {
         let (e, h) = (self.cfg.hidden_size, self.cfg.num_heads);
         let d = e / h;
         let eps = self.cfg.layer_norm_eps as f32;
-        let ids = Tensor::from_slice(&input.tokens, b * l, cpu())?;
+        let ids = input.tokens.to_tensor(cpu())?;
         let pos = Tensor::from_slice(&input.positions, b * l, cpu())?;
         let mut x = (self.word.index_select(&ids, 0)? + self.pos.index_select(&pos, 0)?)?;
         if let Some(tt) = &self.token_type0 {

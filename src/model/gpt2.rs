@@ -179,7 +179,7 @@ impl Gpt2 {
         // Inputs are built on the host and moved to the weights' device and dtype (no-ops for the
         // f32 CPU model).
         let (dev, dt) = (self.wte.device(), self.wte.dtype());
-        let ids = Tensor::from_slice(&input.tokens, b * l, dev)?;
+        let ids = input.tokens.to_tensor(dev)?;
         let pos = Tensor::from_slice(&input.positions, b * l, dev)?;
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?;
         let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;

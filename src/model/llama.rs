@@ -379,7 +379,7 @@ impl Llama {
         // Inputs are built on the host in f32 and moved to the weights' device and dtype (no-ops
         // for the f32 CPU model).
         let (dev, dt) = (self.embed.device(), self.embed.dtype());
-        let ids = Tensor::from_slice(&input.tokens, b * l, dev)?;
+        let ids = input.tokens.to_tensor(dev)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [B·L, E]
         let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, cpu())?;
         let (cos, sin) = (cos.to_device(dev)?.to_dtype(dt)?, sin.to_device(dev)?.to_dtype(dt)?);

@@ -133,8 +133,8 @@ pub struct ModelInput {
     pub batch: usize,
     /// Tokens per row (rows are padded to a common length by the caller).
     pub len: usize,
-    /// Token ids, row-major `batch × len`.
-    pub tokens: Vec<u32>,
+    /// Token ids, row-major `batch × len`: on the host, or already on the model's device.
+    pub tokens: TokenIds,
     /// Position ids, row-major `batch × len` (RoPE angle or learned-position index).
     pub positions: Vec<u32>,
     /// Additive attention bias `[batch, 1, len, len]` from [`ops::attention_bias`]; `None` = plain
@@ -145,6 +145,72 @@ pub struct ModelInput {
     /// Whether to record each layer's mean per-head attention output `[H, D]` (over all rows and
     /// positions) in [`ForwardOutput::head_means`]: the reference for mean ablation.
     pub capture_head_means: bool,
+}
+
+/// The token ids of a [`ModelInput`].
+#[derive(Clone, Debug)]
+pub enum TokenIds {
+    /// Row-major ids on the host, checked against the vocabulary before every forward.
+    Host(Vec<u32>),
+    /// A `[batch · len]` `u32` tensor built on the model's device (replace-mode ids from the
+    /// `replace_ids` kernel), used without a host round trip. Its ids are not read back: whoever
+    /// builds it guarantees they lie in the vocabulary (there, ids of a validated input and a
+    /// validated replacement token).
+    Device(Tensor),
+}
+
+impl TokenIds {
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        match self {
+            TokenIds::Host(v) => v.len(),
+            TokenIds::Device(t) => t.elem_count(),
+        }
+    }
+
+    /// Whether there are no ids.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids when they are on the host.
+    pub fn host(&self) -> Option<&[u32]> {
+        match self {
+            TokenIds::Host(v) => Some(v),
+            TokenIds::Device(_) => None,
+        }
+    }
+
+    /// The ids as a flat `u32` tensor on `device` (a copy only for host ids).
+    pub(crate) fn to_tensor(&self, device: &Device) -> Result<Tensor, ModelError> {
+        Ok(match self {
+            TokenIds::Host(v) => Tensor::from_slice(v, v.len(), device)?,
+            TokenIds::Device(t) => t.flatten_all()?.to_device(device)?,
+        })
+    }
+
+    /// The first id outside a vocabulary of `vocab_size` (host ids only), or a device tensor of
+    /// the wrong dtype.
+    fn check(&self, vocab_size: usize) -> Result<(), ModelError> {
+        match self {
+            TokenIds::Host(v) => match v.iter().find(|&&t| t as usize >= vocab_size) {
+                Some(t) => {
+                    Err(ModelError::Input(format!("token id {t} outside the vocabulary of {vocab_size} tokens")))
+                }
+                None => Ok(()),
+            },
+            TokenIds::Device(t) if t.dtype() != DType::U32 => {
+                Err(ModelError::Input(format!("device token ids have dtype {:?}, expected u32", t.dtype())))
+            }
+            TokenIds::Device(_) => Ok(()),
+        }
+    }
+}
+
+impl From<Vec<u32>> for TokenIds {
+    fn from(ids: Vec<u32>) -> Self {
+        TokenIds::Host(ids)
+    }
 }
 
 impl ModelInput {
@@ -158,12 +224,12 @@ impl ModelInput {
     pub fn full_rows(
         batch: usize,
         len: usize,
-        tokens: Vec<u32>,
+        tokens: impl Into<TokenIds>,
         attn_bias: Option<Tensor>,
         head_gates: Option<HeadGates>,
     ) -> Self {
         let positions = (0..len as u32).cycle().take(batch * len).collect();
-        ModelInput { batch, len, tokens, positions, attn_bias, head_gates, capture_head_means: false }
+        ModelInput { batch, len, tokens: tokens.into(), positions, attn_bias, head_gates, capture_head_means: false }
     }
 
     fn validate(&self, info: &ModelInfo) -> Result<(), ModelError> {
@@ -180,12 +246,7 @@ impl ModelInput {
                 self.len
             )));
         }
-        if let Some(&t) = self.tokens.iter().find(|&&t| t as usize >= info.vocab_size) {
-            return Err(ModelError::Input(format!(
-                "token id {t} outside the vocabulary of {} tokens",
-                info.vocab_size
-            )));
-        }
+        self.tokens.check(info.vocab_size)?;
         if let Some(&p) = self.positions.iter().max() {
             if p as usize >= info.max_positions {
                 return Err(ModelError::Input(format!(
@@ -520,11 +581,12 @@ pub(crate) fn attend(
     Ok(a.reshape((b * l, h * d))?)
 }
 
-/// The bias to use: the caller's, or plain causal/full attention.
+/// The bias to use: the caller's, or plain causal/full attention as one `[1, 1, L, L]` bias
+/// broadcast over the batch (not `B` copies built on the host and moved to the device).
 pub(crate) fn bias_or_default(input: &ModelInput, causal: bool) -> Result<Tensor, ModelError> {
     match &input.attn_bias {
         Some(b) => Ok(b.clone()),
-        None => ops::attention_bias(input.batch, input.len, None, causal, cpu()),
+        None => ops::attention_bias(1, input.len, None, causal, cpu()),
     }
 }
 

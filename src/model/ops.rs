@@ -290,9 +290,10 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
     }
 }
 
-/// Rotary position embedding on `x: [B, H, L, D]` at per-row positions `cos`, `sin: [B, L, D/2]`
-/// (from [`rope_cos_sin`]). `interleaved` pairs dimensions (2i, 2i+1) (GGUF Llama weights, whose
-/// Q/K rows llama.cpp permuted); otherwise (i, i + D/2) (Hugging Face weights).
+/// Rotary position embedding on `x: [B, H, L, D]` at positions `cos`, `sin` (from
+/// [`rope_cos_sin`]: `[B, L, D/2]` per row, or `[L, D/2]` shared by every row). `interleaved`
+/// pairs dimensions (2i, 2i+1) (GGUF Llama weights, whose Q/K rows llama.cpp permuted); otherwise
+/// (i, i + D/2) (Hugging Face weights).
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor, ModelError> {
     let x = x.contiguous()?;
     Ok(if interleaved {
@@ -302,8 +303,10 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> 
     })
 }
 
-/// `cos` and `sin` tables `[B, L, D/2]` for the given positions (`B * L` of them) and inverse
-/// frequencies (`D/2` of them).
+/// `cos` and `sin` tables for the given positions (`batch * len` of them, row-major) and inverse
+/// frequencies (`D/2` of them): `[L, D/2]` when every row has the same positions (the full-length
+/// form, and any unpadded batch: one row's tables instead of `B` copies built on the host and
+/// moved to the device), else `[B, L, D/2]`.
 pub fn rope_cos_sin(
     positions: &[u32],
     batch: usize,
@@ -311,17 +314,20 @@ pub fn rope_cos_sin(
     inv_freq: &[f32],
     device: &Device,
 ) -> Result<(Tensor, Tensor), ModelError> {
+    let shared = len > 0 && positions.chunks(len).all(|row| row == &positions[..len]);
+    let rows = if shared { &positions[..len] } else { positions };
     let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(positions.len() * half);
-    let mut sin = Vec::with_capacity(positions.len() * half);
-    for &p in positions {
+    let mut cos = Vec::with_capacity(rows.len() * half);
+    let mut sin = Vec::with_capacity(rows.len() * half);
+    for &p in rows {
         for &f in inv_freq {
             let a = p as f32 * f;
             cos.push(a.cos());
             sin.push(a.sin());
         }
     }
-    Ok((Tensor::from_vec(cos, (batch, len, half), device)?, Tensor::from_vec(sin, (batch, len, half), device)?))
+    let shape: &[usize] = if shared { &[len, half] } else { &[batch, len, half] };
+    Ok((Tensor::from_vec(cos, shape, device)?, Tensor::from_vec(sin, shape, device)?))
 }
 
 #[cfg(test)]

@@ -139,7 +139,15 @@ impl Layout {
         };
         let head_gates = self.head_gates(masks)?;
         Ok(AblatedBatch {
-            input: ModelInput { batch: b, len, tokens, positions, attn_bias, head_gates, capture_head_means: false },
+            input: ModelInput {
+                batch: b,
+                len,
+                tokens: tokens.into(),
+                positions,
+                attn_bias,
+                head_gates,
+                capture_head_means: false,
+            },
             included: rows.into_iter().map(|r| r.0).collect(),
             present: visible,
         })
@@ -305,7 +313,7 @@ mod tests {
         let masks = random_masks(lay.n_players(), 40, 1);
         let built = lay.build(masks.as_slice()).unwrap();
         let got = replaced_ids(masks.as_slice(), &lay.ids, &lay.owner_map(), 99);
-        assert_eq!(got, built.input.tokens);
+        assert_eq!(got, built.input.tokens.host().unwrap());
         assert!(got.contains(&99) && got.contains(&13), "the masks should both keep and replace");
     }
 
