@@ -1,13 +1,16 @@
 //! `cargo bench --features cuda --bench gpu` (`scripts/gpu-check.sh` runs it on a GPU through
 //! `cargo test --release --bench gpu`, which reuses the release build): timings of
 //! the CUDA path, printed as markdown table rows
-//! `| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |`.
+//! `| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query | GPU idle | model TFLOP/s (MFU) |`.
 //!
 //! * Kernels on their own: masks → attention bias and head gates for a batch (what replaces the
 //!   host-side input build and its upload), and fused target scoring (`score_direct`) of 4
 //!   target tokens per query over a 1B-shaped LM head (V = 128 256, E = 2048), bf16.
 //! * Masked forwards of whole models (masked queries/s), with `--features candle-cuda`: not
-//!   available in this build otherwise (a row says so).
+//!   available in this build otherwise (a row says so). Their rows also give the GPU idle share
+//!   between forwards ([`spex::cuda::lm::GpuTimeline`]: timing events on the compute stream) and
+//!   the model FLOP rate, with its share of the device's dense bf16 peak (MFU) where the peak is
+//!   known (`SPEX_PEAK_TFLOPS`, or the table in `bf16_peak_tflops`).
 //!
 //! Timing: wall clock around whole batches with the device synchronised (values on the host
 //! count), after one warm-up batch, repeated for at least `SPEX_BENCH_SECONDS` (default 1) s.
@@ -48,11 +51,12 @@ fn time(gpu: &Gpu, mut f: impl FnMut()) -> f64 {
 }
 
 /// One table row; tokens/s counts `tokens_per_query` (prompt and target) per masked query, as
-/// scripts/gpu_peer.py does.
-fn row(path: &str, model: &str, batch: usize, prompt: usize, tokens_per_query: usize, secs: f64) {
+/// scripts/gpu_peer.py does. `extra`: the GPU idle and model TFLOP/s cells (empty for kernels).
+fn row(path: &str, model: &str, batch: usize, prompt: usize, tokens_per_query: usize, secs: f64, extra: [&str; 2]) {
     let q = batch as f64 / secs;
     let (tps, ms) = (q * tokens_per_query as f64, 1e3 * secs / batch as f64);
-    println!("| {path} | {model} | {batch} | {prompt} | {q:.1} | {tps:.0} | {ms:.4} |");
+    let [idle, flops] = extra;
+    println!("| {path} | {model} | {batch} | {prompt} | {q:.1} | {tps:.0} | {ms:.4} | {idle} | {flops} |");
 }
 
 /// Uniform random masks, seeded.
@@ -81,7 +85,7 @@ fn bench_masking(gpu: &Gpu, batch: usize, len: usize) {
         gpu.head_gates_from_masks(&mut gates.as_view_mut(), dm, &dbits.as_view(), layers, heads).unwrap();
         up.release(gpu, k).unwrap();
     });
-    row("kernel: masks → bias + gates (bf16)", "16x32 heads", batch, len, len, secs);
+    row("kernel: masks → bias + gates (bf16)", "16x32 heads", batch, len, len, secs, ["", ""]);
 }
 
 /// Fused scoring of 4 targets per query over a 1B-shaped LM head.
@@ -98,7 +102,7 @@ fn bench_scoring(gpu: &Gpu, batch: usize) {
         let out = gpu.score_direct(&hidden.as_view(), &head.as_view(), &targets, v, e).unwrap();
         let _ = st.clone_dtoh(&out).unwrap();
     });
-    row("kernel: fused scoring, direct (bf16), 4 targets", "V=128256 E=2048", batch, 0, t, secs);
+    row("kernel: fused scoring, direct (bf16), 4 targets", "V=128256 E=2048", batch, 0, t, secs, ["", ""]);
 }
 
 fn main() {
@@ -126,14 +130,14 @@ fn main() {
     for batch in [16, 64, 256] {
         bench_scoring(&gpu, batch);
     }
-    models::run();
+    models::run(&gpu.name().unwrap_or_default());
 }
 
 #[cfg(not(feature = "candle-cuda"))]
 mod models {
     /// Model throughput needs candle's CUDA backend.
-    pub fn run() {
-        println!("| model forwards | (not measured: needs --features candle-cuda) | | | | | |");
+    pub fn run(_device: &str) {
+        println!("| model forwards | (not measured: needs --features candle-cuda) | | | | | | | |");
     }
 }
 
@@ -218,27 +222,57 @@ mod models {
         LmValue::from_tokens(lm, TokenizedPrompt::new(ids, spans).unwrap(), opts).unwrap()
     }
 
-    pub fn run() {
+    /// Model FLOPs of one masked query: the full-length forward over `tokens` positions (every
+    /// weight matrix at 2 FLOPs per multiply-add, plus QKᵀ and PV over all positions, as the
+    /// forward computes them) and the LM head at `picks` positions.
+    fn flops_per_query(c: &LlamaConfig, tokens: usize, picks: usize) -> f64 {
+        let (e, d, i, h, kv) = (c.hidden_size, c.head_dim, c.intermediate_size, c.num_heads, c.num_kv_heads);
+        let weights = 2 * e * h * d + 2 * e * kv * d + 3 * e * i; // q, o; k, v; gate, up, down
+        let t = tokens as f64;
+        let layer = 2.0 * t * weights as f64 + 4.0 * t * t * (h * d) as f64;
+        c.num_layers as f64 * layer + 2.0 * (picks * e * c.vocab_size) as f64
+    }
+
+    /// Dense bf16 tensor-core peak of the device in TFLOP/s: `SPEX_PEAK_TFLOPS`, else the
+    /// vendor figure for a few data-centre GPUs by name (SXM parts), else unknown.
+    fn bf16_peak_tflops(device: &str) -> Option<f64> {
+        if let Some(p) = std::env::var("SPEX_PEAK_TFLOPS").ok().and_then(|s| s.parse().ok()) {
+            return Some(p);
+        }
+        const PEAKS: [(&str, f64); 4] = [("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0)];
+        PEAKS.iter().find(|(name, _)| device.contains(name)).map(|p| p.1)
+    }
+
+    pub fn run(device: &str) {
         let dev = Device::new_cuda(0).expect("candle CUDA device");
+        let peak = bf16_peak_tflops(device);
         for shape in &SHAPES {
             let c = config(shape);
             let model = random_model(&c, &dev).expect("random model");
             let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
             let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source: "random".into() });
             for len in [32, 128] {
-                let mut f = GpuLmValue::new(spec(lm.clone(), len, c.vocab_size), 0, DType::BF16).expect("GPU LM");
-                let n = len;
+                let spec = spec(lm.clone(), len, c.vocab_size);
+                let flops = flops_per_query(&c, spec.layout().ids.len(), spec.target_tokens().len());
+                let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
                 for batch in [16, 64, 256, 0] {
                     let rows = if batch == 0 { 4 * f.batch() } else { batch.min(f.batch()) };
-                    let masks = super::random_masks(n, rows, rows as u64);
+                    let masks = super::random_masks(len, rows, rows as u64);
+                    f.take_timeline();
                     // evaluate_masks returns values on the host: it blocks until the batch is done.
                     let secs = super::time_blocking(|| {
                         let v = f.evaluate_masks(masks.as_slice()).expect("masked forward");
                         assert!(v.iter().all(|x| x.is_finite()));
                     });
+                    let idle = format!("{:.1} %", 100.0 * f.take_timeline().idle_share());
+                    let tflops = flops * rows as f64 / secs / 1e12;
+                    let rate = match peak {
+                        Some(p) => format!("{tflops:.1} ({:.0} %)", 100.0 * tflops / p),
+                        None => format!("{tflops:.1} (peak unknown)"),
+                    };
                     let label =
                         if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
-                    super::row(&label, shape.0, rows, len, len + 4, secs);
+                    super::row(&label, shape.0, rows, len, len + 4, secs, [&idle, &rate]);
                 }
             }
         }

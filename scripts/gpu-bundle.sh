@@ -58,6 +58,8 @@ if [[ "${SPEX_BUNDLE_MODELS:-0}" == 1 ]]; then
     cp "$(built candle-cuda gpu --test gpu)" "$out/gpu-tests-models"
     cp "$(built candle-cuda gpu --bench gpu)" "$out/gpu-bench-models"
 fi
+# The commit the binaries were built from (the GPU machine's copy of the tree may have no git).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)" > "$out/commit"
 # Stripped and xz-compressed: a candle-cuda binary is ~57 MB stripped (candle's kernels), ~7 MB
 # compressed, and what a session carries is limited.
 strip "$out"/gpu-*

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # The one command for a GPU session: checks and measures the CUDA path on this machine's GPU and
-# writes docs/gpu-results/<date>-<device>.md. About 10 minutes; fails if no CUDA device is visible.
+# writes docs/gpu-results/<date>-<device>.md. Fails if no CUDA device is visible.
+#
+# Time: the steps share one budget, SPEX_GPU_CHECK_SECONDS (default 540: inside a 10-minute
+# device call), each under a timeout that the budget caps, and the results file is rewritten
+# after every step, so a step cut short still leaves the figures of the steps before it. Where
+# OUT is set (the device tool's folder of files that come back), the results file and the whole
+# log (gpu-check.log) are copied there after every step too.
 #
 #   1. uses NVCC, the machine's nvcc, or installs nvcc 13.0 (scripts/install-cuda-toolchain.sh);
 #   2. builds with --features cuda (kernels compiled to PTX for sm_80/sm_90, or SPEX_CUDA_ARCHS);
@@ -27,9 +33,81 @@ slug=$(echo "$device" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed '
 out="docs/gpu-results/$(date -u +%Y-%m-%d)-$slug.md"
 mkdir -p docs/gpu-results
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+benchlog=$(mktemp)
+trap 'rm -f "$log" "$benchlog"' EXIT
+budget=${SPEX_GPU_CHECK_SECONDS:-540}
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+features="(none built yet)" models_note="" tests_status="not run" bench="" peer="" peer_versions=""
 
 step() { echo "== $* ($(($(date +%s) - start)) s)" | tee -a "$log" >&2; }
+
+# Seconds a step may take: at most $1, and never past the budget less 20 s for the write-up.
+limit() {
+    local left=$((budget - ($(date +%s) - start) - 20))
+    ((left < $1)) || left=$1
+    ((left > 5)) || left=5
+    echo "$left"
+}
+
+# Runs "$@" under `timeout $1`, its output (stdout and stderr) to stdout and the log; notes a
+# cut by the budget.
+bounded() {
+    local secs=$1 rc=0
+    shift
+    timeout "$secs" "$@" 2>&1 | tee -a "$log" || rc=$?
+    ((rc != 124)) || echo "gpu-check: cut short after $secs s by the time budget" | tee -a "$log" >&2
+    return "$rc"
+}
+
+# The GPU tests: "$@" is the test binary or cargo command.
+run_tests() {
+    step "GPU tests"
+    tests_status=FAILED
+    if bounded "$(limit 180)" "$@" >&2; then tests_status=passed; fi
+    write_results
+}
+
+# The benchmark: "$@" is the bench binary or cargo command; its table rows become $bench.
+run_bench() {
+    step "spex benchmark"
+    bounded "$(limit 300)" "$@" | tee "$benchlog" >&2 || true
+    bench=$(grep '^|' "$benchlog" || true)
+    write_results
+}
+
+# Writes the results file from what the steps so far found (and copies it and the log to OUT).
+write_results() {
+    {
+        echo "# GPU check: $device, $(date -u +%Y-%m-%dT%H:%MZ)"
+        echo
+        echo "Written by \`scripts/gpu-check.sh\` at commit $commit."
+        echo "Driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1). Features: \`$features\` ($models_note)."
+        echo
+        echo "GPU tests (tests/gpu.rs, --include-ignored): **$tests_status**."
+        echo
+        echo "## spex"
+        echo
+        echo "GPU idle: share of device time between forwards (timing events on the compute stream)."
+        echo "MFU: model FLOPs per second over the dense bf16 peak."
+        echo
+        echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query | GPU idle | model TFLOP/s (MFU) |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        echo "${bench:-| (benchmark produced no rows) | | | | | | | | |}"
+        echo
+        echo "## PyTorch / transformers (fp16, same shapes, random weights)"
+        echo
+        echo "$peer_versions"
+        echo
+        echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |"
+        echo "|---|---|---|---|---|---|---|"
+        echo "${peer:-| (not run yet) | | | | | | |}"
+        echo
+        echo "Total time: $(($(date +%s) - start)) s of a $budget s budget."
+    } > "$out"
+    if [[ -n "${OUT:-}" ]]; then
+        cp "$out" "$OUT/" && cp "$log" "$OUT/gpu-check.log"
+    fi
+}
 
 # candle-cuda links libcuda, cuBLAS(Lt), cuRAND, NVRTC and cudart at build time. Where no CUDA
 # toolkit is installed, borrow them from the driver (libcuda.so.1) and PyTorch's pip wheels
@@ -68,6 +146,7 @@ run_prebuilt() {
     }
     local tests=$bin/gpu-tests bench_bin=$bin/gpu-bench
     features="cuda (prebuilt)"
+    commit="$(cat .gpu-bundle/commit 2>/dev/null || echo unknown) (the bundle's)"
     models_note="model forwards not run: no candle-cuda binaries in the bundle"
     if unpack gpu-tests-models && unpack gpu-bench-models && link_cuda_libs "$bin/link"; then
         export LD_LIBRARY_PATH="$cuda_lib_path:${LD_LIBRARY_PATH:-}"
@@ -75,11 +154,8 @@ run_prebuilt() {
         features="cuda,candle-cuda (prebuilt)"
         models_note="model forwards with candle-cuda"
     fi
-    step "GPU tests (prebuilt)"
-    tests_status=passed
-    "$tests" --include-ignored 2>&1 | tee -a "$log" || tests_status=FAILED
-    step "spex benchmark (prebuilt)"
-    bench=$(timeout 300 "$bench_bin" 2>&1 | tee /dev/stderr | grep '^|' || true)
+    run_tests "$tests" --include-ignored
+    run_bench "$bench_bin"
 }
 
 # With cargo: build here (candle-cuda too unless SPEX_GPU_MODELS=0, falling back to the kernels
@@ -97,14 +173,10 @@ run_with_cargo() {
     fi
     step "build --features $features ($models_note)"
     cargo build --release --features "$features" --all-targets 2>&1 | tail -n 5
-    step "GPU tests"
-    tests_status=passed
-    cargo test --release --features "$features" --test gpu -- --include-ignored 2>&1 | tee -a "$log" ||
-        tests_status=FAILED
-    step "spex benchmark"
+    run_tests cargo test --release --features "$features" --test gpu -- --include-ignored
     # `cargo test --release` runs the harness-less bench with the release artifacts already
     # built (cargo bench would build a second set under the bench profile).
-    bench=$(timeout 300 cargo test --release --features "$features" --bench gpu 2>&1 | tee /dev/stderr | grep '^|' || true)
+    run_bench cargo test --release --features "$features" --bench gpu
 }
 
 try_candle_cuda() {
@@ -135,36 +207,11 @@ fi
 
 step "PyTorch / transformers peer"
 peer="| (not run: torch or transformers missing) | | | | | | |"
-peer_versions=""
 if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/dev/null; then
-    peer_out=$(timeout 240 python3 scripts/gpu_peer.py --dtype fp16 --seconds 2 2>&1 | tee /dev/stderr || true)
-    peer=$(echo "$peer_out" | grep '^|' || echo "| (peer produced no rows) | | | | | | |")
-    peer_versions=$(echo "$peer_out" | grep '^<!--' || true)
+    bounded "$(limit 240)" python3 scripts/gpu_peer.py --dtype fp16 --seconds 2 | tee "$benchlog" >&2 || true
+    peer=$(grep '^|' "$benchlog" || echo "| (peer produced no rows) | | | | | | |")
+    peer_versions=$(grep '^<!--' "$benchlog" || true)
 fi
-
-{
-    echo "# GPU check: $device, $(date -u +%Y-%m-%dT%H:%MZ)"
-    echo
-    echo "Written by \`scripts/gpu-check.sh\` at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
-    echo "Driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1). Features: \`$features\` ($models_note)."
-    echo
-    echo "GPU tests (tests/gpu.rs, --include-ignored): **$tests_status**."
-    echo
-    echo "## spex"
-    echo
-    echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |"
-    echo "|---|---|---|---|---|---|---|"
-    echo "${bench:-| (benchmark produced no rows) | | | | | | |}"
-    echo
-    echo "## PyTorch / transformers (fp16, same shapes, random weights)"
-    echo
-    echo "$peer_versions"
-    echo
-    echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query |"
-    echo "|---|---|---|---|---|---|---|"
-    echo "$peer"
-    echo
-    echo "Total time: $(($(date +%s) - start)) s."
-} > "$out"
+write_results
 echo "gpu-check: wrote $out" >&2
 [[ "$tests_status" == passed ]]

@@ -296,7 +296,7 @@ mod models_on_gpu {
     use super::*;
     use candle_core::DType;
     use rand::Rng;
-    use spex::cuda::lm::{GpuLmValue, MultiGpuLmValue};
+    use spex::cuda::lm::{GpuLmValue, GpuTimeline, MultiGpuLmValue};
     use spex::explain::Explainer;
     use spex::model;
     use spex::plan::Method;
@@ -369,6 +369,22 @@ mod models_on_gpu {
                 assert_eq!(run(&dev), run(&Device::Cpu), "{dtype:?} mean={mean}");
             }
         }
+    }
+
+    /// The device timeline counts every chunk of a sweep (three here), with busy time and the
+    /// gaps between chunks, and starts afresh once taken.
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn timeline_counts_every_chunk() {
+        let cpu = spec(47);
+        let n = cpu.n_players();
+        let mut gpu = GpuLmValue::new(cpu, 0, DType::F32).unwrap();
+        let batch = masks(n, 2 * gpu.batch() + 1, 48);
+        gpu.evaluate_masks(batch.as_slice()).unwrap();
+        let t = gpu.take_timeline();
+        assert_eq!(t.chunks, 3, "{t:?}");
+        assert!(t.busy_s > 0.0 && t.idle_s >= 0.0 && t.idle_share() < 1.0, "{t:?}");
+        assert_eq!(gpu.take_timeline(), GpuTimeline::default());
     }
 
     /// One worker per visible device, parts joined in mask order (one device: one part).

@@ -15,6 +15,9 @@
 //! 4. log-probabilities come back through pinned memory ([`ValueDownloader`]) and are summed
 //!    per mask in f64.
 //!
+//! Each chunk's work on the device is bracketed by timing events ([`GpuTimeline`]): the time
+//! the compute stream spends on chunks, and the time it sits idle between them.
+//!
 //! Batches are sized from free device memory ([`crate::model::memory::auto_batch_rows`]); a
 //! CUDA out-of-memory error halves the batch and retries the same masks
 //! ([`crate::model::memory::sweep_halving`]).
@@ -23,7 +26,7 @@ use std::ops::Range;
 
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{sys::CUevent_flags, CudaEvent, CudaSlice};
 
 use super::kernels::{DeviceMasks, ScoreState};
 use super::stream::{MaskUploader, ValueDownloader};
@@ -45,6 +48,31 @@ pub const HEADROOM: f64 = 0.15;
 /// Largest batch tried, whatever the memory.
 pub const MAX_ROWS: usize = 4096;
 
+/// Where a [`GpuLmValue`]'s device time went, from timing events recorded on the compute stream
+/// at the start and end of every chunk (one forward pass).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GpuTimeline {
+    /// Seconds from each chunk's first to its last kernel, summed.
+    pub busy_s: f64,
+    /// Seconds from one chunk's end to the next chunk's start on the device, summed: the GPU
+    /// idle between batches (host work between forwards, uploads the device waited for).
+    pub idle_s: f64,
+    /// Chunks timed.
+    pub chunks: usize,
+}
+
+impl GpuTimeline {
+    /// The idle share of the device time spanned, `idle / (busy + idle)` (0 before two chunks).
+    pub fn idle_share(&self) -> f64 {
+        let total = self.busy_s + self.idle_s;
+        if total > 0.0 {
+            self.idle_s / total
+        } else {
+            0.0
+        }
+    }
+}
+
 /// [`LmValue`] evaluated on a CUDA device.
 pub struct GpuLmValue {
     spec: LmValue,
@@ -65,6 +93,9 @@ pub struct GpuLmValue {
     batch: usize,
     /// The slot and row range of a chunk already uploaded ahead of its forward.
     pending: Option<(usize, Range<usize>)>,
+    timeline: GpuTimeline,
+    /// The end event of the last chunk timed (the start of the next idle gap).
+    last_end: Option<CudaEvent>,
 }
 
 fn candle(e: candle_core::Error) -> CudaError {
@@ -124,7 +155,16 @@ impl GpuLmValue {
             head_fill,
             batch,
             pending: None,
+            timeline: GpuTimeline::default(),
+            last_end: None,
         })
+    }
+
+    /// The device time since construction or the last call, and a fresh start (the gap before
+    /// the next chunk is not counted).
+    pub fn take_timeline(&mut self) -> GpuTimeline {
+        self.last_end = None;
+        std::mem::take(&mut self.timeline)
     }
 
     /// Masks per forward pass currently in use (after any out-of-memory halving).
@@ -149,6 +189,7 @@ impl GpuLmValue {
             Some((k, pr)) if pr == r => k,
             _ => self.uploader.upload(&self.gpu, masks)?,
         };
+        let start = self.timing_event()?;
         let input = self.device_input(k)?;
         self.uploader.release(&self.gpu, k)?;
         let next = r.end..(r.end + r.len()).min(all.len());
@@ -160,9 +201,28 @@ impl GpuLmValue {
         let (idx, mut state) = self.score_inputs(masks.len())?;
         let hidden = self.model.forward(&input).map_err(model_err)?.hidden;
         let lp = self.score(&hidden, &idx, &mut state)?;
+        let end = self.timing_event()?;
         let t = self.spec.target_tokens().len();
         let values = self.downloader.download(&self.gpu, &lp.slice(..masks.len() * t))?;
+        self.record_chunk(start, end)?;
         Ok(values.chunks(t).map(|c| c.iter().sum()).collect())
+    }
+
+    /// A timing event recorded on the compute stream now.
+    fn timing_event(&self) -> Result<CudaEvent, CudaError> {
+        Ok(self.gpu.compute_stream().record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+
+    /// Adds a finished chunk (`start`, `end` complete: its values are on the host) to the
+    /// timeline, with the idle gap since the previous chunk's end.
+    fn record_chunk(&mut self, start: CudaEvent, end: CudaEvent) -> Result<(), CudaError> {
+        self.timeline.busy_s += f64::from(start.elapsed_ms(&end)?) / 1e3;
+        if let Some(prev) = &self.last_end {
+            self.timeline.idle_s += f64::from(prev.elapsed_ms(&start)?) / 1e3;
+        }
+        self.timeline.chunks += 1;
+        self.last_end = Some(end);
+        Ok(())
     }
 
     /// The full-length model input with the bias, token ids and gates built on the device.
