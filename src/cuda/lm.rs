@@ -52,7 +52,8 @@ pub const MAX_ROWS: usize = 4096;
 /// at the start and end of every chunk (one forward pass).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GpuTimeline {
-    /// Seconds from each chunk's first to its last kernel, summed.
+    /// Seconds from each chunk's start event to its end event, summed (short waits inside a
+    /// chunk, while the host queues work behind a synchronising upload, count here).
     pub busy_s: f64,
     /// Seconds from one chunk's end to the next chunk's start on the device, summed: the GPU
     /// idle between batches (host work between forwards, uploads the device waited for).
