@@ -189,8 +189,7 @@ impl TokenIds {
         })
     }
 
-    /// The first id outside a vocabulary of `vocab_size` (host ids only), or a device tensor of
-    /// the wrong dtype.
+    /// Refuses host ids outside a vocabulary of `vocab_size` and device ids that are not `u32`.
     fn check(&self, vocab_size: usize) -> Result<(), ModelError> {
         match self {
             TokenIds::Host(v) => match v.iter().find(|&&t| t as usize >= vocab_size) {
