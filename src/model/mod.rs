@@ -161,16 +161,11 @@ pub enum TokenIds {
 
 impl TokenIds {
     /// Number of ids.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         match self {
             TokenIds::Host(v) => v.len(),
             TokenIds::Device(t) => t.elem_count(),
         }
-    }
-
-    /// Whether there are no ids.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The ids when they are on the host.
