@@ -117,8 +117,9 @@ pub struct SweepOptions<'a> {
     pub force: bool,
     /// This process's share of the inputs (input `k` belongs to shard `k % count`).
     pub shard: Shard,
-    /// Masks per batch.
-    pub batch_size: usize,
+    /// Masks per batch; `None`: [`ComputeDevice::model_batch_rows`] of the device each input
+    /// runs on.
+    pub batch_size: Option<usize>,
     /// Sync the stores every this many batches.
     pub sync_every: usize,
     /// The design for an input of `n` players.
@@ -263,8 +264,8 @@ fn explain_one(
     } else {
         StartMode::Fresh
     };
-    let run =
-        RunOptions { mode, batch_size: options.batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
+    let batch_size = options.batch_size.unwrap_or_else(|| game.placement.device.model_batch_rows());
+    let run = RunOptions { mode, batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
     let mut value = Some(game.value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };
     let decoder = DecoderConfig::default();
@@ -284,13 +285,18 @@ fn explain_one(
 /// design; `None` when it must be (re)computed.
 fn finished_earlier(input: &SweepInput, dir: &Path, options: &SweepOptions<'_>) -> Option<InputOutcome> {
     let run = RunInfo::load(dir)?;
-    let fingerprint =
-        setup::fingerprint(&setup::model_identity(input.spec.model.as_deref()), &input.spec, options.device);
+    let identity = setup::model_identity(input.spec.model.as_deref());
+    // `auto` may have placed it on either device (the model decides, and it is not loaded here).
+    let devices: &[ComputeDevice] = match options.device {
+        ComputeDevice::Auto => &[ComputeDevice::Cpu, ComputeDevice::Cuda],
+        ref one => std::slice::from_ref(one),
+    };
+    let same_function = devices.iter().any(|&d| run.function == setup::fingerprint(&identity, &input.spec, d));
     let plan = Plan::load(&dir.join("design.json")).ok()?;
     let result: crate::report::ResultFile =
         serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()?;
     let planned = Plan::new((options.plan_for)(plan.n())).ok()?;
-    let same = run.function == fingerprint
+    let same = same_function
         && planned.to_file() == plan.to_file()
         && result.index == options.index
         && options.max_order.is_none_or(|m| m == result.max_order);

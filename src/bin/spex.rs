@@ -187,8 +187,9 @@ struct InputArgs {
     /// input].
     #[arg(long)]
     reference: Option<String>,
-    /// Where the forwards run: auto (every visible GPU when this build has the GPU path, else the
-    /// CPU), cpu, or cuda.
+    /// Where the forwards run: auto (every visible GPU when this build has the GPU path and it
+    /// runs this game — causal LMs scoring a target with attention or replace masking — else
+    /// the CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     device: ComputeDevice,
 }
@@ -343,21 +344,8 @@ impl BatchSize {
     }
 }
 
-/// `--batch-size auto` for a model on `device`.
-fn model_auto_batch(device: ComputeDevice) -> usize {
-    if device == ComputeDevice::Cuda {
-        AUTO_BATCH_GPU
-    } else {
-        AUTO_BATCH_MODEL
-    }
-}
-
-/// Masks per batch of `--batch-size auto` for models on the CPU (a batch of 32 keeps the matrix
-/// multiplications efficient and the progress display lively), on a GPU, and for other functions.
-const AUTO_BATCH_MODEL: usize = 32;
-/// On a GPU the value function cuts a batch into chunks that fit the device's memory; a large
-/// batch keeps it busy and still stores a result every second or so.
-const AUTO_BATCH_GPU: usize = 1024;
+/// Masks per batch of `--batch-size auto` for functions other than models (for models:
+/// [`ComputeDevice::model_batch_rows`]).
 const AUTO_BATCH_OTHER: usize = 256;
 
 #[derive(Args)]
@@ -661,8 +649,11 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
         );
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
-    let device = args.input.device.resolve();
-    let game = setup::build_on(model, &identity, &spec, device)?;
+    let game = setup::build_on(model, &identity, &spec, args.input.device)?;
+    let device = game.placement.device;
+    if let Some(note) = &game.placement.note {
+        eprintln!("{note}");
+    }
     println!("explaining: {}", game.input.text);
     println!("players: {} {}; value: {}", game.players.len(), spec.players, game.scored);
     let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;
@@ -671,19 +662,21 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(value.take().expect("the value function is started once"))
     };
-    run_and_report(&plan, &info, &args.run.options(model_auto_batch(device))?, &args.run, &args.show, &mut start)
+    run_and_report(&plan, &info, &args.run.options(device.model_batch_rows())?, &args.run, &args.show, &mut start)
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
     let inputs = spex::sweep::read_inputs(&args.inputs)?;
     let plan_for = |n: usize| args.plan.spec_or(n, Method::Auto, MODEL_BUDGET);
-    let device = args.device.resolve();
     let options = spex::sweep::SweepOptions {
-        device,
+        device: args.device,
         out: args.out.clone(),
         force: args.force,
         shard: args.shard.unwrap_or(Shard::ALL),
-        batch_size: args.batch_size.rows(model_auto_batch(device)),
+        batch_size: match args.batch_size {
+            BatchSize::Auto => None,
+            rows => Some(rows.rows(0)),
+        },
         sync_every: args.sync_every.max(1),
         plan_for: &plan_for,
         index: args.show.index,

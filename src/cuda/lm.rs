@@ -389,7 +389,11 @@ impl MultiGpuLmValue {
                     s.spawn(move || w.evaluate_masks(part))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("GPU worker panicked")).collect()
+            // A worker's panic is that device's error, not the caller's crash.
+            let joined = |(d, h): (usize, std::thread::ScopedJoinHandle<'_, _>)| {
+                h.join().unwrap_or_else(|_| Err(CudaError::Input(format!("the worker of CUDA device {d} panicked"))))
+            };
+            handles.into_iter().enumerate().map(joined).collect()
         });
         let mut out = Vec::with_capacity(masks.len());
         for r in results {

@@ -115,6 +115,60 @@ impl ComputeDevice {
 }
 
 impl ComputeDevice {
+    /// Masks per stored batch of `--batch-size auto` for a model on `self` (resolved first). On
+    /// the CPU, 32 keeps the matrix products efficient and progress lively; on a GPU the value
+    /// function cuts a batch into chunks that fit the device's memory, so a large batch keeps
+    /// it busy and still stores a result every second or so.
+    pub fn model_batch_rows(self) -> usize {
+        if self.resolve() == ComputeDevice::Cuda {
+            1024
+        } else {
+            32
+        }
+    }
+
+    /// Where a game runs when `self` was asked for: `limit` says why the GPU path cannot run
+    /// this game (`None`: it can), `gpu` whether this build sees a device. `Auto` takes the GPU
+    /// when it can and the CPU otherwise, saying why when a GPU was there; `Cuda` for a game
+    /// the GPU path cannot run is an error that says why.
+    pub fn place(self, limit: Option<&str>, gpu: bool) -> Result<Placement, SetupError> {
+        let (device, note) = match (self, limit) {
+            (ComputeDevice::Cuda, Some(why)) => {
+                return Err(SetupError::Invalid(format!("--device cuda: {why}; use --device cpu or auto")))
+            }
+            (ComputeDevice::Cuda, None) => (ComputeDevice::Cuda, None),
+            (ComputeDevice::Auto, None) if gpu => (ComputeDevice::Cuda, None),
+            (ComputeDevice::Auto, Some(why)) if gpu => (ComputeDevice::Cpu, Some(format!("on the CPU: {why}"))),
+            _ => (ComputeDevice::Cpu, None),
+        };
+        Ok(Placement { device, note })
+    }
+}
+
+/// Where one game's forwards run ([`ComputeDevice::place`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// [`ComputeDevice::Cpu`] or [`ComputeDevice::Cuda`], never `Auto`.
+    pub device: ComputeDevice,
+    /// Why `--device auto` left a visible GPU unused, for the user.
+    pub note: Option<String>,
+}
+
+/// Why the GPU path cannot run a game on `model` with `spec` and `token_mode`, or `None` when
+/// it can: it runs causal LMs scoring target log-probabilities with every position kept.
+fn gpu_limit(model: &LoadedModel, spec: &InputSpec, token_mode: TokenMode) -> Option<&'static str> {
+    if model.model.lm_head().is_none() {
+        Some("the GPU path runs causal LMs (Llama family, GPT-2), not encoders")
+    } else if spec.logit_diff.is_some() {
+        Some("the GPU path scores target log-probabilities, not --logit-diff")
+    } else if token_mode == TokenMode::Remove {
+        Some("the GPU path keeps every position (--token-mode attention or replace), not --token-mode remove")
+    } else {
+        None
+    }
+}
+
+impl ComputeDevice {
     /// The candle device of `self` (resolved first): the CPU, or the first CUDA device.
     pub fn candle_device(self) -> Result<candle_core::Device, SetupError> {
         match self.resolve() {
@@ -245,8 +299,11 @@ pub struct Game {
     pub players: Vec<String>,
     /// What is measured, in words (e.g. the greedy answer that is scored).
     pub scored: String,
-    /// Identifies model, input and options: a stored run is only resumed with the same one.
+    /// Identifies model, input, options and device: a stored run is only resumed with the same
+    /// one.
     pub fingerprint: String,
+    /// Where the forwards run.
+    pub placement: Placement,
     /// The model, as [`load_model`] identified it.
     pub model: String,
     /// The whole input text and each player's span in it.
@@ -323,14 +380,14 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
     build_on(model, identity, spec, ComputeDevice::Cpu)
 }
 
-/// [`build`] with the forwards on `device` (resolved first).
+/// [`build`] with the forwards on `device`, as [`ComputeDevice::place`] places the game: `Auto`
+/// falls back to the CPU for a game the GPU path cannot run.
 pub fn build_on(
     model: Arc<LoadedModel>,
     identity: &str,
     spec: &InputSpec,
     device: ComputeDevice,
 ) -> Result<Game, SetupError> {
-    let device = device.resolve();
     let (text, unit) = match spec.players {
         Players::Words | Players::WordsHeads | Players::Heads => (spec.prompt.clone(), Unit::Words),
         Players::Tokens | Players::TokensHeads => (spec.prompt.clone(), Unit::Tokens),
@@ -363,13 +420,9 @@ pub fn build_on(
         }),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
-    let fingerprint = fingerprint(identity, spec, device);
+    let placement = device.place(gpu_limit(&model, spec, token_mode), gpu_available())?;
+    let fingerprint = fingerprint(identity, spec, placement.device);
     if model.model.lm_head().is_none() {
-        if device == ComputeDevice::Cuda {
-            return Err(SetupError::Invalid(
-                "the GPU path runs causal LMs (Llama family, GPT-2); run encoders with --device cpu".into(),
-            ));
-        }
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
         let options = EncoderOptions { token_players, heads, token_mode, head_mode, ..EncoderOptions::new(metric) };
@@ -377,7 +430,8 @@ pub fn build_on(
         let players = value.player_labels().to_vec();
         let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
         let scored = format!("cosine similarity of the pooled embedding to that of {reference:?}");
-        return Ok(Game { value: Box::new(value), players, scored, fingerprint, model: identity.into(), input });
+        let value = Box::new(value);
+        return Ok(Game { value, players, scored, fingerprint, placement, model: identity.into(), input });
     }
     let metric = match &spec.logit_diff {
         Some((a, b)) => LmMetric::LogitDiff { a: single_token(&model, a)?, b: single_token(&model, b)? },
@@ -403,11 +457,11 @@ pub fn build_on(
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
-    let value: Box<dyn ValueFunction + Send> = match device {
+    let value: Box<dyn ValueFunction + Send> = match placement.device {
         ComputeDevice::Cuda => on_gpu(&value)?,
         _ => Box::new(value),
     };
-    Ok(Game { value, players, scored, fingerprint, model: identity.into(), input })
+    Ok(Game { value, players, scored, fingerprint, placement, model: identity.into(), input })
 }
 
 /// The text without its square brackets, and the byte ranges (in that text) the brackets marked.
@@ -449,6 +503,26 @@ fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_takes_the_gpu_only_for_games_it_runs_and_says_why_not() {
+        let (cpu, cuda) = (ComputeDevice::Cpu, ComputeDevice::Cuda);
+        let why = Some("not encoders");
+        let at = |d: ComputeDevice, limit, gpu| d.place(limit, gpu).map(|p| (p.device, p.note));
+        assert_eq!(at(ComputeDevice::Auto, None, true).unwrap(), (cuda, None));
+        assert_eq!(at(ComputeDevice::Auto, why, true).unwrap(), (cpu, Some("on the CPU: not encoders".into())));
+        // No GPU: the CPU, with nothing to explain.
+        assert_eq!(at(ComputeDevice::Auto, None, false).unwrap(), (cpu, None));
+        assert_eq!(at(ComputeDevice::Auto, why, false).unwrap(), (cpu, None));
+        assert_eq!(at(cpu, None, true).unwrap(), (cpu, None));
+        // Asked for: the GPU even where none is seen (starting it gives the error), never a game
+        // it cannot run.
+        assert_eq!(at(cuda, None, false).unwrap(), (cuda, None));
+        let err = at(cuda, why, true).unwrap_err().to_string();
+        assert!(err.contains("--device cuda: not encoders; use --device cpu or auto"), "{err}");
+        assert_eq!(cpu.model_batch_rows(), 32);
+        assert_eq!(cuda.model_batch_rows(), 1024);
+    }
 
     #[test]
     fn marked_spans_strip_brackets_and_keep_byte_ranges() {
