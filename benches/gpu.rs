@@ -146,81 +146,11 @@ mod models {
 /// with every prompt token a player (attention mode, p(keep) = 1/2) and a 4-token target.
 #[cfg(feature = "candle-cuda")]
 mod models {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    use candle_core::{DType, Device, Tensor};
-    use rand::{Rng, SeedableRng};
+    use candle_core::DType;
+    use spex::bench::BenchModel;
     use spex::cuda::lm::GpuLmValue;
-    use spex::model::llama::{Llama, LlamaConfig};
-    use spex::model::weights::Weights;
-    use spex::model::{LoadedModel, Model};
-    use spex::value::lm::{LmOptions, LmValue, Target};
-    use spex::value::players::{TokenMode, TokenSpan, TokenizedPrompt};
-
-    /// (name, hidden, intermediate, layers, heads, kv heads, vocab), as in gpu_peer.py.
-    const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 2] =
-        [("smollm2-135m", 576, 1536, 30, 9, 3, 49_152), ("llama-1b", 2048, 8192, 16, 32, 8, 128_256)];
-
-    fn config(s: &(&str, usize, usize, usize, usize, usize, usize)) -> LlamaConfig {
-        let &(_, hidden, inter, layers, heads, kv, vocab) = s;
-        LlamaConfig {
-            hidden_size: hidden,
-            intermediate_size: inter,
-            num_layers: layers,
-            num_heads: heads,
-            num_kv_heads: kv,
-            head_dim: hidden / heads,
-            vocab_size: vocab,
-            max_positions: 4096,
-            rms_norm_eps: 1e-5,
-            rope_theta: 500_000.0,
-            rope_interleaved: false,
-            rope_scaling: None,
-            attention_bias: false,
-            tie_word_embeddings: true,
-        }
-    }
-
-    /// Random bf16 weights made on the device (a 1B model would take long to draw on the host).
-    fn random_model(c: &LlamaConfig, dev: &Device) -> candle_core::Result<Model> {
-        let (e, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
-        let mut t = HashMap::new();
-        let mut put = |name: String, shape: &[usize], std: f64| -> candle_core::Result<()> {
-            let x = if std == 0.0 {
-                Tensor::ones(shape, DType::F32, dev)?
-            } else {
-                Tensor::randn(0f32, std as f32, shape, dev)?
-            };
-            t.insert(name, x.to_dtype(DType::BF16)?);
-            Ok(())
-        };
-        put("model.embed_tokens.weight".into(), &[c.vocab_size, e], 0.02)?;
-        put("model.norm.weight".into(), &[e], 0.0)?;
-        for l in 0..c.num_layers {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            put(p("self_attn.q_proj.weight"), &[c.num_heads * d, e], 0.02)?;
-            put(p("self_attn.k_proj.weight"), &[c.num_kv_heads * d, e], 0.02)?;
-            put(p("self_attn.v_proj.weight"), &[c.num_kv_heads * d, e], 0.02)?;
-            put(p("self_attn.o_proj.weight"), &[e, c.num_heads * d], 0.02)?;
-            put(p("mlp.gate_proj.weight"), &[i, e], 0.02)?;
-            put(p("mlp.up_proj.weight"), &[i, e], 0.02)?;
-            put(p("mlp.down_proj.weight"), &[e, i], 0.02)?;
-            put(p("input_layernorm.weight"), &[e], 0.0)?;
-            put(p("post_attention_layernorm.weight"), &[e], 0.0)?;
-        }
-        let w = Weights::from_tensors("random", t);
-        Llama::new(c.clone(), &w).map(Model::Llama).map_err(|e| candle_core::Error::Msg(e.to_string()))
-    }
-
-    fn spec(lm: Arc<LoadedModel>, len: usize, vocab: usize) -> LmValue {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(len as u64);
-        let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..vocab as u32)).collect();
-        let spans = (0..len).map(TokenSpan::token).collect();
-        let target: Vec<u32> = (0..4).map(|_| rng.random_range(0..vocab as u32)).collect();
-        let opts = LmOptions { target: Target::Tokens(target), token_mode: TokenMode::Attention, ..Default::default() };
-        LmValue::from_tokens(lm, TokenizedPrompt::new(ids, spans).unwrap(), opts).unwrap()
-    }
+    use spex::model::llama::{LlamaConfig, SHAPES};
+    use spex::value::setup::ComputeDevice;
 
     /// Model FLOPs of one masked query: the full-length forward over `tokens` positions (every
     /// weight matrix at 2 FLOPs per multiply-add, plus QKᵀ and PV over all positions, as the
@@ -244,15 +174,12 @@ mod models {
     }
 
     pub fn run(device: &str) {
-        let dev = Device::new_cuda(0).expect("candle CUDA device");
         let peak = bf16_peak_tflops(device);
-        for shape in &SHAPES {
-            let c = config(shape);
-            let model = random_model(&c, &dev).expect("random model");
-            let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
-            let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source: "random".into() });
+        for shape in SHAPES {
+            let c = LlamaConfig::shape(shape).expect("a listed shape");
+            let model = BenchModel::random(shape, ComputeDevice::Cuda).expect("random model");
             for len in [32, 128] {
-                let spec = spec(lm.clone(), len, c.vocab_size);
+                let spec = model.value(len).expect("a random prompt");
                 let flops = flops_per_query(&c, spec.layout().ids.len(), spec.target_tokens().len());
                 let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
                 for batch in [16, 64, 256, 0] {
@@ -272,7 +199,7 @@ mod models {
                     };
                     let label =
                         if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
-                    super::row(&label, shape.0, rows, len, len + 4, secs, [&idle, &rate]);
+                    super::row(&label, shape, rows, len, len + 4, secs, [&idle, &rate]);
                 }
             }
         }

@@ -4,7 +4,8 @@
 # there and run scripts/gpu-check.sh, which uses the bundle when cargo is missing.
 #
 #   .gpu-bundle/gpu-tests.xz, gpu-bench.xz                 feature cuda (libcuda loaded at run time)
-#   .gpu-bundle/gpu-tests-models.xz, gpu-bench-models.xz   feature candle-cuda (SPEX_BUNDLE_MODELS=1)
+#   .gpu-bundle/gpu-tests-models.xz, gpu-bench-models.xz,  feature candle-cuda (SPEX_BUNDLE_MODELS=1)
+#   spex-models.xz                                         (the CLI, for `spex bench throughput`)
 #
 # candle-cuda links the CUDA libraries at build time. Without a toolkit they come from PyPI
 # (cuBLAS, cuRAND, NVRTC wheels of CUDA 13.0, ~590 MB, into SPEX_CUDA_LIBS_DIR, default
@@ -57,12 +58,16 @@ if [[ "${SPEX_BUNDLE_MODELS:-0}" == 1 ]]; then
     cargo test --release --features candle-cuda --no-run --test gpu --bench gpu
     cp "$(built candle-cuda gpu --test gpu)" "$out/gpu-tests-models"
     cp "$(built candle-cuda gpu --bench gpu)" "$out/gpu-bench-models"
+    cargo build --release --features candle-cuda --bin spex
+    cp "$CARGO_TARGET_DIR/release/spex" "$out/spex-models"
 fi
 # The commit the binaries were built from (the GPU machine's copy of the tree may have no git).
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)" > "$out/commit"
 # Stripped and xz-compressed: a candle-cuda binary is ~57 MB stripped (candle's kernels), ~7 MB
 # compressed, and what a session carries is limited.
-strip "$out"/gpu-*
-xz -T0 -6 -f "$out"/gpu-*
+bins=("$out"/gpu-*)
+[[ ! -e "$out/spex-models" ]] || bins+=("$out/spex-models")
+strip "${bins[@]}"
+xz -T0 -6 -f "${bins[@]}"
 ls -la "$out" >&2
 echo "gpu-bundle: carry .gpu-bundle to the GPU machine and run scripts/gpu-check.sh there" >&2

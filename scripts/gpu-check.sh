@@ -15,9 +15,11 @@
 #      backend (--features candle-cuda, linked against the driver and PyTorch's CUDA libraries;
 #      SPEX_GPU_MODELS=0 skips it), masked queries/s of random-weight Llamas shaped like the
 #      default model and Llama 3.2 1B at several batch sizes and prompt lengths;
-#   5. runs the same masked batches through PyTorch / HF transformers (scripts/gpu_peer.py) as
+#   5. with candle-cuda, runs `spex bench throughput --device cuda` on random weights of both
+#      shapes: whole runs through the engine (pipeline, durable store, ProxySPEX decoding);
+#   6. runs the same masked batches through PyTorch / HF transformers (scripts/gpu_peer.py) as
 #      the side-by-side peer, when torch and transformers import.
-# Where cargo is missing (the GPU machines have no Rust toolchain and no network), steps 1-4 use
+# Where cargo is missing (the GPU machines have no Rust toolchain and no network), steps 1-5 use
 # the binaries scripts/gpu-bundle.sh built elsewhere, carried in .gpu-bundle/.
 # Figures land in the results file only from this script: docs never carry guessed GPU numbers.
 set -euo pipefail
@@ -37,7 +39,7 @@ benchlog=$(mktemp)
 trap 'rm -f "$log" "$benchlog"' EXIT
 budget=${SPEX_GPU_CHECK_SECONDS:-540}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-features="(none built yet)" models_note="" tests_status="not run" bench="" peer="" peer_versions=""
+features="(none built yet)" models_note="" tests_status="not run" bench="" engine="" peer="" peer_versions=""
 
 step() { echo "== $* ($(($(date +%s) - start)) s)" | tee -a "$log" >&2; }
 
@@ -75,6 +77,18 @@ run_bench() {
     write_results
 }
 
+# Whole runs through the engine: "$@" is the spex binary or cargo command; its table becomes $engine.
+run_engine() {
+    step "spex bench throughput --device cuda (whole runs)"
+    local shape
+    for shape in smollm2-135m llama-1b; do
+        bounded "$(limit 60)" "$@" bench throughput --device cuda --shape "$shape" --lengths 32,128 \
+            --batches 1024 --budget 4096 | tee "$benchlog" >&2 || true
+        engine+="$shape:"$'\n'"$(grep -E '^ +(tokens|[0-9])' "$benchlog" || echo '(no rows)')"$'\n'
+    done
+    write_results
+}
+
 # Writes the results file from what the steps so far found (and copies it and the log to OUT).
 write_results() {
     {
@@ -93,6 +107,15 @@ write_results() {
         echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query | GPU idle | model TFLOP/s (MFU) |"
         echo "|---|---|---|---|---|---|---|---|---|"
         echo "${bench:-| (benchmark produced no rows) | | | | | | | | |}"
+        echo
+        echo "## spex bench throughput (whole runs: masks, pipeline, durable store, ProxySPEX decoding)"
+        echo
+        echo "Random weights of each shape, every prompt token a player, 4 096 design masks plus held-out ones,"
+        echo "1 024 masks per stored batch; queries/s over the whole run."
+        echo
+        echo '```'
+        echo "${engine:-(not run)}"
+        echo '```'
         echo
         echo "## PyTorch / transformers (fp16, same shapes, random weights)"
         echo
@@ -156,6 +179,9 @@ run_prebuilt() {
     fi
     run_tests "$tests" --include-ignored
     run_bench "$bench_bin"
+    if [[ "$features" == *candle-cuda* ]] && unpack spex-models; then
+        run_engine "$bin/spex-models"
+    fi
 }
 
 # With cargo: build here (candle-cuda too unless SPEX_GPU_MODELS=0, falling back to the kernels
@@ -177,6 +203,9 @@ run_with_cargo() {
     # `cargo test --release` runs the harness-less bench with the release artifacts already
     # built (cargo bench would build a second set under the bench profile).
     run_bench cargo test --release --features "$features" --bench gpu
+    if [[ "$features" == *candle-cuda* ]]; then
+        run_engine cargo run --release --quiet --features "$features" --
+    fi
 }
 
 try_candle_cuda() {

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use candle_core::DType;
+use rand::Rng;
 use serde::Serialize;
 
 use crate::decode::spex::{decode, SpexDecoderConfig};
@@ -12,13 +14,15 @@ use crate::design::spex::{choose_parameters, SpexDesign, DEFAULT_T};
 use crate::design::{rng, uniform::random_masks};
 use crate::explain::Explanation;
 use crate::faithfulness::faithfulness;
-use crate::model::LoadedModel;
+use crate::model::llama::{Llama, LlamaConfig, SHAPES};
+use crate::model::{LoadedModel, Model};
 use crate::plan::{default_holdout, DecoderConfig, Method, Plan, PlanSpec};
 use crate::planted::{planted_fourier, planted_moebius, standard_normal};
 use crate::rundir::{RunInfo, StartMode};
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::value::lm::{LmOptions, LmValue, Target};
 use crate::value::players::{SetupError, TokenSpan, TokenizedPrompt};
+use crate::value::setup::{self, ComputeDevice};
 use crate::value::ValueFunction;
 
 /// One row of the SPEX decode benchmark.
@@ -224,6 +228,52 @@ pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, Set
     TokenizedPrompt::new(ids[..len].to_vec(), spans)
 }
 
+/// The causal LM `spex bench throughput` runs: a loaded model, prompted with [`BENCH_TEXT`] and
+/// scored on " a walled city", or random weights of a named architecture, prompted and scored
+/// with random token ids (no download, and its tokenizer knows no text).
+pub struct BenchModel {
+    lm: Arc<LoadedModel>,
+    random: bool,
+}
+
+impl BenchModel {
+    /// A loaded model.
+    pub fn loaded(lm: Arc<LoadedModel>) -> Self {
+        BenchModel { lm, random: false }
+    }
+
+    /// Random weights of `shape` (one of [`SHAPES`]) drawn on the device `device` resolves to,
+    /// in the dtype the forwards run in there (f32 on the CPU, bf16 on a GPU).
+    pub fn random(shape: &str, device: ComputeDevice) -> Result<Self, SetupError> {
+        let cfg = LlamaConfig::shape(shape).ok_or_else(|| {
+            SetupError::Invalid(format!("unknown shape {shape:?}; expected one of {}", SHAPES.join(", ")))
+        })?;
+        let device = device.resolve();
+        let dtype = if device == ComputeDevice::Cuda { DType::BF16 } else { DType::F32 };
+        let model =
+            Llama::random(cfg, &device.candle_device()?, dtype).map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
+        let source = format!("random weights, {shape} shape").into();
+        let lm = Arc::new(LoadedModel { model: Model::Llama(model), tokenizer, eos_ids: vec![], source });
+        Ok(BenchModel { lm, random: true })
+    }
+
+    /// The value function of a `len`-token prompt, every token a player (attention masking),
+    /// scoring the log-probability of a 4-token target.
+    pub fn value(&self, len: usize) -> Result<LmValue, SetupError> {
+        if !self.random {
+            let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
+            return LmValue::from_tokens(self.lm.clone(), token_prompt(&self.lm, len)?, options);
+        }
+        let mut r = rng(len as u64, 20);
+        let vocab = self.lm.model.info().vocab_size as u32;
+        let ids: Vec<u32> = (0..len + 4).map(|_| r.random_range(0..vocab)).collect();
+        let prompt = TokenizedPrompt::new(ids[..len].to_vec(), (0..len).map(TokenSpan::token).collect())?;
+        let options = LmOptions { target: Target::Tokens(ids[len..].to_vec()), ..LmOptions::default() };
+        LmValue::from_tokens(self.lm.clone(), prompt, options)
+    }
+}
+
 /// One row of the engine throughput benchmark (`spex bench throughput`): a whole run through the
 /// pipeline (masks, queues, model, durable store, decoding) on a causal LM.
 #[derive(Clone, Debug, Serialize)]
@@ -251,20 +301,23 @@ pub struct ThroughputRow {
     pub device: String,
 }
 
-/// Runs a ProxySPEX plan of `budget` masks over a `len`-token prompt (token players, attention
-/// masking, the log-probability of a fixed 4-token target) in batches of `batch`, with a
-/// durable store in `dir`, and measures it.
+/// Runs a ProxySPEX plan of `budget` masks over a `len`-token prompt of `model`
+/// ([`BenchModel::value`]) in batches of `batch` on `device`, with a durable store in `dir`, and
+/// measures it.
 pub fn throughput_row(
-    lm: &Arc<LoadedModel>,
+    model: &BenchModel,
     len: usize,
     batch: usize,
     budget: usize,
     dir: &Path,
+    device: ComputeDevice,
 ) -> anyhow::Result<ThroughputRow> {
-    let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
-    let f = LmValue::from_tokens(lm.clone(), token_prompt(lm, len)?, options)?;
-    // Warm up allocator, thread pool and caches outside the measurement.
-    f.evaluate_masks(random_masks(len, batch.min(4), &mut rng(9, 0)).as_slice())?;
+    let device = device.resolve();
+    let mut f = setup::lm_value_on(model.value(len)?, device)?;
+    // Warm up allocator, thread pool, caches and (on a GPU) the kernels of a full batch outside
+    // the measurement; on the CPU a few masks do.
+    let warm = if device == ComputeDevice::Cuda { batch } else { batch.min(4) };
+    f.evaluate(random_masks(len, warm, &mut rng(9, 0)).as_slice())?;
     let plan = Plan::new(PlanSpec {
         method: Method::ProxySpex,
         budget,
@@ -272,7 +325,7 @@ pub fn throughput_row(
         ..PlanSpec::new(len)
     })?;
     let run = RunOptions { mode: StartMode::Force, batch_size: batch, ..RunOptions::new(dir) };
-    let mut f = Some(Box::new(f) as Box<dyn ValueFunction>);
+    let mut f = Some(f as Box<dyn ValueFunction>);
     let mut start = || Ok(f.take().expect("started once"));
     let (_, outcome) =
         runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {})?;
@@ -290,7 +343,7 @@ pub fn throughput_row(
         overhead_share: 1.0 - stats.forward_seconds / (wall + after),
         worker_idle_share: stats.worker_idle_share(),
         decode_seconds: after,
-        device: format!("cpu ({} threads)", rayon::current_num_threads()),
+        device: device.describe(),
     })
 }
 

@@ -294,3 +294,37 @@ fn resume_takes_the_run_directory_itself() {
     let missing = run(&["--resume", other.to_str().unwrap()]);
     assert!(!missing.status.success() && !other.join("samples.store").exists());
 }
+
+/// `spex bench throughput --shape` needs no download: whole runs on random weights of the
+/// default model's architecture, with figures that agree with each other.
+#[test]
+fn bench_throughput_runs_on_random_weights_of_a_shape() {
+    let out = ok(&[
+        "bench",
+        "throughput",
+        "--shape",
+        "smollm2-135m",
+        "--lengths",
+        "6",
+        "--batches",
+        "64",
+        "--budget",
+        "60",
+        "--json",
+    ]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    // 60 design masks, 100 held out (the least `default_holdout` gives).
+    assert_eq!(
+        (row["prompt_tokens"].as_u64(), row["batch"].as_u64(), row["masks"].as_u64()),
+        (Some(6), Some(64), Some(160))
+    );
+    let (qps, ms) = (row["queries_per_second"].as_f64().unwrap(), row["ms_per_query"].as_f64().unwrap());
+    assert!((qps * ms / 1e3 - 1.0).abs() < 1e-9 && qps > 0.0, "{row}");
+    assert!((row["tokens_per_second"].as_f64().unwrap() - 6.0 * qps).abs() < 1e-6 * qps, "{row}");
+    assert!(row["device"].as_str().unwrap().starts_with("cpu"), "{row}");
+    let err = fails(&["bench", "throughput", "--shape", "llama-70b"]);
+    assert!(err.contains("expected one of smollm2-135m, llama-1b"), "{err}");
+    let err = fails(&["bench", "throughput", "--shape", "llama-1b", "--model", "x"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

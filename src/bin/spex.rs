@@ -502,8 +502,16 @@ enum BenchCommand {
     /// included), with the engine's overhead and the worker's idle share.
     Throughput {
         /// Model [default: the embedded SmolLM2-135M-Instruct].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "shape")]
         model: Option<PathBuf>,
+        /// Random weights of a model's architecture instead, no download: smollm2-135m (the
+        /// default model's) or llama-1b (Llama 3.2 1B's); random prompt and target tokens.
+        #[arg(long)]
+        shape: Option<String>,
+        /// Where the forwards run: auto (every visible GPU when this build has the GPU path,
+        /// else the CPU), cpu, or cuda.
+        #[arg(long, default_value = "auto")]
+        device: ComputeDevice,
         /// Prompt lengths in tokens (every token a player).
         #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
         lengths: Vec<usize>,
@@ -589,8 +597,16 @@ fn run(cli: Cli) -> Result<()> {
             let stdin = std::io::stdin();
             Ok(driver::serve(stdin.lock(), std::io::stdout().lock(), &mut demo::demo_game())?)
         }
-        Command::Bench { what: BenchCommand::Throughput { model, lengths, batches, budget, json } } => {
-            bench_throughput(model.as_deref(), &lengths, &batches, budget, json)
+        Command::Bench { what: BenchCommand::Throughput { model, shape, device, lengths, batches, budget, json } } => {
+            let model = match shape {
+                Some(shape) => spex::bench::BenchModel::random(&shape, device)?,
+                None => {
+                    let (lm, identity) = setup::load_model(model.as_deref())?;
+                    eprintln!("model: {identity}");
+                    spex::bench::BenchModel::loaded(lm)
+                }
+            };
+            bench_throughput(&model, device, &lengths, &batches, budget, json)
         }
         Command::Bench { what: BenchCommand::Decode { n, terms, degree, budget, json } } => {
             bench_decode(&n, terms, degree, budget, json)
@@ -1080,19 +1096,18 @@ fn bench_decode(ns: &[usize], terms: usize, degree: usize, budget: Option<usize>
 }
 
 fn bench_throughput(
-    model: Option<&Path>,
+    model: &spex::bench::BenchModel,
+    device: ComputeDevice,
     lengths: &[usize],
     batches: &[usize],
     budget: usize,
     json: bool,
 ) -> Result<()> {
-    let (lm, identity) = setup::load_model(model)?;
-    eprintln!("model: {identity}");
     let dir = std::env::temp_dir().join(format!("spex-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     for &len in lengths {
         for &batch in batches {
-            let row = spex::bench::throughput_row(&lm, len, batch, budget, &dir);
+            let row = spex::bench::throughput_row(model, len, batch, budget, &dir, device);
             let _ = std::fs::remove_dir_all(&dir);
             let row = row.with_context(|| format!("{len} tokens, batch {batch}"))?;
             eprintln!("{len} tokens, batch {batch}: {:.2} queries/s", row.queries_per_second);

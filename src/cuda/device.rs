@@ -75,6 +75,15 @@ pub fn device_count() -> Result<usize, CudaError> {
     }
 }
 
+/// The name of CUDA device `ordinal`, e.g. "NVIDIA H200". Never panics.
+pub fn device_name(ordinal: usize) -> Result<String, CudaError> {
+    let count = device_count()?;
+    if ordinal >= count {
+        return Err(CudaError::NoDevice { ordinal, count });
+    }
+    Ok(CudaContext::new(ordinal)?.name()?)
+}
+
 /// Whether libcuda can be loaded (cudarc loads it at run time under `cuda`).
 #[cfg(not(feature = "candle-cuda"))]
 fn driver_present() -> bool {

@@ -29,4 +29,4 @@ pub mod ptx;
 pub mod stream;
 
 #[cfg(feature = "cuda")]
-pub use device::{device_count, CudaError, Gpu};
+pub use device::{device_count, device_name, CudaError, Gpu};

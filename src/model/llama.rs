@@ -70,7 +70,49 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
 }
 
+/// Architectures that benchmarks build with random weights ([`LlamaConfig::shape`]): no
+/// download, and the same arithmetic as the real model (not its answers).
+pub const SHAPES: [&str; 2] = ["smollm2-135m", "llama-1b"];
+
 impl LlamaConfig {
+    /// The architecture of a named model (one of [`SHAPES`]): `smollm2-135m`, the default
+    /// model's (SmolLM2-135M), or `llama-1b`, Llama 3.2 1B's (its long-context RoPE scaling left
+    /// out: it changes no arithmetic at benchmark lengths).
+    pub fn shape(name: &str) -> Option<LlamaConfig> {
+        let (hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, vocab_size, rope_theta) = match name {
+            "smollm2-135m" => (576, 1536, 30, 9, 3, 49_152, 100_000.0),
+            "llama-1b" => (2048, 8192, 16, 32, 8, 128_256, 500_000.0),
+            _ => return None,
+        };
+        Some(LlamaConfig {
+            hidden_size,
+            intermediate_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim: hidden_size / num_heads,
+            vocab_size,
+            max_positions: 8192,
+            rms_norm_eps: 1e-5,
+            rope_theta,
+            rope_interleaved: false,
+            rope_scaling: None,
+            attention_bias: false,
+            tie_word_embeddings: true,
+        })
+    }
+
+    /// Weights of a model of this configuration (biases and norms included; a tied LM head
+    /// counted once).
+    pub fn parameters(&self) -> usize {
+        let (e, d, i) = (self.hidden_size, self.head_dim, self.intermediate_size);
+        let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
+        let bias = if self.attention_bias { q + 2 * kv } else { 0 };
+        let layer = e * (q + 2 * kv) + bias + q * e + 3 * e * i + 2 * e;
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * e };
+        self.vocab_size * e + self.num_layers * layer + e + head
+    }
+
     /// Reads a Hugging Face `config.json` (already parsed; `path` names it in errors).
     pub fn from_hf_json(cfg: &serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         let model_type = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("llama");
@@ -342,6 +384,44 @@ impl Llama {
             lm_head,
             inv_freq: self.inv_freq.clone(),
         })
+    }
+
+    /// A model of `cfg` with random weights drawn on `device` in `dtype` (benchmarks: a 1B model
+    /// would take long to draw on the host and copy up): matrices normal with standard deviation
+    /// 0.02, norms 1, biases 0.
+    pub fn random(cfg: LlamaConfig, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let (e, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+        let (q, kv) = (cfg.num_heads * d, cfg.num_kv_heads * d);
+        let mut t = HashMap::new();
+        let mut put = |name: String, shape: &[usize], fill: Option<f32>| -> Result<(), ModelError> {
+            let x = match fill {
+                Some(v) => Tensor::full(v, shape, device)?,
+                None => Tensor::randn(0f32, 0.02, shape, device)?,
+            };
+            t.insert(name, x.to_dtype(dtype)?);
+            Ok(())
+        };
+        put("model.embed_tokens.weight".into(), &[cfg.vocab_size, e], None)?;
+        put("model.norm.weight".into(), &[e], Some(1.0))?;
+        if !cfg.tie_word_embeddings {
+            put("lm_head.weight".into(), &[cfg.vocab_size, e], None)?;
+        }
+        for l in 0..cfg.num_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            for (name, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                put(p(&format!("self_attn.{name}.weight")), &[rows, e], None)?;
+                if cfg.attention_bias {
+                    put(p(&format!("self_attn.{name}.bias")), &[rows], Some(0.0))?;
+                }
+            }
+            put(p("self_attn.o_proj.weight"), &[e, q], None)?;
+            put(p("mlp.gate_proj.weight"), &[i, e], None)?;
+            put(p("mlp.up_proj.weight"), &[i, e], None)?;
+            put(p("mlp.down_proj.weight"), &[e, i], None)?;
+            put(p("input_layernorm.weight"), &[e], Some(1.0))?;
+            put(p("post_attention_layernorm.weight"), &[e], Some(1.0))?;
+        }
+        Llama::new(cfg, &Weights::from_tensors("(random weights)", t))
     }
 
     /// The configuration.

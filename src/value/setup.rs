@@ -127,6 +127,14 @@ impl ComputeDevice {
         }
     }
 
+    /// The device, for reports: the CPU with its threads, or the GPUs with their name and count.
+    pub fn describe(self) -> String {
+        match self.resolve() {
+            ComputeDevice::Cuda => gpu_description(),
+            _ => format!("cpu ({} threads)", rayon::current_num_threads()),
+        }
+    }
+
     /// Where a game runs when `self` was asked for: `limit` says why the GPU path cannot run
     /// this game (`None`: it can), `gpu` whether this build sees a device. `Auto` takes the GPU
     /// when it can and the CPU otherwise, saying why when a GPU was there; `Cuda` for a game
@@ -196,6 +204,18 @@ fn no_gpu_build() -> SetupError {
 }
 
 #[cfg(feature = "candle-cuda")]
+fn gpu_description() -> String {
+    let count = crate::cuda::device_count().unwrap_or(0);
+    let name = crate::cuda::device_name(0).unwrap_or_else(|e| format!("({e})"));
+    format!("cuda: {count} x {name}, bf16")
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn gpu_description() -> String {
+    "cuda (not in this build)".into()
+}
+
+#[cfg(feature = "candle-cuda")]
 fn gpu_available() -> bool {
     crate::cuda::device_count().is_ok_and(|n| n > 0)
 }
@@ -203,6 +223,15 @@ fn gpu_available() -> bool {
 #[cfg(not(feature = "candle-cuda"))]
 fn gpu_available() -> bool {
     false
+}
+
+/// `value` with its forwards on `device` (resolved first): as it is on the CPU, on every visible
+/// GPU with [`ComputeDevice::Cuda`].
+pub fn lm_value_on(value: LmValue, device: ComputeDevice) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
+    match device.resolve() {
+        ComputeDevice::Cuda => on_gpu(&value),
+        _ => Ok(Box::new(value)),
+    }
 }
 
 /// The LM value function of `value` on every visible GPU.
@@ -457,10 +486,7 @@ pub fn build_on(
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
-    let value: Box<dyn ValueFunction + Send> = match placement.device {
-        ComputeDevice::Cuda => on_gpu(&value)?,
-        _ => Box::new(value),
-    };
+    let value = lm_value_on(value, placement.device)?;
     Ok(Game { value, players, scored, fingerprint, placement, model: identity.into(), input })
 }
 

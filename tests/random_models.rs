@@ -1,0 +1,83 @@
+//! Random-weight Llamas of named shapes (`spex bench throughput --shape`, `benches/gpu.rs`): the
+//! parameter count against real checkpoints and published sizes, the drawn weights' statistics,
+//! and the benchmark inputs built on them.
+
+mod models_common;
+
+use candle_core::{DType, Device, D};
+use models_common::*;
+use spex::bench::BenchModel;
+use spex::model::llama::{Llama, LlamaConfig, SHAPES};
+use spex::model::{Model, ModelInput};
+use spex::value::setup::ComputeDevice;
+
+fn loaded_config(spec: &LlamaSpec, w: &Tensors) -> LlamaConfig {
+    let dir = tempfile::tempdir().unwrap();
+    write_llama_hf(dir.path(), spec, w, &byte_bpe());
+    match spex::model::load(dir.path()).unwrap().model {
+        Model::Llama(m) => m.config().clone(),
+        _ => panic!("a Llama checkpoint loads as a Llama"),
+    }
+}
+
+#[test]
+fn parameter_counts_equal_checkpoints_and_published_sizes() {
+    for qkv_bias in [false, true] {
+        let spec = LlamaSpec { qkv_bias, ..LlamaSpec::tiny(byte_bpe().tokens.len()) };
+        let w = llama_weights(&spec, 1);
+        let stored: usize = w.0.values().map(|(_, data)| data.len()).sum();
+        assert_eq!(loaded_config(&spec, &w).parameters(), stored, "qkv bias {qkv_bias}");
+    }
+    // The published sizes of SmolLM2-135M and Llama 3.2 1B (tied embeddings both).
+    assert_eq!(LlamaConfig::shape("smollm2-135m").unwrap().parameters(), 134_515_008);
+    assert_eq!(LlamaConfig::shape("llama-1b").unwrap().parameters(), 1_235_814_400);
+    assert!(SHAPES.iter().all(|s| LlamaConfig::shape(s).is_some()));
+    assert!(LlamaConfig::shape("llama-7b").is_none());
+}
+
+/// A small config of the default model's kind, quick to draw on the CPU.
+fn small() -> LlamaConfig {
+    LlamaConfig { num_layers: 2, vocab_size: 3000, ..LlamaConfig::shape("smollm2-135m").unwrap() }
+}
+
+#[test]
+fn random_weights_have_the_documented_statistics_and_dtype() {
+    let m = Llama::random(small(), &Device::Cpu, DType::F32).unwrap();
+    // Matrices N(0, 0.02²): the (tied) LM head of 3000 × 576 draws.
+    let head = m.lm_head();
+    let mean = head.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    let std = head.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean}, std {std}");
+    // Norm weights 1: the final hidden states have unit RMS at every position.
+    let ids: Vec<u32> = (0..12).map(|i| i * 37).collect();
+    let input = ModelInput::single(&ids);
+    let hidden = Model::Llama(m).forward(&input).unwrap().hidden;
+    let rms = hidden.sqr().unwrap().mean(D::Minus1).unwrap().sqrt().unwrap().flatten_all().unwrap();
+    for r in rms.to_vec1::<f32>().unwrap() {
+        assert!((r - 1.0).abs() < 1e-3, "RMS {r}");
+    }
+    let bf16 = Llama::random(small(), &Device::Cpu, DType::BF16).unwrap();
+    assert_eq!(bf16.lm_head().dtype(), DType::BF16);
+    let biased = Llama::random(LlamaConfig { attention_bias: true, ..small() }, &Device::Cpu, DType::F32).unwrap();
+    assert!(biased.config().attention_bias);
+}
+
+#[test]
+fn bench_inputs_on_random_weights_are_fixed_per_length() {
+    let err = BenchModel::random("gpt-5", ComputeDevice::Cpu).err().unwrap().to_string();
+    assert!(err.contains("smollm2-135m, llama-1b"), "{err}");
+    let model = BenchModel::random("smollm2-135m", ComputeDevice::Cpu).unwrap();
+    let (a, b) = (model.value(10).unwrap(), model.value(10).unwrap());
+    assert_eq!(a.player_labels().len(), 10);
+    assert_eq!(a.target_tokens().len(), 4);
+    assert_eq!(
+        (a.layout().ids.clone(), a.target_tokens().to_vec()),
+        (b.layout().ids.clone(), b.target_tokens().to_vec())
+    );
+    assert_ne!(model.value(11).unwrap().layout().ids[..10], a.layout().ids[..]);
+    // Every id is in the vocabulary; the values are finite log-probabilities.
+    assert!(a.layout().ids.iter().chain(a.target_tokens()).all(|&t| t < 49_152));
+    let masks = random_masks(10, 3, 4);
+    let v = a.evaluate_masks(masks.as_slice()).unwrap();
+    assert!(v.iter().all(|x| x.is_finite() && *x < 0.0), "{v:?}");
+}
