@@ -10,7 +10,9 @@
 //!   available in this build otherwise (a row says so). Their rows also give the GPU idle share
 //!   between forwards ([`spex::cuda::lm::GpuTimeline`]: timing events on the compute stream) and
 //!   the model FLOP rate, with its share of the device's dense bf16 peak (MFU) where the peak is
-//!   known (`SPEX_PEAK_TFLOPS`, or the table in `bf16_peak_tflops`).
+//!   known (`SPEX_PEAK_TFLOPS`, or the table in `bf16_peak_tflops`). Rows run compacted (the
+//!   default: hidden tokens dropped, FLOPs counted over the slots actually run) and, at the
+//!   automatic batch, full-length (every position kept, as transformers computes it).
 //!
 //! Timing: wall clock around whole batches with the device synchronised (values on the host
 //! count), after one warm-up batch, repeated for at least `SPEX_BENCH_SECONDS` (default 1) s.
@@ -150,9 +152,10 @@ mod models {
     use spex::bench::BenchModel;
     use spex::cuda::lm::GpuLmValue;
     use spex::model::llama::{LlamaConfig, SHAPES};
+    use spex::value::ablate::compacted_len;
     use spex::value::setup::ComputeDevice;
 
-    /// Model FLOPs of one masked query: the full-length forward over `tokens` positions (every
+    /// Model FLOPs of one masked query: the forward over `tokens` positions per row (every
     /// weight matrix at 2 FLOPs per multiply-add, plus QKᵀ and PV over all positions, as the
     /// forward computes them) and the LM head at `picks` positions.
     fn flops_per_query(c: &LlamaConfig, tokens: usize, picks: usize) -> f64 {
@@ -180,11 +183,24 @@ mod models {
             let model = BenchModel::random(shape, ComputeDevice::Cuda).expect("random model");
             for len in [32, 128] {
                 let spec = model.value(len).expect("a random prompt");
-                let flops = flops_per_query(&c, spec.layout().ids.len(), spec.target_tokens().len());
+                let (lay, picks) = (spec.layout().clone(), spec.target_tokens().len());
                 let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
-                for batch in [16, 64, 256, 0] {
+                // Compacted rows (the default) at growing batches, then the full-length form.
+                for (batch, compaction) in [(16, true), (64, true), (256, true), (0, true), (0, false)] {
+                    f.set_compaction(compaction);
                     let rows = if batch == 0 { 4 * f.batch() } else { batch.min(f.batch()) };
                     let masks = super::random_masks(len, rows, rows as u64);
+                    // The FLOPs of the forwards as they run: a compacted chunk computes its slots.
+                    let flops: f64 = masks
+                        .as_slice()
+                        .chunks(f.batch())
+                        .map(|m| {
+                            let slots =
+                                if compaction { compacted_len(m, &lay.owner_map(), &lay.read) } else { lay.ids.len() };
+                            m.len() as f64 * flops_per_query(&c, slots, picks)
+                        })
+                        .sum::<f64>()
+                        / rows as f64;
                     f.take_timeline();
                     // evaluate_masks returns values on the host: it blocks until the batch is done.
                     let secs = super::time_blocking(|| {
@@ -197,8 +213,12 @@ mod models {
                         Some(p) => format!("{tflops:.1} ({:.0} %)", 100.0 * tflops / p),
                         None => format!("{tflops:.1} (peak unknown)"),
                     };
-                    let label =
-                        if batch == 0 { format!("spex-bf16 (auto batch {})", f.batch()) } else { "spex-bf16".into() };
+                    let form = if compaction { "" } else { " full-length" };
+                    let label = if batch == 0 {
+                        format!("spex-bf16{form} (auto batch {})", f.batch())
+                    } else {
+                        format!("spex-bf16{form}")
+                    };
                     super::row(&label, shape, rows, len, len + 4, secs, [&idle, &rate]);
                 }
             }

@@ -1,14 +1,16 @@
-//! The full-length form of masked inputs — every row keeps all positions, masking lives in the
-//! attention bias, token ids and head gates that the CUDA kernels build on the device from the
-//! bit-packed masks — gives the same values as the compacted rows of the CPU path. Runs on the
-//! CPU (no GPU needed): it checks the formulation the device path relies on, through the CPU
-//! twins of the kernels (`Layout::build_full_length`).
+//! The device path's forms of masked inputs give the same values as the compacted rows of the CPU
+//! path: the full-length form (every row keeps all positions, masking lives in the attention
+//! bias, token ids and head gates that the CUDA kernels build from the bit-packed masks) and the
+//! device-compacted form (rows right-aligned with per-row positions, built by `compact_rows_*`).
+//! Runs on the CPU (no GPU needed): it checks the formulations the device path relies on,
+//! through the CPU twins of the kernels (`Layout::build_full_length`, `Layout::build_compacted`),
+//! and that ids and positions handed over as device tensors change nothing.
 
 mod models_common;
 
 use candle_core::{Device, Tensor};
 use models_common::*;
-use spex::model::{ModelError, ModelInput, TokenIds};
+use spex::model::{Ids, ModelError, ModelInput};
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
@@ -56,7 +58,7 @@ fn remove_mode_has_no_full_length_form() {
     assert!(f.evaluate_full_length(masks.as_slice()).is_err());
 }
 
-/// Token ids already on the model's device ([`TokenIds::Device`], as the GPU path passes them:
+/// Token ids already on the model's device ([`Ids::Device`], as the GPU path passes them:
 /// a flat tensor in replace mode, the base row broadcast over the batch in attention mode; CPU
 /// tensors here) give exactly the hidden states of the same ids on the host. A device tensor of
 /// the wrong length or dtype is refused, not read out of bounds.
@@ -79,11 +81,78 @@ fn device_token_ids_equal_host_ids() {
             }
             _ => Tensor::from_vec(ids.clone(), b * len, &Device::Cpu).unwrap(),
         };
-        let with = |t: Tensor| ModelInput { tokens: TokenIds::Device(t), ..host.clone() };
+        let with = |t: Tensor| ModelInput { tokens: Ids::Device(t), ..host.clone() };
         assert_eq!(hidden(&with(on_device)), hidden(&host), "{mode:?}");
         let short = Tensor::from_slice(&ids[1..], b * len - 1, &Device::Cpu).unwrap();
         assert!(matches!(m.model.forward(&with(short)), Err(ModelError::Input(_))), "{mode:?}: short ids");
         let floats = Tensor::zeros(b * len, candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(m.model.forward(&with(floats)), Err(ModelError::Input(_))), "{mode:?}: f32 ids");
+    }
+}
+
+/// The device-compacted form (right-aligned rows of `compacted_len` slots, per-row positions)
+/// against the CPU path's right-padded compacted rows, with and without head players.
+#[test]
+fn device_compacted_form_equals_compacted_rows() {
+    let m = tiny_llama(14);
+    let target = Target::Tokens(m.encode(" the mat").unwrap());
+    for (heads, head_mode) in [
+        (vec![], HeadMode::Zero),
+        (vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }], HeadMode::Mean),
+    ] {
+        let opts = LmOptions { heads, head_mode, target: target.clone(), ..Default::default() };
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat by the door").with_prefix("a dog"), opts)
+            .unwrap();
+        // Without the all-ones mask, so that the rows compact (it is in the other tests).
+        let all = random_masks(f.n_players(), 16, 6);
+        let masks = all.as_slice().slice(1..all.len());
+        let want = f.evaluate_masks(masks).unwrap();
+        let got = f.evaluate_compacted(masks).unwrap();
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(*g, *w, TOL, &format!("{head_mode:?} row {r}"));
+        }
+        let lay = f.layout();
+        let slots = spex::value::ablate::compacted_len(masks, &lay.owner_map(), &lay.read);
+        assert!(
+            slots < lay.ids.len(),
+            "the masks must drop positions, or nothing is compacted: {slots} of {}",
+            lay.ids.len()
+        );
+        let spread =
+            want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(spread > 1e-3, "values barely vary ({spread})");
+    }
+    let opts = LmOptions { token_mode: TokenMode::Replace(3), target, ..Default::default() };
+    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
+    assert!(f.evaluate_compacted(random_masks(f.n_players(), 2, 1).as_slice()).is_err(), "replace mode");
+}
+
+/// Positions already on the model's device ([`Ids::Device`], per row as `compact_rows_*` writes
+/// them; CPU tensors here) give exactly the hidden states of the same positions on the host, for
+/// RoPE (Llama) and learned positions (GPT-2); a wrong length or dtype is refused.
+#[test]
+fn device_positions_equal_host_positions() {
+    for m in [tiny_llama(15), tiny_gpt2(15)] {
+        let opts = LmOptions { target: Target::Tokens(vec![5]), ..Default::default() };
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a"), opts).unwrap();
+        let masks = random_masks(f.n_players(), 6, 3);
+        let lay = f.layout();
+        let slots = spex::value::ablate::compacted_len(masks.as_slice(), &lay.owner_map(), &lay.read);
+        let host = lay.build_compacted(masks.as_slice(), slots).unwrap();
+        let (b, len) = (host.batch, host.len);
+        let pos = host.positions.host().unwrap().to_vec();
+        assert!(pos.chunks(len).any(|row| row != &pos[..len]), "rows must differ in positions");
+        let hidden = |input: &ModelInput| -> Vec<f32> {
+            m.model.forward(input).unwrap().hidden.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let with = |t: Tensor| ModelInput { positions: Ids::Device(t), ..host.clone() };
+        let ids = Tensor::from_slice(host.tokens.host().unwrap(), b * len, &Device::Cpu).unwrap();
+        let on_device =
+            ModelInput { tokens: Ids::Device(ids), ..with(Tensor::from_slice(&pos, b * len, &Device::Cpu).unwrap()) };
+        assert_eq!(hidden(&on_device), hidden(&host));
+        let short = Tensor::from_slice(&pos[1..], b * len - 1, &Device::Cpu).unwrap();
+        assert!(matches!(m.model.forward(&with(short)), Err(ModelError::Input(_))), "short positions");
+        let floats = Tensor::zeros(b * len, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(m.model.forward(&with(floats)), Err(ModelError::Input(_))), "f32 positions");
     }
 }

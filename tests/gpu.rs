@@ -20,12 +20,12 @@ use candle_core::{Device, Tensor};
 use cudarc::driver::CudaSlice;
 use kernel_cases::*;
 use models_common::*;
-use spex::cuda::kernels::{DeviceMasks, GpuFloat};
+use spex::cuda::kernels::{BaseMaps, CompactedRows, DeviceMasks, GpuFloat};
 use spex::cuda::stream::{MaskUploader, ValueDownloader};
 use spex::cuda::{device_count, CudaError, Gpu};
 use spex::mask::MaskBatch;
 use spex::model::{ops, ModelInput};
-use spex::value::ablate::{dense_head_gates, full_length_visibility, replaced_ids};
+use spex::value::ablate::{compacted_len, compacted_rows, dense_head_gates, full_length_visibility, replaced_ids};
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
@@ -89,6 +89,52 @@ fn attention_bias_matches_cpu_twin() {
     check_attention_bias::<f32>(&g, 1);
     check_attention_bias::<half::bf16>(&g, 2);
     check_attention_bias::<half::f16>(&g, 3);
+}
+
+fn check_compact_rows<T: GpuFloat>(g: &Gpu, seed: u64, len: usize) {
+    let m = masks(90, 5, seed);
+    let (owners, read, read_b, ids) = compaction_case(seed, 90, len);
+    let b = m.len();
+    let st = g.compute_stream();
+    let dm = st.clone_htod(m.as_slice().words()).unwrap();
+    let dmv = dm.as_view();
+    let dmasks = DeviceMasks { words: &dmv, rows: b, words_per_row: m.as_slice().words_per_row() };
+    let (down, dread, dids) =
+        (st.clone_htod(&owners).unwrap(), st.clone_htod(&read).unwrap(), st.clone_htod(&ids).unwrap());
+    let maps = BaseMaps { owners: &down.as_view(), read: &dread.as_view(), ids: &dids.as_view() };
+    for slots in compaction_slots(compacted_len(m.as_slice(), &owners, &read_b)) {
+        for causal in [true, false] {
+            let mut out_ids: CudaSlice<u32> = st.clone_htod(&vec![u32::MAX; b * slots]).unwrap();
+            let mut out_pos: CudaSlice<u32> = st.clone_htod(&vec![u32::MAX; b * slots]).unwrap();
+            let mut bias = poisoned::<T>(g, b * slots * slots);
+            let out = CompactedRows {
+                ids: &mut out_ids.as_view_mut(),
+                positions: &mut out_pos.as_view_mut(),
+                bias: &mut bias.as_view_mut(),
+                slots,
+            };
+            g.compact_rows(out, dmasks, &maps, 7, causal).unwrap();
+            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7);
+            let what = format!("compact_rows_{} len {len} slots {slots} causal={causal}", T::SUFFIX);
+            let got = (st.clone_dtoh(&out_ids).unwrap(), st.clone_dtoh(&out_pos).unwrap());
+            assert!(got == (want_ids, want_pos), "{what}: ids or positions differ");
+            let want = ops::attention_bias(b, slots, Some(&vis), causal, &Device::Cpu).unwrap();
+            assert!(
+                download(g, &bias) == want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{what}: bias differs"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+fn compact_rows_matches_cpu_twin() {
+    let g = gpu();
+    check_compact_rows::<f32>(&g, 14, 37);
+    check_compact_rows::<f32>(&g, 15, 300);
+    check_compact_rows::<half::bf16>(&g, 16, 37);
+    check_compact_rows::<half::f16>(&g, 17, 41);
 }
 
 #[test]
@@ -309,11 +355,11 @@ mod models_on_gpu {
     const BF16_TOL: f64 = 0.02;
 
     fn spec(seed: u64) -> LmValue {
-        lm_value(tiny_llama(seed), TokenMode::Attention)
+        lm_value(tiny_llama(seed), TokenMode::Attention, "the cat sat on the mat")
     }
 
-    /// Token players in `mode` plus two heads under mean ablation.
-    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode) -> LmValue {
+    /// The words of `prompt` as players in `mode`, plus two heads under mean ablation.
+    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode, prompt: &str) -> LmValue {
         let opts = LmOptions {
             heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
             token_mode: mode,
@@ -321,7 +367,7 @@ mod models_on_gpu {
             target: Target::Tokens(m.encode(" the mat").unwrap()),
             ..Default::default()
         };
-        LmValue::new(m, &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap()
+        LmValue::new(m, &Prompt::new(prompt).with_prefix("a dog"), opts).unwrap()
     }
 
     #[test]
@@ -331,14 +377,23 @@ mod models_on_gpu {
         for ((family, model), mode) in
             families.into_iter().flat_map(|f| [(f, TokenMode::Attention), (f, TokenMode::Replace(3))])
         {
-            for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
-                let cpu = lm_value(model(40), mode);
-                let batch = masks(cpu.n_players(), 30, 41);
-                let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+            let cases =
+                [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)].into_iter().flat_map(|c| [(c, true), (c, false)]);
+            for ((dtype, tol), compaction) in cases {
+                // Long enough, and without the all-ones mask, that attention-mode chunks compact
+                // (17 of 20 and 14 of 18 slots for these models and masks).
+                let cpu = lm_value(model(40), mode, "the cat sat on the mat the dog sat on the mat the cat sat");
+                let all = masks(cpu.n_players(), 30, 41);
+                let batch = all.as_slice().slice(1..all.len());
+                let lay = cpu.layout();
+                let slots = compacted_len(batch, &lay.owner_map(), &lay.read);
+                assert!(mode != TokenMode::Attention || slots < lay.ids.len(), "{family}: nothing to compact");
+                let want = cpu.evaluate_masks(batch).unwrap();
                 let mut gpu = GpuLmValue::new(cpu.clone(), 0, dtype).unwrap();
-                let got = gpu.evaluate_masks(batch.as_slice()).unwrap();
+                gpu.set_compaction(compaction);
+                let got = gpu.evaluate_masks(batch).unwrap();
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_close(*g, *w, tol, &format!("{family} {mode:?} {dtype:?} row {r}"));
+                    assert_close(*g, *w, tol, &format!("{family} {mode:?} {dtype:?} compaction={compaction} row {r}"));
                 }
             }
         }

@@ -24,7 +24,7 @@ use models_common::{random_masks, rng};
 use spex::cuda::launch::{self, elementwise, Shape};
 use spex::mask::MaskBatch;
 use spex::model::ops;
-use spex::value::ablate::{dense_head_gates, full_length_visibility, replaced_ids};
+use spex::value::ablate::{compacted_len, compacted_rows, dense_head_gates, full_length_visibility, replaced_ids};
 
 /// A storage type of the kernels (`f32`, `bf16`, `f16`), as the emulated kernels take it.
 trait Storage: Copy + 'static {
@@ -194,6 +194,57 @@ fn attention_bias_matches_cpu_twin() {
     check_attention_bias::<f32>(emu, 1);
     check_attention_bias::<bf16>(emu, 2);
     check_attention_bias::<f16>(emu, 3);
+}
+
+type CompactFn<T> = unsafe extern "C" fn(
+    *mut u32,
+    *mut u32,
+    *mut T,
+    *const u64,
+    *const i32,
+    *const i32,
+    *const u32,
+    i32,
+    i32,
+    i32,
+    i32,
+    u32,
+    i32,
+);
+
+/// `compact_rows_*` against its twin on `len` base positions (over 256: the block walks the row
+/// in several tiles), at several slot counts, causal or not.
+fn check_compact_rows<T: Storage>(emu: &Emu, seed: u64, len: usize) {
+    let m = random_masks(90, 5, seed);
+    let (owners, read, read_b, ids) = compaction_case(seed, 90, len);
+    let (w, wpr, b) = (words(&m).0, words(&m).1, m.len());
+    // SAFETY: compact_rows_* in kernels/masking.cu.
+    let f: CompactFn<T> = unsafe { emu.sym(&format!("compact_rows_{}", T::SUFFIX)) };
+    for slots in compaction_slots(compacted_len(m.as_slice(), &owners, &read_b)) {
+        for causal in [true, false] {
+            let (mut out_ids, mut out_pos) = (vec![u32::MAX; b * slots], vec![u32::MAX; b * slots]);
+            let mut bias = vec![T::from_f32(f32::NAN); b * slots * slots];
+            let (oi, op, ob) = (ptr(&mut out_ids), ptr(&mut out_pos), ptr(&mut bias));
+            emu.run(launch::rows(b), || unsafe {
+                let (o, r) = (owners.as_ptr(), read.as_ptr());
+                f(oi.0, op.0, ob.0, w.as_ptr(), o, r, ids.as_ptr(), i(b), i(len), wpr, i(slots), 7, causal as i32)
+            });
+            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7);
+            let what = format!("compact_rows_{} len {len} slots {slots} causal={causal}", T::SUFFIX);
+            assert_eq!((out_ids, out_pos), (want_ids, want_pos), "{what}");
+            let want = ops::attention_bias(b, slots, Some(&vis), causal, &Device::Cpu).unwrap();
+            assert_eq!(to_f32(&bias), want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{what}");
+        }
+    }
+}
+
+#[test]
+fn compact_rows_matches_cpu_twin() {
+    let Some(emu) = Emu::get() else { return };
+    check_compact_rows::<f32>(emu, 14, 37);
+    check_compact_rows::<f32>(emu, 15, 300);
+    check_compact_rows::<bf16>(emu, 16, 37);
+    check_compact_rows::<f16>(emu, 17, 41);
 }
 
 type IdsFn = unsafe extern "C" fn(*mut u32, *const u64, *const i32, *const u32, i32, i32, i32, u32);

@@ -219,7 +219,7 @@ fn bad_prompts_spans_heads_and_masks() {
         LmOptions { target: Target::Text(long.clone()), ..Default::default() },
     );
     assert!(matches!(e, SetupError::TooLong { max: 24, .. }), "{e}");
-    let pos = ModelInput { positions: vec![30, 31], ..ModelInput::single(&[1, 2]) };
+    let pos = ModelInput { positions: vec![30, 31].into(), ..ModelInput::single(&[1, 2]) };
     assert!(matches!(m.model.forward(&pos), Err(ModelError::Input(s)) if s.contains("31")));
     let bad_tok = ModelInput::single(&[1, 999]);
     assert!(matches!(m.model.forward(&bad_tok), Err(ModelError::Input(s)) if s.contains("999")));

@@ -4,7 +4,8 @@
 //! (or for work queued after them on the same stream).
 //!
 //! CPU twins: [`crate::model::ops::attention_bias`] with
-//! [`crate::value::ablate::full_length_visibility`], [`crate::value::ablate::replaced_ids`],
+//! [`crate::value::ablate::full_length_visibility`] and [`crate::value::ablate::compacted_rows`],
+//! [`crate::value::ablate::replaced_ids`],
 //! [`crate::value::ablate::dense_head_gates`], [`crate::model::ops::gate_heads_slice`] and
 //! [`crate::model::ops::score_targets`].
 
@@ -85,6 +86,29 @@ pub struct DeviceMasks<'a> {
     pub words_per_row: usize,
 }
 
+/// The per-input maps of the base positions on the device (uploaded once per explained input).
+#[derive(Clone, Copy)]
+pub struct BaseMaps<'a> {
+    /// Per base position, the mask bit of its token player, or −1 for a fixed token.
+    pub owners: &'a CudaView<'a, i32>,
+    /// Per base position, 1 when every row includes it even when ablated (its output is read).
+    pub read: &'a CudaView<'a, i32>,
+    /// The base token ids.
+    pub ids: &'a CudaView<'a, u32>,
+}
+
+/// Where [`Gpu::compact_rows`] writes: `[B, slots]` ids and positions, `[B, 1, slots, slots]` bias.
+pub struct CompactedRows<'a, 'b, T> {
+    /// Token ids.
+    pub ids: &'a mut CudaViewMut<'b, u32>,
+    /// Position ids.
+    pub positions: &'a mut CudaViewMut<'b, u32>,
+    /// The additive attention bias.
+    pub bias: &'a mut CudaViewMut<'b, T>,
+    /// Slots per row.
+    pub slots: usize,
+}
+
 impl DeviceMasks<'_> {
     fn check(&self) -> Result<(), CudaError> {
         check_len("masks", self.words.len(), self.rows * self.words_per_row)
@@ -111,6 +135,37 @@ impl Gpu {
         // SAFETY: argument types and order match attention_bias_* in kernels/masking.cu; the
         // lengths were checked above, and the kernel writes only out[0 .. b*l*l).
         unsafe { launch.launch(config(elementwise(b * l * l))) }?;
+        Ok(())
+    }
+
+    /// The compacted attention-mode rows of a batch into `out` (see `compact_rows_*` in
+    /// `kernels/masking.cu`; twin [`crate::value::ablate::compacted_rows`]): `read` marks the
+    /// base positions kept in every row's sequence even when ablated (`L` entries, 0 or 1), `ids`
+    /// the base ids; `slots` per row, at least the longest row.
+    pub fn compact_rows<T: GpuFloat>(
+        &self,
+        out: CompactedRows<'_, '_, T>,
+        masks: DeviceMasks<'_>,
+        maps: &BaseMaps<'_>,
+        pad_id: u32,
+        causal: bool,
+    ) -> Result<(), CudaError> {
+        masks.check()?;
+        let (b, l, s) = (masks.rows, maps.owners.len(), out.slots);
+        check_len("read flags", maps.read.len(), l)?;
+        check_len("base ids", maps.ids.len(), l)?;
+        check_len("compacted ids", out.ids.len(), b * s)?;
+        check_len("compacted positions", out.positions.len(), b * s)?;
+        check_len("compacted bias", out.bias.len(), b * s * s)?;
+        let f = self.function(&self.modules.masking, &format!("compact_rows_{}", T::SUFFIX))?;
+        let (bi, li, wi) = (int(b, "batch")?, int(l, "length")?, int(masks.words_per_row, "words")?);
+        let (si, ci) = (int(s, "slots")?, causal as i32);
+        let mut launch = self.compute.launch_builder(&f);
+        launch.arg(out.ids).arg(out.positions).arg(out.bias).arg(masks.words).arg(maps.owners).arg(maps.read);
+        launch.arg(maps.ids).arg(&bi).arg(&li).arg(&wi).arg(&si).arg(&pad_id).arg(&ci);
+        // SAFETY: matches compact_rows_* in kernels/masking.cu; lengths checked above, and the
+        // kernel writes only ids/positions[0 .. b*s) and bias[0 .. b*s*s).
+        unsafe { launch.launch(config(launch::rows(b))) }?;
         Ok(())
     }
 

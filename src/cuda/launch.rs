@@ -26,6 +26,11 @@ pub fn elementwise(n: usize) -> Shape {
     Shape { grid_x: blocks, grid_y: 1, block: BLOCK }
 }
 
+/// `compact_rows_*`: one block per row, capped (the kernel strides over the rest).
+pub fn rows(batch: usize) -> Shape {
+    Shape { grid_x: batch.clamp(1, 65_535) as u32, grid_y: 1, block: BLOCK }
+}
+
 /// `score_tile_*`: one warp per pick.
 pub fn score_tile(picks: usize) -> Shape {
     let warps_per_block = BLOCK as usize / 32;
@@ -53,6 +58,7 @@ mod tests {
         assert_eq!(elementwise(0).grid_x, 1);
         assert_eq!(elementwise(257).grid_x, 2);
         assert_eq!(elementwise(usize::MAX / 2).grid_x, 1 << 16);
+        assert_eq!((rows(0).grid_x, rows(300).grid_x, rows(1 << 20).grid_x), (1, 300, 65_535));
         // One warp per pick: 8 warps per 256-thread block.
         assert_eq!(score_tile(17).grid_x, 3);
         assert_eq!(score_direct(17, 5), Shape { grid_x: 3, grid_y: 5, block: BLOCK });

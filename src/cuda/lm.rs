@@ -6,12 +6,14 @@
 //! One batch of masks:
 //! 1. the masks go up through [`MaskUploader`] (pinned, double-buffered on the copy stream: the
 //!    upload of chunk `i + 1` overlaps the compute of chunk `i`);
-//! 2. `attention_bias_*` (attention mode), `replace_ids` (replace mode) and
-//!    `head_gates_from_masks` build the bias, token ids and gates on candle's stream, wrapped as
-//!    candle tensors without a copy;
-//! 3. the full-length forward ([`crate::value::ablate::Layout::build_full_length`] is its CPU
-//!    twin) gives the hidden states; the picked rows are multiplied by the LM head one tile of
-//!    [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
+//! 2. in attention mode `compact_rows_*` drops the hidden tokens (ids, per-row positions and bias
+//!    of rows right-aligned in as many slots as the chunk's longest row; CPU reference
+//!    [`crate::value::ablate::Layout::build_compacted`]); otherwise `attention_bias_*` or
+//!    `replace_ids` build the full-length form ([`crate::value::ablate::Layout::build_full_length`]);
+//!    `head_gates_from_masks` builds the gates; all on candle's stream, wrapped as candle tensors
+//!    without a copy;
+//! 3. the forward gives the hidden states; the picked rows are multiplied by the LM head one tile
+//!    of [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
 //! 4. log-probabilities come back through pinned memory ([`ValueDownloader`]) and are summed
 //!    per mask in f64.
 //!
@@ -28,12 +30,13 @@ use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
 use cudarc::driver::{sys::CUevent_flags, CudaEvent, CudaSlice};
 
-use super::kernels::{DeviceMasks, ScoreState};
+use super::kernels::{BaseMaps, CompactedRows, DeviceMasks, ScoreState};
 use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
 use crate::model::memory::{auto_batch_rows, decoder_row_bytes, sweep_halving};
-use crate::model::{HeadGates, Model, ModelError, ModelInput, TokenIds};
+use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
+use crate::value::ablate::compacted_len;
 use crate::value::lm::LmValue;
 use crate::value::players::TokenMode;
 use crate::value::{ValueError, ValueFunction};
@@ -84,14 +87,20 @@ pub struct GpuLmValue {
     /// Mean-ablation values per layer, moved to the device once (not per forward).
     head_fill: Option<Vec<Tensor>>,
     owners: CudaSlice<i32>,
+    /// The same map on the host, to size the compacted rows of each chunk.
+    owners_host: Vec<i32>,
+    /// Per base position, 1 when every row includes it (its output is read), for `compact_rows`.
+    read: CudaSlice<i32>,
     head_bits: CudaSlice<i32>,
-    /// The base token ids `[L]`, for the `replace_ids` kernel.
+    /// The base token ids `[L]`, for the `replace_ids` and `compact_rows` kernels.
     base_ids: CudaSlice<u32>,
     /// The same ids as a `[1, L]` tensor, broadcast over the rows in attention mode.
     ids_row: Tensor,
     uploader: MaskUploader,
     downloader: ValueDownloader,
     batch: usize,
+    /// Whether attention-mode chunks run compacted (see [`GpuLmValue::set_compaction`]).
+    compaction: bool,
     /// The slot and row range of a chunk already uploaded ahead of its forward.
     pending: Option<(usize, Range<usize>)>,
     timeline: GpuTimeline,
@@ -141,8 +150,11 @@ impl GpuLmValue {
         let st = gpu.compute_stream().clone();
         let words = crate::mask::words_for(lay.n_players());
         let batch = initial_batch(&gpu, &spec, dtype)?;
+        let read: Vec<i32> = lay.read.iter().map(|&r| r as i32).collect();
         Ok(GpuLmValue {
             owners: st.clone_htod(&lay.owner_map())?,
+            owners_host: lay.owner_map(),
+            read: st.clone_htod(&read)?,
             head_bits: st.clone_htod(&lay.head_bit_map())?,
             base_ids: st.clone_htod(&lay.ids)?,
             ids_row: Tensor::from_slice(&lay.ids, (1, lay.ids.len()), &device).map_err(candle)?,
@@ -155,6 +167,7 @@ impl GpuLmValue {
             lm_head,
             head_fill,
             batch,
+            compaction: true,
             pending: None,
             timeline: GpuTimeline::default(),
             last_end: None,
@@ -166,6 +179,14 @@ impl GpuLmValue {
     pub fn take_timeline(&mut self) -> GpuTimeline {
         self.last_end = None;
         std::mem::take(&mut self.timeline)
+    }
+
+    /// Whether attention-mode chunks drop the positions their masks hide before the forward
+    /// (`compact_rows`: rows right-aligned in as many slots as the chunk's longest row), which
+    /// saves that share of the work; on by default. Off, every chunk runs the full-length form.
+    /// Both give the same values (`tests/gpu.rs` runs both).
+    pub fn set_compaction(&mut self, on: bool) {
+        self.compaction = on;
     }
 
     /// Masks per forward pass currently in use (after any out-of-memory halving).
@@ -191,7 +212,8 @@ impl GpuLmValue {
             _ => self.uploader.upload(&self.gpu, masks)?,
         };
         let start = self.timing_event()?;
-        let input = self.device_input(k)?;
+        let slots = self.slots(masks);
+        let input = self.device_input(k, slots)?;
         self.uploader.release(&self.gpu, k)?;
         let next = r.end..(r.end + r.len()).min(all.len());
         if !next.is_empty() {
@@ -199,7 +221,7 @@ impl GpuLmValue {
         }
         // Host→device copies synchronise candle's stream: make the scoring inputs before the
         // forward is queued, so nothing waits on the host between the forward and the scoring.
-        let (idx, mut state) = self.score_inputs(masks.len())?;
+        let (idx, mut state) = self.score_inputs(masks.len(), slots)?;
         let hidden = self.model.forward(&input).map_err(model_err)?.hidden;
         let lp = self.score(&hidden, &idx, &mut state)?;
         let end = self.timing_event()?;
@@ -226,9 +248,25 @@ impl GpuLmValue {
         Ok(())
     }
 
-    /// The full-length model input with the bias, token ids and gates built on the device.
-    fn device_input(&self, k: usize) -> Result<ModelInput, CudaError> {
+    /// Slots per row of `masks`' forward: the longest compacted row when compaction is on and
+    /// shortens the chunk (attention mode), else every base position (the full-length form).
+    fn slots(&self, masks: MaskSlice<'_>) -> usize {
         let lay = self.spec.layout();
+        if self.compaction && lay.mode == TokenMode::Attention {
+            compacted_len(masks, &self.owners_host, &lay.read)
+        } else {
+            lay.ids.len()
+        }
+    }
+
+    /// The model input of the masks in slot `k` with `slots` positions per row: the compacted
+    /// rows when that is fewer than the base positions, else the full-length form; either way
+    /// built on the device.
+    fn device_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
+        let lay = self.spec.layout();
+        if slots < lay.ids.len() {
+            return self.compacted_input(k, slots);
+        }
         let m = self.uploader.masks(k);
         let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
         let (b, len) = (m.rows, lay.ids.len());
@@ -256,7 +294,49 @@ impl GpuLmValue {
             }
             _ => self.ids_row.broadcast_as((b, len)).map_err(candle)?,
         };
-        let head_gates = if lay.heads.is_empty() {
+        let head_gates = self.head_gates(dm)?;
+        Ok(ModelInput::full_rows(b, len, Ids::Device(tokens), attn_bias, head_gates))
+    }
+
+    /// Compacted attention-mode rows of the masks in slot `k` (`compact_rows`): ids, per-row
+    /// positions and the bias, all built on the device.
+    fn compacted_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
+        let lay = self.spec.layout();
+        let m = self.uploader.masks(k);
+        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        let b = m.rows;
+        let st = self.gpu.compute_stream();
+        // SAFETY: compact_rows writes every element of all three.
+        let (mut ids, mut positions, mut bias) = unsafe {
+            (st.alloc::<u32>(b * slots)?, st.alloc::<u32>(b * slots)?, st.alloc::<half::bf16>(b * slots * slots)?)
+        };
+        let out = CompactedRows {
+            ids: &mut ids.as_view_mut(),
+            positions: &mut positions.as_view_mut(),
+            bias: &mut bias.as_view_mut(),
+            slots,
+        };
+        let maps =
+            BaseMaps { owners: &self.owners.as_view(), read: &self.read.as_view(), ids: &self.base_ids.as_view() };
+        self.gpu.compact_rows(out, dm, &maps, lay.pad_id, lay.causal)?;
+        let mut input = ModelInput::full_rows(
+            b,
+            slots,
+            Ids::Device(self.wrap(ids, &[b * slots])?),
+            Some(self.wrap(bias, &[b, 1, slots, slots])?),
+            self.head_gates(dm)?,
+        );
+        input.positions = Ids::Device(self.wrap(positions, &[b * slots])?);
+        Ok(input)
+    }
+
+    /// The per-layer head gates of the masks `dm`, built on the device (`None` without head
+    /// players).
+    fn head_gates(&self, dm: DeviceMasks<'_>) -> Result<Option<HeadGates>, CudaError> {
+        let lay = self.spec.layout();
+        let b = dm.rows;
+        let st = self.gpu.compute_stream();
+        Ok(if lay.heads.is_empty() {
             None
         } else {
             let (nl, nh) = (lay.num_layers, lay.num_heads);
@@ -271,8 +351,7 @@ impl GpuLmValue {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(candle)?;
             Some(HeadGates { gates, fill: self.head_fill.clone() })
-        };
-        Ok(ModelInput::full_rows(b, len, TokenIds::Device(tokens), attn_bias, head_gates))
+        })
     }
 
     /// A device buffer as a candle tensor of `shape` (no copy).
@@ -282,12 +361,11 @@ impl GpuLmValue {
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
     }
 
-    /// The flat row index (row × L + position) of every (row, target token) pick, on the
+    /// The flat row index (row × slots + slot) of every (row, target token) pick, on the
     /// device, and a fresh scoring state holding their targets.
-    fn score_inputs(&self, rows: usize) -> Result<(Tensor, ScoreState), CudaError> {
-        let picks = self.spec.full_length_picks(rows);
-        let len = self.spec.layout().ids.len();
-        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * len + p) as u32).collect();
+    fn score_inputs(&self, rows: usize, slots: usize) -> Result<(Tensor, ScoreState), CudaError> {
+        let picks = self.spec.compacted_picks(rows, slots);
+        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * slots + p) as u32).collect();
         let idx = Tensor::from_vec(idx, picks.len(), &self.device).map_err(candle)?;
         let targets: Vec<u32> = picks.iter().map(|p| p.2).collect();
         Ok((idx, self.gpu.score_begin(&targets, 1)?))

@@ -36,7 +36,7 @@ mod tests {
     #[test]
     fn every_kernel_file_is_embedded_with_its_entry_points() {
         for (stem, entries) in [
-            ("masking", &["attention_bias_bf16", "replace_ids", "head_gates_from_masks"][..]),
+            ("masking", &["attention_bias_bf16", "replace_ids", "head_gates_from_masks", "compact_rows_bf16"][..]),
             ("head_gates", &["head_gates_f32", "head_gates_bf16", "head_gates_f16"][..]),
             ("score", &["score_init", "score_tile_bf16", "score_direct_f16", "score_finish"][..]),
         ] {

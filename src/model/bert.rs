@@ -271,7 +271,7 @@ impl Bert {
         let d = e / h;
         let eps = self.cfg.layer_norm_eps as f32;
         let ids = input.tokens.to_tensor(cpu())?;
-        let pos = Tensor::from_slice(&input.positions, b * l, cpu())?;
+        let pos = input.positions.to_tensor(cpu())?;
         let mut x = (self.word.index_select(&ids, 0)? + self.pos.index_select(&pos, 0)?)?;
         if let Some(tt) = &self.token_type0 {
             x = x.broadcast_add(tt)?;

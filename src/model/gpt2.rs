@@ -180,7 +180,7 @@ impl Gpt2 {
         // f32 CPU model).
         let (dev, dt) = (self.wte.device(), self.wte.dtype());
         let ids = input.tokens.to_tensor(dev)?;
-        let pos = Tensor::from_slice(&input.positions, b * l, dev)?;
+        let pos = input.positions.to_tensor(dev)?;
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?;
         let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
         let mut means = input.capture_head_means.then(Vec::new);

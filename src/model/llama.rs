@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput, Ids,
     ModelError, ModelInfo, ModelInput,
 };
 
@@ -461,7 +461,10 @@ impl Llama {
         let (dev, dt) = (self.embed.device(), self.embed.dtype());
         let ids = input.tokens.to_tensor(dev)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [B·L, E]
-        let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, cpu())?;
+        let (cos, sin) = match &input.positions {
+            Ids::Host(p) => ops::rope_cos_sin(p, b, l, &self.inv_freq, cpu())?,
+            Ids::Device(p) => ops::rope_cos_sin_of(p, b, l, &self.inv_freq)?,
+        };
         let (cos, sin) = (cos.to_device(dev)?.to_dtype(dt)?, sin.to_device(dev)?.to_dtype(dt)?);
         let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
         let mut means = input.capture_head_means.then(Vec::new);

@@ -134,9 +134,10 @@ pub struct ModelInput {
     /// Tokens per row (rows are padded to a common length by the caller).
     pub len: usize,
     /// Token ids, row-major `batch × len`: on the host, or already on the model's device.
-    pub tokens: TokenIds,
-    /// Position ids, row-major `batch × len` (RoPE angle or learned-position index).
-    pub positions: Vec<u32>,
+    pub tokens: Ids,
+    /// Position ids, row-major `batch × len` (RoPE angle or learned-position index): on the host,
+    /// or already on the model's device.
+    pub positions: Ids,
     /// Additive attention bias `[batch, 1, len, len]` from [`ops::attention_bias`]; `None` = plain
     /// causal (decoders) or full (encoders) attention.
     pub attn_bias: Option<Tensor>,
@@ -147,63 +148,63 @@ pub struct ModelInput {
     pub capture_head_means: bool,
 }
 
-/// The token ids of a [`ModelInput`].
+/// Per-slot `u32` ids of a [`ModelInput`] (token ids, position ids), row-major `batch × len`.
 #[derive(Clone, Debug)]
-pub enum TokenIds {
-    /// Row-major ids on the host, checked against the vocabulary before every forward.
+pub enum Ids {
+    /// On the host, checked before every forward (token ids against the vocabulary, positions
+    /// against the context).
     Host(Vec<u32>),
-    /// A `[batch · len]` `u32` tensor built on the model's device (replace-mode ids from the
-    /// `replace_ids` kernel), used without a host round trip. Its ids are not read back: whoever
-    /// builds it guarantees they lie in the vocabulary (there, ids of a validated input and a
-    /// validated replacement token).
+    /// A `[batch · len]` `u32` tensor built on the model's device (by the masking kernels: ids
+    /// and positions of masked rows), used without a host round trip. It is not read back:
+    /// whoever builds it guarantees its ids are in range (there, ids and positions of a validated
+    /// input and a validated replacement token).
     Device(Tensor),
 }
 
-impl TokenIds {
+impl Ids {
     /// Number of ids.
     fn len(&self) -> usize {
         match self {
-            TokenIds::Host(v) => v.len(),
-            TokenIds::Device(t) => t.elem_count(),
+            Ids::Host(v) => v.len(),
+            Ids::Device(t) => t.elem_count(),
         }
     }
 
     /// The ids when they are on the host.
     pub fn host(&self) -> Option<&[u32]> {
         match self {
-            TokenIds::Host(v) => Some(v),
-            TokenIds::Device(_) => None,
+            Ids::Host(v) => Some(v),
+            Ids::Device(_) => None,
         }
     }
 
     /// The ids as a flat `u32` tensor on `device` (a copy only for host ids).
     pub(crate) fn to_tensor(&self, device: &Device) -> Result<Tensor, ModelError> {
         Ok(match self {
-            TokenIds::Host(v) => Tensor::from_slice(v, v.len(), device)?,
-            TokenIds::Device(t) => t.flatten_all()?.to_device(device)?,
+            Ids::Host(v) => Tensor::from_slice(v, v.len(), device)?,
+            Ids::Device(t) => t.flatten_all()?.to_device(device)?,
         })
     }
 
-    /// Refuses host ids outside a vocabulary of `vocab_size` and device ids that are not `u32`.
-    fn check(&self, vocab_size: usize) -> Result<(), ModelError> {
+    /// Refuses host ids of `limit` or more (`beyond` says why, for the largest) and device ids
+    /// that are not `u32` (`what` names them).
+    fn check(&self, limit: usize, what: &str, beyond: impl Fn(u32) -> String) -> Result<(), ModelError> {
         match self {
-            TokenIds::Host(v) => match v.iter().find(|&&t| t as usize >= vocab_size) {
-                Some(t) => {
-                    Err(ModelError::Input(format!("token id {t} outside the vocabulary of {vocab_size} tokens")))
-                }
-                None => Ok(()),
+            Ids::Host(v) => match v.iter().max() {
+                Some(&t) if t as usize >= limit => Err(ModelError::Input(beyond(t))),
+                _ => Ok(()),
             },
-            TokenIds::Device(t) if t.dtype() != DType::U32 => {
-                Err(ModelError::Input(format!("device token ids have dtype {:?}, expected u32", t.dtype())))
+            Ids::Device(t) if t.dtype() != DType::U32 => {
+                Err(ModelError::Input(format!("device {what} have dtype {:?}, expected u32", t.dtype())))
             }
-            TokenIds::Device(_) => Ok(()),
+            Ids::Device(_) => Ok(()),
         }
     }
 }
 
-impl From<Vec<u32>> for TokenIds {
+impl From<Vec<u32>> for Ids {
     fn from(ids: Vec<u32>) -> Self {
-        TokenIds::Host(ids)
+        Ids::Host(ids)
     }
 }
 
@@ -218,11 +219,11 @@ impl ModelInput {
     pub fn full_rows(
         batch: usize,
         len: usize,
-        tokens: impl Into<TokenIds>,
+        tokens: impl Into<Ids>,
         attn_bias: Option<Tensor>,
         head_gates: Option<HeadGates>,
     ) -> Self {
-        let positions = (0..len as u32).cycle().take(batch * len).collect();
+        let positions = Ids::Host((0..len as u32).cycle().take(batch * len).collect());
         ModelInput { batch, len, tokens: tokens.into(), positions, attn_bias, head_gates, capture_head_means: false }
     }
 
@@ -240,15 +241,12 @@ impl ModelInput {
                 self.len
             )));
         }
-        self.tokens.check(info.vocab_size)?;
-        if let Some(&p) = self.positions.iter().max() {
-            if p as usize >= info.max_positions {
-                return Err(ModelError::Input(format!(
-                    "input needs position {p}, beyond the model's context of {} tokens",
-                    info.max_positions
-                )));
-            }
-        }
+        let vocab = info.vocab_size;
+        self.tokens.check(vocab, "token ids", |t| format!("token id {t} outside the vocabulary of {vocab} tokens"))?;
+        let context = info.max_positions;
+        self.positions.check(context, "positions", |p| {
+            format!("input needs position {p}, beyond the model's context of {context} tokens")
+        })?;
         if let Some(b) = &self.attn_bias {
             if b.dims() != [self.batch, 1, self.len, self.len] {
                 return Err(ModelError::Input(format!(

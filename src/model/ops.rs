@@ -330,6 +330,21 @@ pub fn rope_cos_sin(
     Ok((Tensor::from_vec(cos, shape, device)?, Tensor::from_vec(sin, shape, device)?))
 }
 
+/// [`rope_cos_sin`] for positions already on a device (`[batch · len]` `u32`): `[B, L, D/2]`
+/// tables computed there in `f32` — the same products and the same `cos`/`sin` — so per-row
+/// positions built by a kernel need no host round trip.
+pub fn rope_cos_sin_of(
+    positions: &Tensor,
+    batch: usize,
+    len: usize,
+    inv_freq: &[f32],
+) -> Result<(Tensor, Tensor), ModelError> {
+    let half = inv_freq.len();
+    let inv = Tensor::from_slice(inv_freq, (1, half), positions.device())?;
+    let angle = positions.flatten_all()?.to_dtype(DType::F32)?.reshape((batch * len, 1))?.broadcast_mul(&inv)?;
+    Ok((angle.cos()?.reshape((batch, len, half))?, angle.sin()?.reshape((batch, len, half))?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,7 +143,7 @@ impl Layout {
                 batch: b,
                 len,
                 tokens: tokens.into(),
-                positions,
+                positions: positions.into(),
                 attn_bias,
                 head_gates,
                 capture_head_means: false,
@@ -242,6 +242,73 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The compacted form of an attention-mode batch as the GPU builds it (`compact_rows_*` in
+    /// `kernels/masking.cu`; [`compacted_rows`] is the twin): every row holds, in order, the
+    /// base positions that are kept or read, right-aligned in `slots` slots so that the end of
+    /// the input (the target and the token that predicts it) sits at the same slots in every
+    /// row — base position `p ≥ L − slots` at slot `slots − L + p` when every row includes the
+    /// positions from `p` on. `slots`: at least [`compacted_len`]. The CPU reference for the
+    /// device path's compaction; it computes what [`Layout::build`] computes, right-aligned.
+    pub fn build_compacted(&self, masks: MaskSlice<'_>, slots: usize) -> Result<ModelInput, ModelError> {
+        if self.mode != TokenMode::Attention || masks.n() != self.n_players() || masks.is_empty() {
+            return Err(ModelError::Input(format!(
+                "the compacted form takes a non-empty attention-mode batch of masks over {} players",
+                self.n_players()
+            )));
+        }
+        let (owners, b) = (self.owner_map(), masks.len());
+        if slots < compacted_len(masks, &owners, &self.read) {
+            return Err(ModelError::Input(format!("{slots} slots cannot hold every row's positions")));
+        }
+        let (ids, positions, visible) = compacted_rows(masks, &owners, &self.read, &self.ids, slots, self.pad_id);
+        let bias = ops::attention_bias(b, slots, Some(&visible), self.causal, cpu())?;
+        let head_gates = self.head_gates(masks)?;
+        let mut input = ModelInput::full_rows(b, slots, ids, Some(bias), head_gates);
+        input.positions = positions.into();
+        Ok(input)
+    }
+}
+
+/// Whether base position `p` is in row `m`'s compacted sequence: kept (owner −1 or its bit set)
+/// or read.
+fn included(m: crate::mask::MaskRef<'_>, owners: &[i32], read: &[bool], p: usize) -> bool {
+    read[p] || owners[p] < 0 || m.get(owners[p] as usize)
+}
+
+/// Slots the compacted form of `masks` needs: the most base positions any row keeps or reads.
+pub fn compacted_len(masks: MaskSlice<'_>, owners: &[i32], read: &[bool]) -> usize {
+    masks.iter().map(|m| (0..owners.len()).filter(|&p| included(m, owners, read, p)).count()).max().unwrap_or(0)
+}
+
+/// Token ids, positions and key visibility `[B × slots]` of the compacted form
+/// ([`Layout::build_compacted`]): row `b` holds its kept or read base positions in order,
+/// right-aligned; the padding slots before them hold `pad_id` at position 0, invisible; a kept
+/// position is visible, a read but ablated one is not. Positions that do not fit are dropped
+/// from the front. CPU twin of the `compact_rows_*` kernels.
+pub fn compacted_rows(
+    masks: MaskSlice<'_>,
+    owners: &[i32],
+    read: &[bool],
+    ids: &[u32],
+    slots: usize,
+    pad_id: u32,
+) -> (Vec<u32>, Vec<u32>, Vec<bool>) {
+    let b = masks.len();
+    let (mut out_ids, mut out_pos, mut visible) =
+        (vec![pad_id; b * slots], vec![0u32; b * slots], vec![false; b * slots]);
+    for (r, m) in masks.iter().enumerate() {
+        let row: Vec<usize> = (0..owners.len()).filter(|&p| included(m, owners, read, p)).collect();
+        for (k, &p) in row.iter().rev().take(slots).enumerate() {
+            let at = r * slots + slots - 1 - k;
+            out_ids[at] = ids[p];
+            out_pos[at] = p as u32;
+            visible[at] = owners[p] < 0 || m.get(owners[p] as usize);
+        }
+    }
+    (out_ids, out_pos, visible)
+}
+
 /// Key visibility `[B × L]` of the full-length form (L = `owners.len()`): position `p` of row
 /// `b` is visible when `owners[p]` is −1 or mask bit `owners[p]` of row `b` is set. With
 /// [`ops::attention_bias`], the CPU twin of the `attention_bias_*` kernels.
@@ -331,6 +398,33 @@ mod tests {
             assert_eq!(&dense[l * 160..(l + 1) * 160], &want[..], "layer {l}");
         }
         assert!(dense.contains(&0.0));
+    }
+
+    /// The compaction twin against the CPU path's rows: the same positions in the same order and
+    /// the same visibility, right-aligned after invisible padding; too few slots drop positions
+    /// from the front.
+    #[test]
+    fn compacted_rows_are_the_built_rows_right_aligned() {
+        let lay = layout(TokenMode::Attention);
+        let masks = random_masks(lay.n_players(), 40, 4);
+        let built = lay.build(masks.as_slice()).unwrap();
+        let owners = lay.owner_map();
+        let slots = compacted_len(masks.as_slice(), &owners, &lay.read);
+        assert_eq!(slots, built.input.len);
+        let (ids, pos, vis) = compacted_rows(masks.as_slice(), &owners, &lay.read, &lay.ids, slots, 9);
+        for (r, included) in built.included.iter().enumerate() {
+            let pad = slots - included.len();
+            let at = |k: usize| r * slots + k;
+            assert!((0..pad).all(|k| ids[at(k)] == 9 && pos[at(k)] == 0 && !vis[at(k)]), "row {r} padding");
+            for (k, &p) in included.iter().enumerate() {
+                assert_eq!((ids[at(pad + k)], pos[at(pad + k)]), (lay.ids[p], p as u32), "row {r} slot {k}");
+                assert_eq!(vis[at(pad + k)], built.present[r * built.input.len + k], "row {r} slot {k}");
+            }
+        }
+        assert!(vis.iter().any(|&v| !v) && built.included.iter().any(|i| i.len() < slots), "a weak case");
+        let (_, short, _) = compacted_rows(masks.as_slice().slice(0..1), &owners, &lay.read, &lay.ids, 3, 9);
+        let full = &built.included[0];
+        assert_eq!(short, full[full.len() - 3..].iter().map(|&p| p as u32).collect::<Vec<_>>());
     }
 
     /// The visibility twin against the compacted attention-mode rows: a base position is

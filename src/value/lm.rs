@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::ablate::Layout;
+use super::ablate::{compacted_len, Layout};
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
@@ -296,15 +296,44 @@ impl LmValue {
     /// kernels build on the device. The CPU reference for the device path; equal to
     /// [`LmValue::evaluate_masks`] up to `f32` rounding. Only [`LmMetric::TargetLogProb`].
     pub fn evaluate_full_length(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        if self.metric != LmMetric::TargetLogProb {
-            return Err(ModelError::Input("the full-length form scores target log-probabilities only".into()));
-        }
+        self.check_device_form("full-length")?;
         let input = self.layout.build_full_length(masks)?;
-        let hidden = self.model.model.forward(&input)?.hidden;
+        self.score_picks(&input, &self.full_length_picks(masks.len()))
+    }
+
+    /// Evaluates masks through the compacted form as the device builds it
+    /// ([`Layout::build_compacted`]: right-aligned rows of [`compacted_len`] slots, per-row
+    /// positions). The CPU reference for the device path's compaction; equal to
+    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention mode and
+    /// [`LmMetric::TargetLogProb`] only.
+    pub fn evaluate_compacted(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
+        self.check_device_form("compacted")?;
+        let slots = compacted_len(masks, &self.layout.owner_map(), &self.layout.read);
+        let input = self.layout.build_compacted(masks, slots)?;
+        self.score_picks(&input, &self.compacted_picks(masks.len(), slots))
+    }
+
+    fn check_device_form(&self, form: &str) -> Result<(), ModelError> {
+        if self.metric != LmMetric::TargetLogProb {
+            return Err(ModelError::Input(format!("the {form} form scores target log-probabilities only")));
+        }
+        Ok(())
+    }
+
+    /// The summed target log-probabilities per row of `input` at `picks`.
+    fn score_picks(&self, input: &ModelInput, picks: &[(usize, usize, u32)]) -> Result<Vec<f64>, ModelError> {
+        let hidden = self.model.model.forward(input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
-        let picks = self.full_length_picks(masks.len());
-        let lp = ops::score_targets(&hidden, head, &picks)?;
+        let lp = ops::score_targets(&hidden, head, picks)?;
         Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
+    }
+
+    /// `(row, slot, token)` scored in the compacted form of `slots` slots: the full-length picks
+    /// moved right-aligned (every row includes every position from the last prompt token on, so
+    /// position `p` is at slot `slots − L + p`).
+    pub fn compacted_picks(&self, rows: usize, slots: usize) -> Vec<(usize, usize, u32)> {
+        let shift = self.layout.ids.len().saturating_sub(slots);
+        self.full_length_picks(rows).into_iter().map(|(r, p, t)| (r, p - shift, t)).collect()
     }
 
     /// `(row, position, token)` scored in the full-length form: target token `k` is predicted

@@ -188,7 +188,12 @@ impl ComputeDevice {
 
 #[cfg(feature = "candle-cuda")]
 fn first_gpu() -> Result<candle_core::Device, SetupError> {
-    candle_core::Device::new_cuda(0).map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))
+    let cannot = |e: &dyn std::fmt::Display| SetupError::Invalid(format!("the GPU path cannot start: {e}"));
+    match crate::cuda::device_count() {
+        Ok(0) => Err(cannot(&"no CUDA device is visible (CUDA_VISIBLE_DEVICES may hide them)")),
+        Ok(_) => candle_core::Device::new_cuda(0).map_err(|e| cannot(&e)),
+        Err(e) => Err(cannot(&e)),
+    }
 }
 
 #[cfg(not(feature = "candle-cuda"))]

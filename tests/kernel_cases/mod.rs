@@ -23,6 +23,21 @@ pub fn random_owners(len: usize, players: usize, rng: &mut impl Rng) -> Vec<i32>
     (0..len).map(|_| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..players) as i32 }).collect()
 }
 
+/// A compaction case over `len` base positions: owners ([`random_owners`]), read flags (every
+/// seventh position, as i32 for the kernel and bool for the twin) and base ids.
+pub fn compaction_case(seed: u64, players: usize, len: usize) -> (Vec<i32>, Vec<i32>, Vec<bool>, Vec<u32>) {
+    let owners = random_owners(len, players, &mut rng(seed));
+    let read: Vec<bool> = (0..len).map(|p| p % 7 == 3).collect();
+    let ids = (0..len as u32).map(|p| 1000 + p).collect();
+    (owners, read.iter().map(|&r| r as i32).collect(), read, ids)
+}
+
+/// The slot counts a compaction case is run at: exactly the longest row, with spare padding, and
+/// too few (positions dropped from the front).
+pub fn compaction_slots(need: usize) -> [usize; 3] {
+    [need, need + 3, need.saturating_sub(2).max(1)]
+}
+
 /// Replace-mode base ids and a (layer, head) → mask-bit map (about 30 % never gated, −1).
 pub fn ids_and_head_bits(seed: u64, players: usize, len: usize, layers: usize, heads: usize) -> (Vec<u32>, Vec<i32>) {
     let mut rng = rng(seed);
