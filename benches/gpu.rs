@@ -152,7 +152,6 @@ mod models {
     use spex::bench::BenchModel;
     use spex::cuda::lm::GpuLmValue;
     use spex::model::llama::{LlamaConfig, SHAPES};
-    use spex::value::ablate::compacted_len;
     use spex::value::setup::ComputeDevice;
 
     /// Model FLOPs of one masked query: the forward over `tokens` positions per row (every
@@ -195,8 +194,7 @@ mod models {
                         .as_slice()
                         .chunks(f.batch())
                         .map(|m| {
-                            let slots =
-                                if compaction { compacted_len(m, &lay.owner_map(), &lay.read) } else { lay.ids.len() };
+                            let slots = if compaction { lay.compacted_len(m) } else { lay.ids.len() };
                             m.len() as f64 * flops_per_query(&c, slots, picks)
                         })
                         .sum::<f64>()

@@ -77,6 +77,8 @@ extern "C" __global__ void head_gates_from_masks(float* __restrict__ gates, cons
 // [B, 1, slots, slots]: a kept position is a visible key (padding and read-but-hidden ones are
 // not), a query always sees itself, and causal masking follows the slots (they keep base order).
 // Positions that do not fit are dropped from the front; the host sizes `slots` to the longest row.
+// With `renumber` (remove mode: the read flags are all 0, ablated tokens are deleted and the
+// positions shift), each slot's position is instead its rank in the row, from 0.
 //
 // One block per row (grid-stride over rows). The block walks the row from its end a tile of
 // blockDim.x positions at a time: an inclusive scan in shared memory over "included" flags, thread
@@ -88,7 +90,7 @@ __device__ void compact_rows_impl(uint32_t* __restrict__ ids_out, uint32_t* __re
                                   T* __restrict__ bias, const uint64_t* __restrict__ masks,
                                   const int32_t* __restrict__ owners, const int32_t* __restrict__ read,
                                   const uint32_t* __restrict__ ids, int batch, int len, int words, int slots,
-                                  uint32_t pad_id, int causal) {
+                                  uint32_t pad_id, int causal, int renumber) {
     __shared__ int scan[MAX_BLOCK];
     __shared__ int after; // included positions after the current tile
     const int t = threadIdx.x, n = blockDim.x;
@@ -128,6 +130,8 @@ __device__ void compact_rows_impl(uint32_t* __restrict__ ids_out, uint32_t* __re
             const bool visible = j == i || (!(causal && j > i) && key);
             bias[(size_t)b * cells + c] = from_f32<T>(visible ? 0.0f : -CUDART_INF_F);
         }
+        __syncthreads(); // the bias has read the base positions before they are renumbered
+        for (int k = pad > 0 ? pad + t : t; renumber && k < slots; k += n) pos_out[(size_t)b * slots + k] = k - pad;
         __syncthreads(); // nobody still reads `after` when thread 0 resets it for the next row
     }
 }
@@ -137,9 +141,9 @@ __device__ void compact_rows_impl(uint32_t* __restrict__ ids_out, uint32_t* __re
                                                      const uint64_t* masks, const int32_t* owners,          \
                                                      const int32_t* read, const uint32_t* ids, int batch,   \
                                                      int len, int words, int slots, uint32_t pad_id,        \
-                                                     int causal) {                                          \
+                                                     int causal, int renumber) {                            \
         compact_rows_impl(ids_out, pos_out, bias, masks, owners, read, ids, batch, len, words, slots, pad_id, \
-                          causal);                                                                          \
+                          causal, renumber);                                                                \
     }
 COMPACT_ROWS(f32, float)
 COMPACT_ROWS(bf16, __nv_bfloat16)

@@ -74,3 +74,37 @@ fn encoders_refuse_to_move() {
     let bert = model::load(dir.path()).unwrap();
     assert!(bert.model.to_device(&Device::Cpu, DType::BF16).is_err());
 }
+
+/// bf16 vs f32 for a logit difference, relative to max(1, |value|): the difference cancels two
+/// logits each rounded at their own magnitude (about 10–30 on these random 2-layer models, whose
+/// weights are far larger than a trained model's), so its error is that of a logit, not of the
+/// difference. The largest seen here is 0.097; the bound is about 2.5x that. The GPU tests use it.
+pub const LOGIT_DIFF_BF16_TOL: f64 = 0.25;
+
+/// The other games the GPU path runs, in bf16 on the CPU against f32: logit differences
+/// (attention mode, within [`LOGIT_DIFF_BF16_TOL`]) and target log-probabilities with tokens
+/// removed (within [`BF16_TOL`]), for both families.
+#[test]
+fn logit_differences_and_removed_tokens_in_bf16_stay_close() {
+    use spex::value::lm::LmMetric;
+    for m in [tiny_llama(21), tiny_gpt2(21)] {
+        let (cat, mat) = (m.encode(" cat").unwrap()[0], m.encode(" mat").unwrap()[0]);
+        let games = [
+            (TokenMode::Attention, LmMetric::LogitDiff { a: cat, b: mat }, Target::Greedy { max_new_tokens: 1 }),
+            (TokenMode::Remove, LmMetric::TargetLogProb, Target::Tokens(m.encode(" the mat").unwrap())),
+        ];
+        for ((mode, metric, target), tol) in games.into_iter().zip([LOGIT_DIFF_BF16_TOL, BF16_TOL]) {
+            let opts = LmOptions { token_mode: mode, metric: metric.clone(), target, ..Default::default() };
+            let prompt = Prompt::new("the cat sat on the mat").with_prefix("a dog");
+            let eval = |lm: Arc<LoadedModel>| {
+                let f = LmValue::new(lm, &prompt, opts.clone()).unwrap();
+                f.evaluate_masks(random_masks(f.n_players(), 12, 10).as_slice()).unwrap()
+            };
+            let want = eval(m.clone());
+            let bf16 = eval(with_model(&m, m.model.to_device(&Device::Cpu, DType::BF16).unwrap()));
+            let worst = bf16.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0f64, f64::max);
+            assert!(worst > 0.0 && worst <= tol, "{mode:?} {metric:?}: largest relative difference {worst}");
+            eprintln!("{mode:?} {metric:?}: largest relative bf16 - f32 difference {worst:.5}");
+        }
+    }
+}

@@ -11,7 +11,7 @@ mod models_common;
 use candle_core::{Device, Tensor};
 use models_common::*;
 use spex::model::{Ids, ModelError, ModelInput};
-use spex::value::lm::{LmOptions, LmValue, Target};
+use spex::value::lm::{LmMetric, LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
 /// Full-length vs compacted, both `f32`: they differ only in the order of additions over the
@@ -91,16 +91,24 @@ fn device_token_ids_equal_host_ids() {
 }
 
 /// The device-compacted form (right-aligned rows of `compacted_len` slots, per-row positions)
-/// against the CPU path's right-padded compacted rows, with and without head players.
+/// against the CPU path's right-padded compacted rows: attention and remove mode, target
+/// log-probabilities and logit differences, with and without head players.
 #[test]
 fn device_compacted_form_equals_compacted_rows() {
     let m = tiny_llama(14);
     let target = Target::Tokens(m.encode(" the mat").unwrap());
-    for (heads, head_mode) in [
-        (vec![], HeadMode::Zero),
-        (vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }], HeadMode::Mean),
+    let (cat, mat) = (m.encode(" cat").unwrap()[0], m.encode(" mat").unwrap()[0]);
+    let heads = vec![HeadPlayer { layer: 0, head: 1 }, HeadPlayer { layer: 1, head: 3 }];
+    for (mode, metric, heads, head_mode) in [
+        (TokenMode::Attention, LmMetric::TargetLogProb, vec![], HeadMode::Zero),
+        (TokenMode::Attention, LmMetric::TargetLogProb, heads.clone(), HeadMode::Mean),
+        (TokenMode::Attention, LmMetric::LogitDiff { a: cat, b: mat }, heads.clone(), HeadMode::Zero),
+        (TokenMode::Remove, LmMetric::TargetLogProb, heads.clone(), HeadMode::Zero),
+        (TokenMode::Remove, LmMetric::LogitDiff { a: cat, b: mat }, vec![], HeadMode::Zero),
     ] {
-        let opts = LmOptions { heads, head_mode, target: target.clone(), ..Default::default() };
+        let what = format!("{mode:?} {metric:?} {} heads", heads.len());
+        let opts =
+            LmOptions { heads, head_mode, token_mode: mode, metric, target: target.clone(), ..Default::default() };
         let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat by the door").with_prefix("a dog"), opts)
             .unwrap();
         // Without the all-ones mask, so that the rows compact (it is in the other tests).
@@ -109,22 +117,36 @@ fn device_compacted_form_equals_compacted_rows() {
         let want = f.evaluate_masks(masks).unwrap();
         let got = f.evaluate_compacted(masks).unwrap();
         for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_close(*g, *w, TOL, &format!("{head_mode:?} row {r}"));
+            assert_close(*g, *w, TOL, &format!("{what} row {r}"));
         }
         let lay = f.layout();
-        let slots = spex::value::ablate::compacted_len(masks, &lay.owner_map(), &lay.read);
-        assert!(
-            slots < lay.ids.len(),
-            "the masks must drop positions, or nothing is compacted: {slots} of {}",
-            lay.ids.len()
-        );
+        let slots = lay.compacted_len(masks);
+        assert!(slots < lay.ids.len(), "{what}: nothing compacted ({slots} of {} slots)", lay.ids.len());
         let spread =
             want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
-        assert!(spread > 1e-3, "values barely vary ({spread})");
+        assert!(spread > 1e-3, "{what}: values barely vary ({spread})");
     }
     let opts = LmOptions { token_mode: TokenMode::Replace(3), target, ..Default::default() };
     let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
     assert!(f.evaluate_compacted(random_masks(f.n_players(), 2, 1).as_slice()).is_err(), "replace mode");
+}
+
+/// Logit differences through the full-length form, attention and replace mode.
+#[test]
+fn full_length_form_reads_logit_differences() {
+    let m = tiny_llama(16);
+    let (cat, mat) = (m.encode(" cat").unwrap()[0], m.encode(" mat").unwrap()[0]);
+    for mode in [TokenMode::Attention, TokenMode::Replace(3)] {
+        let opts = LmOptions { token_mode: mode, metric: LmMetric::LogitDiff { a: cat, b: mat }, ..Default::default() };
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the").with_prefix("a dog"), opts).unwrap();
+        let masks = random_masks(f.n_players(), 12, 7);
+        let want = f.evaluate_masks(masks.as_slice()).unwrap();
+        let got = f.evaluate_full_length(masks.as_slice()).unwrap();
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(*g, *w, TOL, &format!("{mode:?} row {r}"));
+        }
+        assert!(want.iter().any(|&v| (v - want[0]).abs() > 1e-3), "{mode:?}: values barely vary");
+    }
 }
 
 /// Positions already on the model's device ([`Ids::Device`], per row as `compact_rows_*` writes
@@ -137,7 +159,7 @@ fn device_positions_equal_host_positions() {
         let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a"), opts).unwrap();
         let masks = random_masks(f.n_players(), 6, 3);
         let lay = f.layout();
-        let slots = spex::value::ablate::compacted_len(masks.as_slice(), &lay.owner_map(), &lay.read);
+        let slots = lay.compacted_len(masks.as_slice());
         let host = lay.build_compacted(masks.as_slice(), slots).unwrap();
         let (b, len) = (host.batch, host.len);
         let pos = host.positions.host().unwrap().to_vec();

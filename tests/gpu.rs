@@ -103,7 +103,7 @@ fn check_compact_rows<T: GpuFloat>(g: &Gpu, seed: u64, len: usize) {
         (st.clone_htod(&owners).unwrap(), st.clone_htod(&read).unwrap(), st.clone_htod(&ids).unwrap());
     let maps = BaseMaps { owners: &down.as_view(), read: &dread.as_view(), ids: &dids.as_view() };
     for slots in compaction_slots(compacted_len(m.as_slice(), &owners, &read_b)) {
-        for causal in [true, false] {
+        for (causal, renumber) in [(true, false), (false, false), (true, true)] {
             let mut out_ids: CudaSlice<u32> = st.clone_htod(&vec![u32::MAX; b * slots]).unwrap();
             let mut out_pos: CudaSlice<u32> = st.clone_htod(&vec![u32::MAX; b * slots]).unwrap();
             let mut bias = poisoned::<T>(g, b * slots * slots);
@@ -113,9 +113,10 @@ fn check_compact_rows<T: GpuFloat>(g: &Gpu, seed: u64, len: usize) {
                 bias: &mut bias.as_view_mut(),
                 slots,
             };
-            g.compact_rows(out, dmasks, &maps, 7, causal).unwrap();
-            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7);
-            let what = format!("compact_rows_{} len {len} slots {slots} causal={causal}", T::SUFFIX);
+            g.compact_rows(out, dmasks, &maps, 7, causal, renumber).unwrap();
+            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7, renumber);
+            let what =
+                format!("compact_rows_{} len {len} slots {slots} causal={causal} renumber={renumber}", T::SUFFIX);
             let got = (st.clone_dtoh(&out_ids).unwrap(), st.clone_dtoh(&out_pos).unwrap());
             assert!(got == (want_ids, want_pos), "{what}: ids or positions differ");
             let want = ops::attention_bias(b, slots, Some(&vis), causal, &Device::Cpu).unwrap();
@@ -346,6 +347,7 @@ mod models_on_gpu {
     use spex::explain::Explainer;
     use spex::model;
     use spex::plan::Method;
+    use spex::value::lm::LmMetric;
 
     /// f32 on the GPU vs f32 on the CPU: same arithmetic, different summation order (cuBLAS,
     /// the tile scorer).
@@ -353,18 +355,29 @@ mod models_on_gpu {
     /// bf16 on the GPU vs f32 on the CPU: the bf16 model's own rounding, as measured on the CPU
     /// in tests/device_generic.rs (largest 0.0057 relative), plus bf16 logits tiles.
     const BF16_TOL: f64 = 0.02;
+    /// The same for a logit difference, which carries the rounding of two logits of the tiny
+    /// random models' large magnitude (tests/device_generic.rs: largest 0.097 on the CPU).
+    const LOGIT_DIFF_BF16_TOL: f64 = 0.25;
 
     fn spec(seed: u64) -> LmValue {
-        lm_value(tiny_llama(seed), TokenMode::Attention, "the cat sat on the mat")
+        lm_value(tiny_llama(seed), TokenMode::Attention, "the cat sat on the mat", false)
     }
 
-    /// The words of `prompt` as players in `mode`, plus two heads under mean ablation.
-    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode, prompt: &str) -> LmValue {
+    /// The words of `prompt` as players in `mode`, plus two heads under mean ablation, scoring
+    /// the log-probability of " the mat" or (`logit_diff`) logit(" cat") − logit(" mat").
+    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode, prompt: &str, logit_diff: bool) -> LmValue {
+        let token = |s: &str| m.encode(s).unwrap()[0];
+        let metric = if logit_diff {
+            LmMetric::LogitDiff { a: token(" cat"), b: token(" mat") }
+        } else {
+            LmMetric::TargetLogProb
+        };
         let opts = LmOptions {
             heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
             token_mode: mode,
             head_mode: HeadMode::Mean,
             target: Target::Tokens(m.encode(" the mat").unwrap()),
+            metric,
             ..Default::default()
         };
         LmValue::new(m, &Prompt::new(prompt).with_prefix("a dog"), opts).unwrap()
@@ -374,26 +387,31 @@ mod models_on_gpu {
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn masked_forward_on_gpu_matches_cpu() {
         let families = [("llama", tiny_llama as fn(u64) -> Arc<model::LoadedModel>), ("gpt2", tiny_gpt2)];
-        for ((family, model), mode) in
-            families.into_iter().flat_map(|f| [(f, TokenMode::Attention), (f, TokenMode::Replace(3))])
-        {
+        let modes = [TokenMode::Attention, TokenMode::Replace(3), TokenMode::Remove];
+        let games =
+            families.into_iter().flat_map(|f| modes.into_iter().flat_map(move |m| [(f, m, false), (f, m, true)]));
+        for ((family, model), mode, logit_diff) in games {
+            let bf16_tol = if logit_diff { LOGIT_DIFF_BF16_TOL } else { BF16_TOL };
             let cases =
-                [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)].into_iter().flat_map(|c| [(c, true), (c, false)]);
+                [(DType::F32, F32_TOL), (DType::BF16, bf16_tol)].into_iter().flat_map(|c| [(c, true), (c, false)]);
             for ((dtype, tol), compaction) in cases {
                 // Long enough, and without the all-ones mask, that attention-mode chunks compact
                 // (17 of 20 and 14 of 18 slots for these models and masks).
-                let cpu = lm_value(model(40), mode, "the cat sat on the mat the dog sat on the mat the cat sat");
+                let prompt = "the cat sat on the mat the dog sat on the mat the cat sat";
+                let cpu = lm_value(model(40), mode, prompt, logit_diff);
                 let all = masks(cpu.n_players(), 30, 41);
                 let batch = all.as_slice().slice(1..all.len());
                 let lay = cpu.layout();
-                let slots = compacted_len(batch, &lay.owner_map(), &lay.read);
+                let slots = lay.compacted_len(batch);
                 assert!(mode != TokenMode::Attention || slots < lay.ids.len(), "{family}: nothing to compact");
                 let want = cpu.evaluate_masks(batch).unwrap();
                 let mut gpu = GpuLmValue::new(cpu.clone(), 0, dtype).unwrap();
                 gpu.set_compaction(compaction);
                 let got = gpu.evaluate_masks(batch).unwrap();
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_close(*g, *w, tol, &format!("{family} {mode:?} {dtype:?} compaction={compaction} row {r}"));
+                    let what =
+                        format!("{family} {mode:?} logit_diff={logit_diff} {dtype:?} compaction={compaction} row {r}");
+                    assert_close(*g, *w, tol, &what);
                 }
             }
         }

@@ -210,6 +210,7 @@ type CompactFn<T> = unsafe extern "C" fn(
     i32,
     u32,
     i32,
+    i32,
 );
 
 /// `compact_rows_*` against its twin on `len` base positions (over 256: the block walks the row
@@ -221,19 +222,36 @@ fn check_compact_rows<T: Storage>(emu: &Emu, seed: u64, len: usize) {
     // SAFETY: compact_rows_* in kernels/masking.cu.
     let f: CompactFn<T> = unsafe { emu.sym(&format!("compact_rows_{}", T::SUFFIX)) };
     for slots in compaction_slots(compacted_len(m.as_slice(), &owners, &read_b)) {
-        for causal in [true, false] {
+        for (causal, renumber) in [(true, false), (false, false), (true, true)] {
             let (mut out_ids, mut out_pos) = (vec![u32::MAX; b * slots], vec![u32::MAX; b * slots]);
             let mut bias = vec![T::from_f32(f32::NAN); b * slots * slots];
             let (oi, op, ob) = (ptr(&mut out_ids), ptr(&mut out_pos), ptr(&mut bias));
             emu.run(launch::rows(b), || unsafe {
                 let (o, r) = (owners.as_ptr(), read.as_ptr());
-                f(oi.0, op.0, ob.0, w.as_ptr(), o, r, ids.as_ptr(), i(b), i(len), wpr, i(slots), 7, causal as i32)
+                f(
+                    oi.0,
+                    op.0,
+                    ob.0,
+                    w.as_ptr(),
+                    o,
+                    r,
+                    ids.as_ptr(),
+                    i(b),
+                    i(len),
+                    wpr,
+                    i(slots),
+                    7,
+                    causal as i32,
+                    renumber as i32,
+                )
             });
-            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7);
-            let what = format!("compact_rows_{} len {len} slots {slots} causal={causal}", T::SUFFIX);
-            assert_eq!((out_ids, out_pos), (want_ids, want_pos), "{what}");
+            let (want_ids, want_pos, vis) = compacted_rows(m.as_slice(), &owners, &read_b, &ids, slots, 7, renumber);
+            let what =
+                format!("compact_rows_{} len {len} slots {slots} causal={causal} renumber={renumber}", T::SUFFIX);
+            // Compared whole, reported briefly (the arrays are long).
+            assert!((out_ids, out_pos) == (want_ids, want_pos), "{what}: ids or positions differ");
             let want = ops::attention_bias(b, slots, Some(&vis), causal, &Device::Cpu).unwrap();
-            assert_eq!(to_f32(&bias), want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{what}");
+            assert!(to_f32(&bias) == want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{what}: bias differs");
         }
     }
 }

@@ -344,33 +344,32 @@ fn no_python_means_a_clear_fetch_error_with_the_manual_command() {
     );
 }
 
-/// The GPU path runs causal LMs scoring target log-probabilities with every position kept:
-/// `--device cuda` for anything else says why, and `auto` runs it on the CPU.
+/// The GPU path runs causal LMs in every token mode and metric, not encoders: `--device cuda`
+/// for an encoder says why, and `auto` runs it on the CPU.
 #[test]
 fn device_placement_refuses_what_the_gpu_path_cannot_run() {
-    use spex::value::setup::{self, ComputeDevice, InputSpec, TokenAblation};
+    use spex::value::setup::{self, ComputeDevice, InputSpec};
     let dir = tempfile::tempdir().unwrap();
     write_bert_hf(dir.path(), &bert_weights(3));
     let bert = Arc::new(model::load(dir.path()).unwrap());
-    let llama = tiny_llama(5);
-    let spec = |prompt: &str| InputSpec { target: Some(" b".into()), ..InputSpec::new(prompt) };
-    let logit_diff = InputSpec { logit_diff: Some(("a".into(), "b".into())), ..spec("a b c") };
-    let remove = InputSpec { token_mode: TokenAblation::Remove, prefix: "x ".into(), ..spec("a b c") };
-    for (model, spec, why) in [
-        (&bert, spec("the cat sat"), "not encoders"),
-        (&llama, logit_diff, "not --logit-diff"),
-        (&llama, remove, "not --token-mode remove"),
-    ] {
-        let err = setup::build_on(model.clone(), "m", &spec, ComputeDevice::Cuda).err().expect("refused").to_string();
-        assert!(err.contains(why) && err.contains("--device cpu or auto"), "{err}");
-        let game = setup::build_on(model.clone(), "m", &spec, ComputeDevice::Auto).unwrap();
-        assert_eq!(game.placement.device, ComputeDevice::Cpu, "{why}");
-        assert_eq!(game.fingerprint, setup::fingerprint("m", &spec, ComputeDevice::Cpu));
-    }
-    // A game the GPU path runs, asked for on a build without it: the build is named.
+    let spec = InputSpec::new("the cat sat");
+    let err = setup::build_on(bert.clone(), "m", &spec, ComputeDevice::Cuda).err().expect("refused").to_string();
+    assert!(err.contains("not encoders") && err.contains("--device cpu or auto"), "{err}");
+    let game = setup::build_on(bert, "m", &spec, ComputeDevice::Auto).unwrap();
+    assert_eq!(game.placement.device, ComputeDevice::Cpu);
+    assert_eq!(game.fingerprint, setup::fingerprint("m", &spec, ComputeDevice::Cpu));
+    // A causal LM asked for on a build without the GPU path: the build is named.
     #[cfg(not(feature = "candle-cuda"))]
     {
-        let err = setup::build_on(llama.clone(), "m", &spec("a b c"), ComputeDevice::Cuda).err().unwrap().to_string();
-        assert!(err.contains("--features candle-cuda"), "{err}");
+        use spex::value::setup::TokenAblation;
+        let llama = tiny_llama(5);
+        for spec in [
+            InputSpec { target: Some(" b".into()), ..InputSpec::new("a b c") },
+            InputSpec { logit_diff: Some(("a".into(), "b".into())), ..InputSpec::new("a b c") },
+            InputSpec { token_mode: TokenAblation::Remove, prefix: "x ".into(), ..InputSpec::new("a b c") },
+        ] {
+            let err = setup::build_on(llama.clone(), "m", &spec, ComputeDevice::Cuda).err().unwrap().to_string();
+            assert!(err.contains("--features candle-cuda"), "{err}");
+        }
     }
 }

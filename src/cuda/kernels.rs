@@ -141,7 +141,8 @@ impl Gpu {
     /// The compacted attention-mode rows of a batch into `out` (see `compact_rows_*` in
     /// `kernels/masking.cu`; twin [`crate::value::ablate::compacted_rows`]): `read` marks the
     /// base positions kept in every row's sequence even when ablated (`L` entries, 0 or 1), `ids`
-    /// the base ids; `slots` per row, at least the longest row.
+    /// the base ids; `slots` per row, at least the longest row. With `renumber` (remove mode)
+    /// each slot's position is its rank in the row instead of its base position.
     pub fn compact_rows<T: GpuFloat>(
         &self,
         out: CompactedRows<'_, '_, T>,
@@ -149,6 +150,7 @@ impl Gpu {
         maps: &BaseMaps<'_>,
         pad_id: u32,
         causal: bool,
+        renumber: bool,
     ) -> Result<(), CudaError> {
         masks.check()?;
         let (b, l, s) = (masks.rows, maps.owners.len(), out.slots);
@@ -159,10 +161,10 @@ impl Gpu {
         check_len("compacted bias", out.bias.len(), b * s * s)?;
         let f = self.function(&self.modules.masking, &format!("compact_rows_{}", T::SUFFIX))?;
         let (bi, li, wi) = (int(b, "batch")?, int(l, "length")?, int(masks.words_per_row, "words")?);
-        let (si, ci) = (int(s, "slots")?, causal as i32);
+        let (si, ci, ri) = (int(s, "slots")?, causal as i32, renumber as i32);
         let mut launch = self.compute.launch_builder(&f);
         launch.arg(out.ids).arg(out.positions).arg(out.bias).arg(masks.words).arg(maps.owners).arg(maps.read);
-        launch.arg(maps.ids).arg(&bi).arg(&li).arg(&wi).arg(&si).arg(&pad_id).arg(&ci);
+        launch.arg(maps.ids).arg(&bi).arg(&li).arg(&wi).arg(&si).arg(&pad_id).arg(&ci).arg(&ri);
         // SAFETY: matches compact_rows_* in kernels/masking.cu; lengths checked above, and the
         // kernel writes only ids/positions[0 .. b*s) and bias[0 .. b*s*s).
         unsafe { launch.launch(config(launch::rows(b))) }?;

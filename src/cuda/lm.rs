@@ -6,16 +6,16 @@
 //! One batch of masks:
 //! 1. the masks go up through [`MaskUploader`] (pinned, double-buffered on the copy stream: the
 //!    upload of chunk `i + 1` overlaps the compute of chunk `i`);
-//! 2. in attention mode `compact_rows_*` drops the hidden tokens (ids, per-row positions and bias
-//!    of rows right-aligned in as many slots as the chunk's longest row; CPU reference
-//!    [`crate::value::ablate::Layout::build_compacted`]); otherwise `attention_bias_*` or
-//!    `replace_ids` build the full-length form ([`crate::value::ablate::Layout::build_full_length`]);
-//!    `head_gates_from_masks` builds the gates; all on candle's stream, wrapped as candle tensors
-//!    without a copy;
+//! 2. in attention mode `compact_rows_*` drops the hidden tokens, in remove mode the ablated ones
+//!    (ids, per-row positions and bias of rows right-aligned in as many slots as the chunk's
+//!    longest row; CPU reference [`crate::value::ablate::Layout::build_compacted`]); otherwise
+//!    `attention_bias_*` or `replace_ids` build the full-length form
+//!    ([`crate::value::ablate::Layout::build_full_length`]); `head_gates_from_masks` builds the
+//!    gates; all on candle's stream, wrapped as candle tensors without a copy;
 //! 3. the forward gives the hidden states; the picked rows are multiplied by the LM head one tile
 //!    of [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
 //! 4. log-probabilities come back through pinned memory ([`ValueDownloader`]) and are summed
-//!    per mask in f64.
+//!    per mask in f64; a logit difference reads the two LM-head rows only.
 //!
 //! Each chunk's work on the device is bracketed by timing events ([`GpuTimeline`]): the time
 //! the compute stream spends on chunks, and the time it sits idle between them.
@@ -37,7 +37,7 @@ use crate::mask::MaskSlice;
 use crate::model::memory::{auto_batch_rows, decoder_row_bytes, sweep_halving};
 use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
 use crate::value::ablate::compacted_len;
-use crate::value::lm::LmValue;
+use crate::value::lm::{LmMetric, LmValue};
 use crate::value::players::TokenMode;
 use crate::value::{ValueError, ValueFunction};
 
@@ -89,7 +89,9 @@ pub struct GpuLmValue {
     owners: CudaSlice<i32>,
     /// The same map on the host, to size the compacted rows of each chunk.
     owners_host: Vec<i32>,
-    /// Per base position, 1 when every row includes it (its output is read), for `compact_rows`.
+    /// Per base position, whether every compacted row includes it ([`crate::value::ablate::Layout::compaction_read`]).
+    read_host: Vec<bool>,
+    /// The same flags as 0/1 on the device, for `compact_rows`.
     read: CudaSlice<i32>,
     head_bits: CudaSlice<i32>,
     /// The base token ids `[L]`, for the `replace_ids` and `compact_rows` kernels.
@@ -127,15 +129,9 @@ fn model_err(e: ModelError) -> CudaError {
 
 impl GpuLmValue {
     /// Moves `spec`'s model to CUDA device `ordinal` in `dtype` (bf16 or f16 for speed, f32 for
-    /// checks) and prepares the per-input maps. `spec` must score target log-probabilities in
-    /// attention or replace mode (the full-length forms).
+    /// checks) and prepares the per-input maps.
     pub fn new(spec: LmValue, ordinal: usize, dtype: DType) -> Result<Self, CudaError> {
         super::device_count()?; // a clean error, not a panic, without a driver
-        if !spec.scores_target() || spec.layout().mode == TokenMode::Remove {
-            return Err(CudaError::Input(
-                "the GPU path scores target log-probabilities in attention or replace mode".into(),
-            ));
-        }
         let device = Device::new_cuda(ordinal).map_err(candle)?;
         let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
         let model = spec.model().model.to_device(&device, dtype).map_err(model_err)?;
@@ -150,10 +146,11 @@ impl GpuLmValue {
         let st = gpu.compute_stream().clone();
         let words = crate::mask::words_for(lay.n_players());
         let batch = initial_batch(&gpu, &spec, dtype)?;
-        let read: Vec<i32> = lay.read.iter().map(|&r| r as i32).collect();
+        let read: Vec<i32> = lay.compaction_read().iter().map(|&r| r as i32).collect();
         Ok(GpuLmValue {
             owners: st.clone_htod(&lay.owner_map())?,
             owners_host: lay.owner_map(),
+            read_host: lay.compaction_read(),
             read: st.clone_htod(&read)?,
             head_bits: st.clone_htod(&lay.head_bit_map())?,
             base_ids: st.clone_htod(&lay.ids)?,
@@ -221,14 +218,30 @@ impl GpuLmValue {
         }
         // Host→device copies synchronise candle's stream: make the scoring inputs before the
         // forward is queued, so nothing waits on the host between the forward and the scoring.
-        let (idx, mut state) = self.score_inputs(masks.len(), slots)?;
+        let scoring = self.score_inputs(masks.len(), slots)?;
         let hidden = self.model.forward(&input).map_err(model_err)?.hidden;
-        let lp = self.score(&hidden, &idx, &mut state)?;
-        let end = self.timing_event()?;
-        let t = self.spec.target_tokens().len();
-        let values = self.downloader.download(&self.gpu, &lp.slice(..masks.len() * t))?;
+        let (values, end) = self.values(&hidden, scoring, masks.len())?;
         self.record_chunk(start, end)?;
-        Ok(values.chunks(t).map(|c| c.iter().sum()).collect())
+        Ok(values)
+    }
+
+    /// The values of the `rows` rows of `hidden`, with the timing event that ends the chunk's
+    /// device work (recorded before the values come back).
+    fn values(&mut self, hidden: &Tensor, scoring: Scoring, rows: usize) -> Result<(Vec<f64>, CudaEvent), CudaError> {
+        Ok(match scoring {
+            Scoring::Targets(idx, mut state) => {
+                let lp = self.score(hidden, &idx, &mut state)?;
+                let end = self.timing_event()?;
+                let t = self.spec.target_tokens().len();
+                let values = self.downloader.download(&self.gpu, &lp.slice(..rows * t))?;
+                (values.chunks(t).map(|c| c.iter().sum()).collect(), end)
+            }
+            Scoring::LogitDiff(idx, ab) => {
+                let diff = logit_diff(hidden, &idx, &ab).map_err(candle)?;
+                let end = self.timing_event()?;
+                (diff.to_vec1::<f32>().map_err(candle)?.into_iter().map(f64::from).collect(), end)
+            }
+        })
     }
 
     /// A timing event recorded on the compute stream now.
@@ -248,23 +261,24 @@ impl GpuLmValue {
         Ok(())
     }
 
-    /// Slots per row of `masks`' forward: the longest compacted row when compaction is on and
-    /// shortens the chunk (attention mode), else every base position (the full-length form).
+    /// Slots per row of `masks`' forward: the longest compacted row in remove mode, and in
+    /// attention mode with compaction on; else every base position (the full-length form).
     fn slots(&self, masks: MaskSlice<'_>) -> usize {
         let lay = self.spec.layout();
-        if self.compaction && lay.mode == TokenMode::Attention {
-            compacted_len(masks, &self.owners_host, &lay.read)
+        let compacts = lay.mode == TokenMode::Remove || (lay.mode == TokenMode::Attention && self.compaction);
+        if compacts {
+            compacted_len(masks, &self.owners_host, &self.read_host)
         } else {
             lay.ids.len()
         }
     }
 
-    /// The model input of the masks in slot `k` with `slots` positions per row: the compacted
-    /// rows when that is fewer than the base positions, else the full-length form; either way
-    /// built on the device.
+    /// The model input of the masks in slot `k` with `slots` positions per row: compacted rows
+    /// in remove mode and whenever that is fewer than the base positions, else the full-length
+    /// form; either way built on the device.
     fn device_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
         let lay = self.spec.layout();
-        if slots < lay.ids.len() {
+        if lay.mode == TokenMode::Remove || slots < lay.ids.len() {
             return self.compacted_input(k, slots);
         }
         let m = self.uploader.masks(k);
@@ -298,8 +312,8 @@ impl GpuLmValue {
         Ok(ModelInput::full_rows(b, len, Ids::Device(tokens), attn_bias, head_gates))
     }
 
-    /// Compacted attention-mode rows of the masks in slot `k` (`compact_rows`): ids, per-row
-    /// positions and the bias, all built on the device.
+    /// Compacted rows of the masks in slot `k` (`compact_rows`; attention or remove mode): ids,
+    /// per-row positions and the bias, all built on the device.
     fn compacted_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
         let lay = self.spec.layout();
         let m = self.uploader.masks(k);
@@ -318,7 +332,7 @@ impl GpuLmValue {
         };
         let maps =
             BaseMaps { owners: &self.owners.as_view(), read: &self.read.as_view(), ids: &self.base_ids.as_view() };
-        self.gpu.compact_rows(out, dm, &maps, lay.pad_id, lay.causal)?;
+        self.gpu.compact_rows(out, dm, &maps, lay.pad_id, lay.causal, lay.mode == TokenMode::Remove)?;
         let mut input = ModelInput::full_rows(
             b,
             slots,
@@ -361,14 +375,27 @@ impl GpuLmValue {
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
     }
 
-    /// The flat row index (row × slots + slot) of every (row, target token) pick, on the
-    /// device, and a fresh scoring state holding their targets.
-    fn score_inputs(&self, rows: usize, slots: usize) -> Result<(Tensor, ScoreState), CudaError> {
-        let picks = self.spec.compacted_picks(rows, slots);
-        let idx: Vec<u32> = picks.iter().map(|&(r, p, _)| (r * slots + p) as u32).collect();
-        let idx = Tensor::from_vec(idx, picks.len(), &self.device).map_err(candle)?;
-        let targets: Vec<u32> = picks.iter().map(|p| p.2).collect();
-        Ok((idx, self.gpu.score_begin(&targets, 1)?))
+    /// What the scoring of `rows` rows of `slots` slots needs on the device: the flat row index
+    /// (row × slots + slot) of every pick, and a fresh scoring state holding their targets, or
+    /// the two LM-head rows of a logit difference.
+    fn score_inputs(&self, rows: usize, slots: usize) -> Result<Scoring, CudaError> {
+        let flat = |at: &[(usize, usize)]| -> Result<Tensor, CudaError> {
+            let idx: Vec<u32> = at.iter().map(|&(r, p)| (r * slots + p) as u32).collect();
+            Tensor::from_vec(idx, at.len(), &self.device).map_err(candle)
+        };
+        Ok(match self.spec.metric() {
+            LmMetric::TargetLogProb => {
+                let picks = self.spec.compacted_picks(rows, slots);
+                let at: Vec<(usize, usize)> = picks.iter().map(|&(r, p, _)| (r, p)).collect();
+                let targets: Vec<u32> = picks.iter().map(|p| p.2).collect();
+                Scoring::Targets(flat(&at)?, Box::new(self.gpu.score_begin(&targets, 1)?))
+            }
+            LmMetric::LogitDiff { a, b } => {
+                let ab = Tensor::from_vec(vec![*a, *b], 2, &self.device).map_err(candle)?;
+                let ab = self.lm_head.index_select(&ab, 0).map_err(candle)?;
+                Scoring::LogitDiff(flat(&self.spec.logit_rows(rows, slots))?, ab)
+            }
+        })
     }
 
     /// Fused scoring of the picks `idx` of `hidden: [B, L, E]`: LM-head tiles through cuBLAS,
@@ -409,6 +436,24 @@ impl GpuLmValue {
             other => Err(CudaError::Input(format!("cannot score logits of dtype {other:?}"))),
         }
     }
+}
+
+/// The device inputs of a chunk's scoring ([`GpuLmValue::score_inputs`]).
+enum Scoring {
+    /// Flat pick rows and the fused scorer's state for target log-probabilities.
+    Targets(Tensor, Box<ScoreState>),
+    /// Flat rows read and the LM-head rows `[2, E]` of tokens `a` and `b`.
+    LogitDiff(Tensor, Tensor),
+}
+
+/// `logit(a) − logit(b)` (f32, one per row) at rows `idx` of `hidden: [B, L, E]`, with `ab` the
+/// LM-head rows of `a` and `b`: two dot products per row, in the model's dtype with f32
+/// accumulation (cuBLAS), no vocabulary-wide logits.
+fn logit_diff(hidden: &Tensor, idx: &Tensor, ab: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, l, e) = hidden.dims3()?;
+    let sel = hidden.reshape((b * l, e))?.index_select(idx, 0)?;
+    let logits = sel.matmul(&ab.t()?)?.to_dtype(DType::F32)?; // [rows, 2]
+    logits.narrow(1, 0, 1)?.sub(&logits.narrow(1, 1, 1)?)?.flatten_all()
 }
 
 /// Rows per forward pass from free device memory (after the weights are resident).

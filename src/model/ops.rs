@@ -246,7 +246,7 @@ pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, 
         let at: Vec<(usize, usize)> = chunk.iter().map(|&(r, p, _)| (r, p)).collect();
         // Log-softmax in f32 whatever the model's dtype (bf16 logits would lose the small
         // differences the explanation is made of).
-        let logits = logits_at(hidden, lm_head, &at)?.to_dtype(DType::F32)?; // [N, V]
+        let logits = logits_at(hidden, lm_head, &at)?; // [N, V]
         let lse = log_sum_exp_rows(&logits)?;
         let idx = Tensor::from_vec(chunk.iter().map(|p| p.2).collect::<Vec<u32>>(), (chunk.len(), 1), hidden.device())?;
         let picked = logits.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
@@ -258,7 +258,8 @@ pub fn score_targets(hidden: &Tensor, lm_head: &Tensor, picks: &[(usize, usize, 
 /// Picks scored per LM-head product in [`score_targets`] (bounds its `[picks, V]` logits).
 pub const SCORE_CHUNK: usize = 512;
 
-/// LM-head logits `[N, V]` at the given `(row, position)` pairs of `hidden: [B, L, E]`.
+/// LM-head logits `[N, V]` in `f32` (whatever the model's dtype) at the given `(row, position)`
+/// pairs of `hidden: [B, L, E]`.
 pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Result<Tensor, ModelError> {
     let (b, l, e) = hidden.dims3()?;
     let mut idx = Vec::with_capacity(at.len());
@@ -270,7 +271,7 @@ pub fn logits_at(hidden: &Tensor, lm_head: &Tensor, at: &[(usize, usize)]) -> Re
     }
     let idx = Tensor::from_vec(idx, at.len(), hidden.device())?;
     let rows = hidden.reshape((b * l, e))?.index_select(&idx, 0)?;
-    Ok(rows.matmul(&lm_head.t()?)?)
+    Ok(rows.matmul(&lm_head.t()?)?.to_dtype(DType::F32)?)
 }
 
 /// Row-wise log-sum-exp of a `[N, V]` matrix (max-shifted, `f32`).

@@ -243,25 +243,44 @@ impl Layout {
 }
 
 impl Layout {
-    /// The compacted form of an attention-mode batch as the GPU builds it (`compact_rows_*` in
-    /// `kernels/masking.cu`; [`compacted_rows`] is the twin): every row holds, in order, the
-    /// base positions that are kept or read, right-aligned in `slots` slots so that the end of
-    /// the input (the target and the token that predicts it) sits at the same slots in every
-    /// row — base position `p ≥ L − slots` at slot `slots − L + p` when every row includes the
-    /// positions from `p` on. `slots`: at least [`compacted_len`]. The CPU reference for the
-    /// device path's compaction; it computes what [`Layout::build`] computes, right-aligned.
+    /// The base positions every compacted row includes even when ablated (the `read` map of the
+    /// `compact_rows_*` kernels): the read ones in attention mode, none in remove mode (an
+    /// ablated token is deleted, whoever reads its position).
+    pub fn compaction_read(&self) -> Vec<bool> {
+        match self.mode {
+            TokenMode::Remove => vec![false; self.read.len()],
+            _ => self.read.clone(),
+        }
+    }
+
+    /// Slots the compacted form of `masks` needs ([`compacted_len`] with this layout's maps).
+    pub fn compacted_len(&self, masks: MaskSlice<'_>) -> usize {
+        compacted_len(masks, &self.owner_map(), &self.compaction_read())
+    }
+
+    /// The compacted form of an attention- or remove-mode batch as the GPU builds it
+    /// (`compact_rows_*` in `kernels/masking.cu`; [`compacted_rows`] is the twin): every row holds,
+    /// in order, the base positions it keeps (and in attention mode those it reads),
+    /// right-aligned in `slots` slots so that the end of the input (the target and the token that
+    /// predicts it) sits at the same slots in every row — base position `p ≥ L − slots` at slot
+    /// `slots − L + p` when every row includes the positions from `p` on. Attention mode keeps
+    /// the base positions, remove mode numbers each row from 0. `slots`: at least
+    /// [`Layout::compacted_len`]. The CPU reference for the device path's compaction; it computes
+    /// what [`Layout::build`] computes, right-aligned.
     pub fn build_compacted(&self, masks: MaskSlice<'_>, slots: usize) -> Result<ModelInput, ModelError> {
-        if self.mode != TokenMode::Attention || masks.n() != self.n_players() || masks.is_empty() {
+        let compacts = matches!(self.mode, TokenMode::Attention | TokenMode::Remove);
+        if !compacts || masks.n() != self.n_players() || masks.is_empty() {
             return Err(ModelError::Input(format!(
-                "the compacted form takes a non-empty attention-mode batch of masks over {} players",
+                "the compacted form takes a non-empty attention- or remove-mode batch of masks over {} players",
                 self.n_players()
             )));
         }
-        let (owners, b) = (self.owner_map(), masks.len());
-        if slots < compacted_len(masks, &owners, &self.read) {
+        let (owners, read, b) = (self.owner_map(), self.compaction_read(), masks.len());
+        if slots < compacted_len(masks, &owners, &read) {
             return Err(ModelError::Input(format!("{slots} slots cannot hold every row's positions")));
         }
-        let (ids, positions, visible) = compacted_rows(masks, &owners, &self.read, &self.ids, slots, self.pad_id);
+        let renumber = self.mode == TokenMode::Remove;
+        let (ids, positions, visible) = compacted_rows(masks, &owners, &read, &self.ids, slots, self.pad_id, renumber);
         let bias = ops::attention_bias(b, slots, Some(&visible), self.causal, cpu())?;
         let head_gates = self.head_gates(masks)?;
         let mut input = ModelInput::full_rows(b, slots, ids, Some(bias), head_gates);
@@ -285,7 +304,8 @@ pub fn compacted_len(masks: MaskSlice<'_>, owners: &[i32], read: &[bool]) -> usi
 /// ([`Layout::build_compacted`]): row `b` holds its kept or read base positions in order,
 /// right-aligned; the padding slots before them hold `pad_id` at position 0, invisible; a kept
 /// position is visible, a read but ablated one is not. Positions that do not fit are dropped
-/// from the front. CPU twin of the `compact_rows_*` kernels.
+/// from the front. Each slot's position is its base position, or with `renumber` (remove mode)
+/// its rank in the row from 0. CPU twin of the `compact_rows_*` kernels.
 pub fn compacted_rows(
     masks: MaskSlice<'_>,
     owners: &[i32],
@@ -293,6 +313,7 @@ pub fn compacted_rows(
     ids: &[u32],
     slots: usize,
     pad_id: u32,
+    renumber: bool,
 ) -> (Vec<u32>, Vec<u32>, Vec<bool>) {
     let b = masks.len();
     let (mut out_ids, mut out_pos, mut visible) =
@@ -302,7 +323,7 @@ pub fn compacted_rows(
         for (k, &p) in row.iter().rev().take(slots).enumerate() {
             let at = r * slots + slots - 1 - k;
             out_ids[at] = ids[p];
-            out_pos[at] = p as u32;
+            out_pos[at] = if renumber { (row.len() - 1 - k) as u32 } else { p as u32 };
             visible[at] = owners[p] < 0 || m.get(owners[p] as usize);
         }
     }
@@ -411,7 +432,7 @@ mod tests {
         let owners = lay.owner_map();
         let slots = compacted_len(masks.as_slice(), &owners, &lay.read);
         assert_eq!(slots, built.input.len);
-        let (ids, pos, vis) = compacted_rows(masks.as_slice(), &owners, &lay.read, &lay.ids, slots, 9);
+        let (ids, pos, vis) = compacted_rows(masks.as_slice(), &owners, &lay.read, &lay.ids, slots, 9, false);
         for (r, included) in built.included.iter().enumerate() {
             let pad = slots - included.len();
             let at = |k: usize| r * slots + k;
@@ -422,7 +443,7 @@ mod tests {
             }
         }
         assert!(vis.iter().any(|&v| !v) && built.included.iter().any(|i| i.len() < slots), "a weak case");
-        let (_, short, _) = compacted_rows(masks.as_slice().slice(0..1), &owners, &lay.read, &lay.ids, 3, 9);
+        let (_, short, _) = compacted_rows(masks.as_slice().slice(0..1), &owners, &lay.read, &lay.ids, 3, 9, false);
         let full = &built.included[0];
         assert_eq!(short, full[full.len() - 3..].iter().map(|&p| p as u32).collect::<Vec<_>>());
     }

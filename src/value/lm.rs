@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::ablate::{compacted_len, Layout};
+use super::ablate::Layout;
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
@@ -272,6 +272,11 @@ impl LmValue {
         self.metric == LmMetric::TargetLogProb
     }
 
+    /// What is scored.
+    pub fn metric(&self) -> &LmMetric {
+        &self.metric
+    }
+
     /// The mask → input layout (for inspection and tests).
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -294,53 +299,59 @@ impl LmValue {
     /// Evaluates masks through the full-length form ([`Layout::build_full_length`]): every row
     /// keeps all positions and the masking lives in the bias, ids and gates that the CUDA
     /// kernels build on the device. The CPU reference for the device path; equal to
-    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Only [`LmMetric::TargetLogProb`].
+    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention and replace mode.
     pub fn evaluate_full_length(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        self.check_device_form("full-length")?;
         let input = self.layout.build_full_length(masks)?;
-        self.score_picks(&input, &self.full_length_picks(masks.len()))
+        self.score_device_form(&input, masks.len(), self.layout.ids.len())
     }
 
     /// Evaluates masks through the compacted form as the device builds it
-    /// ([`Layout::build_compacted`]: right-aligned rows of [`compacted_len`] slots, per-row
-    /// positions). The CPU reference for the device path's compaction; equal to
-    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention mode and
-    /// [`LmMetric::TargetLogProb`] only.
+    /// ([`Layout::build_compacted`]: right-aligned rows of [`Layout::compacted_len`] slots,
+    /// per-row positions). The CPU reference for the device path's compaction; equal to
+    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention and remove mode.
     pub fn evaluate_compacted(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        self.check_device_form("compacted")?;
-        let slots = compacted_len(masks, &self.layout.owner_map(), &self.layout.read);
+        let slots = self.layout.compacted_len(masks);
         let input = self.layout.build_compacted(masks, slots)?;
-        self.score_picks(&input, &self.compacted_picks(masks.len(), slots))
+        self.score_device_form(&input, masks.len(), slots)
     }
 
-    fn check_device_form(&self, form: &str) -> Result<(), ModelError> {
-        if self.metric != LmMetric::TargetLogProb {
-            return Err(ModelError::Input(format!("the {form} form scores target log-probabilities only")));
-        }
-        Ok(())
-    }
-
-    /// The summed target log-probabilities per row of `input` at `picks`.
-    fn score_picks(&self, input: &ModelInput, picks: &[(usize, usize, u32)]) -> Result<Vec<f64>, ModelError> {
+    /// The values of the `rows` rows of a device form with `slots` positions per row (`L` for
+    /// the full-length form), read at the picks every row has at the same slots.
+    fn score_device_form(&self, input: &ModelInput, rows: usize, slots: usize) -> Result<Vec<f64>, ModelError> {
         let hidden = self.model.model.forward(input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
-        let lp = ops::score_targets(&hidden, head, picks)?;
-        Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
-    }
-
-    /// `(row, slot, token)` scored in the compacted form of `slots` slots: the full-length picks
-    /// moved right-aligned (every row includes every position from the last prompt token on, so
-    /// position `p` is at slot `slots − L + p`).
-    pub fn compacted_picks(&self, rows: usize, slots: usize) -> Vec<(usize, usize, u32)> {
-        let shift = self.layout.ids.len().saturating_sub(slots);
-        self.full_length_picks(rows).into_iter().map(|(r, p, t)| (r, p - shift, t)).collect()
+        match &self.metric {
+            LmMetric::TargetLogProb => {
+                let lp = ops::score_targets(&hidden, head, &self.compacted_picks(rows, slots))?;
+                Ok(lp.chunks(self.target.len()).map(|c| c.iter().map(|&x| x as f64).sum()).collect())
+            }
+            LmMetric::LogitDiff { a, b } => {
+                let logits = ops::logits_at(&hidden, head, &self.logit_rows(rows, slots))?.to_vec2::<f32>()?;
+                Ok(logits.iter().map(|l| l[*a as usize] as f64 - l[*b as usize] as f64).collect())
+            }
+        }
     }
 
     /// `(row, position, token)` scored in the full-length form: target token `k` is predicted
     /// by position `n_prompt + k − 1` of every row.
     pub fn full_length_picks(&self, rows: usize) -> Vec<(usize, usize, u32)> {
-        let n_prompt = self.prompt.ids.len();
-        (0..rows).flat_map(|r| self.target.iter().enumerate().map(move |(k, &t)| (r, n_prompt + k - 1, t))).collect()
+        self.compacted_picks(rows, self.layout.ids.len())
+    }
+
+    /// `(row, slot, token)` scored in a device form of `slots` slots per row: target token `k`
+    /// is predicted by base position `p = n_prompt + k − 1`, at slot `slots − L + p` (every row
+    /// includes every position from the last prompt token on, right-aligned; `slots = L` is the
+    /// full-length form).
+    pub fn compacted_picks(&self, rows: usize, slots: usize) -> Vec<(usize, usize, u32)> {
+        let shift = self.layout.ids.len().saturating_sub(slots);
+        let first = self.prompt.ids.len() - 1 - shift;
+        (0..rows).flat_map(|r| self.target.iter().enumerate().map(move |(k, &t)| (r, first + k, t))).collect()
+    }
+
+    /// `(row, slot)` whose logits a [`LmMetric::LogitDiff`] reads in a device form of `slots`
+    /// slots per row: the last prompt token, the last slot (the input has no target tokens).
+    pub fn logit_rows(&self, rows: usize, slots: usize) -> Vec<(usize, usize)> {
+        (0..rows).map(|r| (r, slots - 1)).collect()
     }
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {

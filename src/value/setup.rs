@@ -162,17 +162,12 @@ pub struct Placement {
     pub note: Option<String>,
 }
 
-/// Why the GPU path cannot run a game on `model` with `spec` and `token_mode`, or `None` when
-/// it can: it runs causal LMs scoring target log-probabilities with every position kept.
-fn gpu_limit(model: &LoadedModel, spec: &InputSpec, token_mode: TokenMode) -> Option<&'static str> {
-    if model.model.lm_head().is_none() {
-        Some("the GPU path runs causal LMs (Llama family, GPT-2), not encoders")
-    } else if spec.logit_diff.is_some() {
-        Some("the GPU path scores target log-probabilities, not --logit-diff")
-    } else if token_mode == TokenMode::Remove {
-        Some("the GPU path keeps every position (--token-mode attention or replace), not --token-mode remove")
-    } else {
-        None
+/// Why the GPU path cannot run a game on `model`, or `None` when it can: it runs causal LMs
+/// (every token mode and metric), not encoders.
+fn gpu_limit(model: &LoadedModel) -> Option<&'static str> {
+    match model.model.lm_head() {
+        None => Some("the GPU path runs causal LMs (Llama family, GPT-2), not encoders"),
+        Some(_) => None,
     }
 }
 
@@ -454,7 +449,7 @@ pub fn build_on(
         }),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
-    let placement = device.place(gpu_limit(&model, spec, token_mode), gpu_available())?;
+    let placement = device.place(gpu_limit(&model), gpu_available())?;
     let fingerprint = fingerprint(identity, spec, placement.device);
     if model.model.lm_head().is_none() {
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
