@@ -267,11 +267,6 @@ impl LmValue {
         &self.model
     }
 
-    /// Whether the value is the target log-probability (the metric the GPU path computes).
-    pub fn scores_target(&self) -> bool {
-        self.metric == LmMetric::TargetLogProb
-    }
-
     /// What is scored.
     pub fn metric(&self) -> &LmMetric {
         &self.metric
