@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput, Ids,
-    ModelError, ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
+    ModelInfo, ModelInput,
 };
 
 /// Llama 3 style frequency-dependent RoPE scaling (`rope_scaling.rope_type = "llama3"`).
@@ -461,11 +461,8 @@ impl Llama {
         let (dev, dt) = (self.embed.device(), self.embed.dtype());
         let ids = input.tokens.to_tensor(dev)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [B·L, E]
-        let (cos, sin) = match &input.positions {
-            Ids::Host(p) => ops::rope_cos_sin(p, b, l, &self.inv_freq, cpu())?,
-            Ids::Device(p) => ops::rope_cos_sin_of(p, b, l, &self.inv_freq)?,
-        };
-        let (cos, sin) = (cos.to_device(dev)?.to_dtype(dt)?, sin.to_device(dev)?.to_dtype(dt)?);
+        let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, dev)?;
+        let (cos, sin) = (cos.to_dtype(dt)?, sin.to_dtype(dt)?);
         let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {

@@ -18,7 +18,7 @@
 use candle_core::CudaStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, WithDType, D};
 
-use super::ModelError;
+use super::{Ids, ModelError};
 
 /// Builds the additive attention bias `[B, 1, L, L]` (0 = may attend, −∞ = may not).
 ///
@@ -304,46 +304,29 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> 
     })
 }
 
-/// `cos` and `sin` tables for the given positions (`batch * len` of them, row-major) and inverse
-/// frequencies (`D/2` of them): `[L, D/2]` when every row has the same positions (the full-length
-/// form, and any unpadded batch: one row's tables instead of `B` copies built on the host and
-/// moved to the device), else `[B, L, D/2]`.
+/// `cos` and `sin` tables (`f32`, on `device`) for the positions of a batch (`batch · len` of
+/// them, row-major, on the host or already on a device) and the inverse frequencies (`D/2` of
+/// them), computed on `device` from the positions (not built on the host and copied up):
+/// `[L, D/2]` when every row of host positions is the same (the full-length form, and any
+/// unpadded batch: one row's tables instead of `B` copies), else `[B, L, D/2]`.
 pub fn rope_cos_sin(
-    positions: &[u32],
+    positions: &Ids,
     batch: usize,
     len: usize,
     inv_freq: &[f32],
     device: &Device,
 ) -> Result<(Tensor, Tensor), ModelError> {
-    let shared = len > 0 && positions.chunks(len).all(|row| row == &positions[..len]);
-    let rows = if shared { &positions[..len] } else { positions };
-    let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(rows.len() * half);
-    let mut sin = Vec::with_capacity(rows.len() * half);
-    for &p in rows {
-        for &f in inv_freq {
-            let a = p as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
-    let shape: &[usize] = if shared { &[len, half] } else { &[batch, len, half] };
-    Ok((Tensor::from_vec(cos, shape, device)?, Tensor::from_vec(sin, shape, device)?))
-}
-
-/// [`rope_cos_sin`] for positions already on a device (`[batch · len]` `u32`): `[B, L, D/2]`
-/// tables computed there in `f32` — the same products and the same `cos`/`sin` — so per-row
-/// positions built by a kernel need no host round trip.
-pub fn rope_cos_sin_of(
-    positions: &Tensor,
-    batch: usize,
-    len: usize,
-    inv_freq: &[f32],
-) -> Result<(Tensor, Tensor), ModelError> {
-    let half = inv_freq.len();
-    let inv = Tensor::from_slice(inv_freq, (1, half), positions.device())?;
-    let angle = positions.flatten_all()?.to_dtype(DType::F32)?.reshape((batch * len, 1))?.broadcast_mul(&inv)?;
-    Ok((angle.cos()?.reshape((batch, len, half))?, angle.sin()?.reshape((batch, len, half))?))
+    let shared = match positions {
+        Ids::Host(p) => len > 0 && p.chunks(len).all(|row| row == &p[..len]),
+        Ids::Device(_) => false,
+    };
+    let (pos, shape): (Tensor, &[usize]) = match positions {
+        Ids::Host(p) if shared => (Tensor::from_slice(&p[..len], len, device)?, &[len, inv_freq.len()]),
+        _ => (positions.to_tensor(device)?, &[batch, len, inv_freq.len()]),
+    };
+    let inv = Tensor::from_slice(inv_freq, (1, inv_freq.len()), device)?;
+    let angle = pos.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&inv)?;
+    Ok((angle.cos()?.reshape(shape)?, angle.sin()?.reshape(shape)?))
 }
 
 #[cfg(test)]
