@@ -20,7 +20,7 @@
 use candle_core::Tensor;
 
 use super::players::{HeadPlayer, TokenMode};
-use crate::mask::MaskSlice;
+use crate::mask::{MaskRef, MaskSlice};
 use crate::model::{cpu, ops, HeadGates, ModelError, ModelInput};
 
 /// Everything needed to turn masks into model inputs for one explained input.
@@ -291,8 +291,14 @@ impl Layout {
 
 /// Whether base position `p` is in row `m`'s compacted sequence: kept (owner −1 or its bit set)
 /// or read.
-fn included(m: crate::mask::MaskRef<'_>, owners: &[i32], read: &[bool], p: usize) -> bool {
-    read[p] || owners[p] < 0 || m.get(owners[p] as usize)
+fn included(m: MaskRef<'_>, owners: &[i32], read: &[bool], p: usize) -> bool {
+    read[p] || keeps(m, owners[p])
+}
+
+/// Whether mask `m` keeps the player of mask bit `bit` (−1: a fixed token or an ungated head,
+/// always kept); the kernels' `row_keeps`.
+fn keeps(m: MaskRef<'_>, bit: i32) -> bool {
+    bit < 0 || m.get(bit as usize)
 }
 
 /// Slots the compacted form of `masks` needs: the most base positions any row keeps or reads.
@@ -324,7 +330,7 @@ pub fn compacted_rows(
             let at = r * slots + slots - 1 - k;
             out_ids[at] = ids[p];
             out_pos[at] = if renumber { (row.len() - 1 - k) as u32 } else { p as u32 };
-            visible[at] = owners[p] < 0 || m.get(owners[p] as usize);
+            visible[at] = keeps(m, owners[p]);
         }
     }
     (out_ids, out_pos, visible)
@@ -334,7 +340,7 @@ pub fn compacted_rows(
 /// `b` is visible when `owners[p]` is −1 or mask bit `owners[p]` of row `b` is set. With
 /// [`ops::attention_bias`], the CPU twin of the `attention_bias_*` kernels.
 pub fn full_length_visibility(masks: MaskSlice<'_>, owners: &[i32]) -> Vec<bool> {
-    masks.iter().flat_map(|m| owners.iter().map(move |&o| o < 0 || m.get(o as usize))).collect()
+    masks.iter().flat_map(|m| owners.iter().map(move |&o| keeps(m, o))).collect()
 }
 
 /// Token ids `[B × L]` of replace mode: `replacement` where the position's owner is ablated,
@@ -353,7 +359,7 @@ pub fn dense_head_gates(masks: MaskSlice<'_>, bits: &[i32], layers: usize, heads
         for (r, m) in masks.iter().enumerate() {
             for h in 0..heads {
                 let bit = bits[l * heads + h];
-                if bit >= 0 && !m.get(bit as usize) {
+                if !keeps(m, bit) {
                     out[(l * b + r) * heads + h] = 0.0;
                 }
             }
