@@ -182,7 +182,7 @@ mod models {
             let model = BenchModel::random(shape, ComputeDevice::Cuda).expect("random model");
             for len in [32, 128] {
                 let spec = model.value(len).expect("a random prompt");
-                let (lay, picks) = (spec.layout().clone(), spec.target_tokens().len());
+                let picks = spec.target_tokens().len();
                 let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
                 // Compacted rows (the default) at growing batches, then the full-length form.
                 for (batch, compaction) in [(16, true), (64, true), (256, true), (0, true), (0, false)] {
@@ -193,10 +193,7 @@ mod models {
                     let flops: f64 = masks
                         .as_slice()
                         .chunks(f.batch())
-                        .map(|m| {
-                            let slots = if compaction { lay.compacted_len(m) } else { lay.ids.len() };
-                            m.len() as f64 * flops_per_query(&c, slots, picks)
-                        })
+                        .map(|m| m.len() as f64 * flops_per_query(&c, f.slots(m), picks))
                         .sum::<f64>()
                         / rows as f64;
                     f.take_timeline();

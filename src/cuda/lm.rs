@@ -146,11 +146,12 @@ impl GpuLmValue {
         let st = gpu.compute_stream().clone();
         let words = crate::mask::words_for(lay.n_players());
         let batch = initial_batch(&gpu, &spec, dtype)?;
-        let read: Vec<i32> = lay.compaction_read().iter().map(|&r| r as i32).collect();
+        let (owners_host, read_host) = (lay.owner_map(), lay.compaction_read());
+        let read: Vec<i32> = read_host.iter().map(|&r| r as i32).collect();
         Ok(GpuLmValue {
-            owners: st.clone_htod(&lay.owner_map())?,
-            owners_host: lay.owner_map(),
-            read_host: lay.compaction_read(),
+            owners: st.clone_htod(&owners_host)?,
+            owners_host,
+            read_host,
             read: st.clone_htod(&read)?,
             head_bits: st.clone_htod(&lay.head_bit_map())?,
             base_ids: st.clone_htod(&lay.ids)?,
@@ -209,8 +210,9 @@ impl GpuLmValue {
             _ => self.uploader.upload(&self.gpu, masks)?,
         };
         let start = self.timing_event()?;
-        let slots = self.slots(masks);
-        let input = self.device_input(k, slots)?;
+        let compacted = self.compacted_slots(masks);
+        let slots = compacted.unwrap_or(self.spec.layout().ids.len());
+        let input = self.device_input(k, compacted)?;
         self.uploader.release(&self.gpu, k)?;
         let next = r.end..(r.end + r.len()).min(all.len());
         if !next.is_empty() {
@@ -261,24 +263,29 @@ impl GpuLmValue {
         Ok(())
     }
 
-    /// Slots per row of `masks`' forward: the longest compacted row in remove mode, and in
-    /// attention mode with compaction on; else every base position (the full-length form).
-    fn slots(&self, masks: MaskSlice<'_>) -> usize {
+    /// Positions per row of the forward of `masks` (one chunk): the slots of its compacted rows,
+    /// or every base position for the full-length form.
+    pub fn slots(&self, masks: MaskSlice<'_>) -> usize {
+        self.compacted_slots(masks).unwrap_or(self.spec.layout().ids.len())
+    }
+
+    /// The slots of `masks`' compacted rows when they run compacted: always in remove mode; in
+    /// attention mode with compaction on when that drops a position. `None`: the full-length form.
+    fn compacted_slots(&self, masks: MaskSlice<'_>) -> Option<usize> {
         let lay = self.spec.layout();
-        let compacts = lay.mode == TokenMode::Remove || (lay.mode == TokenMode::Attention && self.compaction);
-        if compacts {
-            compacted_len(masks, &self.owners_host, &self.read_host)
-        } else {
-            lay.ids.len()
+        let slots = || compacted_len(masks, &self.owners_host, &self.read_host);
+        match lay.mode {
+            TokenMode::Remove => Some(slots()),
+            TokenMode::Attention if self.compaction => Some(slots()).filter(|&s| s < lay.ids.len()),
+            _ => None,
         }
     }
 
-    /// The model input of the masks in slot `k` with `slots` positions per row: compacted rows
-    /// in remove mode and whenever that is fewer than the base positions, else the full-length
-    /// form; either way built on the device.
-    fn device_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
+    /// The model input of the masks in slot `k`: compacted rows of `compacted` slots, or the
+    /// full-length form; either way built on the device.
+    fn device_input(&self, k: usize, compacted: Option<usize>) -> Result<ModelInput, CudaError> {
         let lay = self.spec.layout();
-        if lay.mode == TokenMode::Remove || slots < lay.ids.len() {
+        if let Some(slots) = compacted {
             return self.compacted_input(k, slots);
         }
         let m = self.uploader.masks(k);
