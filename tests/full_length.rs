@@ -18,6 +18,18 @@ use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 /// (exactly zero) attention weights of hidden keys.
 const TOL: f64 = 1e-5;
 
+/// `got` equals `want` row by row within [`TOL`], and the masks move the values (or the
+/// comparison proves nothing).
+fn assert_same_values(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: rows");
+    for (r, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_close(*g, *w, TOL, &format!("{what} row {r}"));
+    }
+    let spread =
+        want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(spread > 1e-3, "{what}: values barely vary ({spread})");
+}
+
 #[test]
 fn full_length_form_equals_compacted_rows() {
     let m = tiny_llama(11);
@@ -39,13 +51,7 @@ fn full_length_form_equals_compacted_rows() {
         let masks = random_masks(f.n_players(), 16, 5);
         let want = f.evaluate_masks(masks.as_slice()).unwrap();
         let got = f.evaluate_full_length(masks.as_slice()).unwrap();
-        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_close(*g, *w, TOL, &format!("{mode:?}/{head_mode:?} row {r}"));
-        }
-        // The masks must move the value, or the comparison proves nothing.
-        let spread =
-            want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
-        assert!(spread > 1e-3, "{mode:?}: values barely vary ({spread})");
+        assert_same_values(&got, &want, &format!("{mode:?}/{head_mode:?}"));
     }
 }
 
@@ -116,15 +122,10 @@ fn device_compacted_form_equals_compacted_rows() {
         let masks = all.as_slice().slice(1..all.len());
         let want = f.evaluate_masks(masks).unwrap();
         let got = f.evaluate_compacted(masks).unwrap();
-        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_close(*g, *w, TOL, &format!("{what} row {r}"));
-        }
+        assert_same_values(&got, &want, &what);
         let lay = f.layout();
         let slots = lay.compacted_len(masks);
         assert!(slots < lay.ids.len(), "{what}: nothing compacted ({slots} of {} slots)", lay.ids.len());
-        let spread =
-            want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
-        assert!(spread > 1e-3, "{what}: values barely vary ({spread})");
     }
     let opts = LmOptions { token_mode: TokenMode::Replace(3), target, ..Default::default() };
     let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
@@ -142,9 +143,7 @@ fn full_length_form_reads_logit_differences() {
         let masks = random_masks(f.n_players(), 12, 7);
         let want = f.evaluate_masks(masks.as_slice()).unwrap();
         let got = f.evaluate_full_length(masks.as_slice()).unwrap();
-        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_close(*g, *w, TOL, &format!("{mode:?} row {r}"));
-        }
+        assert_same_values(&got, &want, &format!("{mode:?}"));
         assert!(want.iter().any(|&v| (v - want[0]).abs() > 1e-3), "{mode:?}: values barely vary");
     }
 }
