@@ -264,7 +264,7 @@ fn explain_one(
     } else {
         StartMode::Fresh
     };
-    let batch_size = options.batch_size.unwrap_or_else(|| game.placement.device.model_batch_rows());
+    let batch_size = options.batch_size.unwrap_or_else(|| game.device.model_batch_rows());
     let run = RunOptions { mode, batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
     let mut value = Some(game.value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };

@@ -1,4 +1,4 @@
-//! The decoder forwards (Llama, GPT-2) are device- and dtype-generic (`Model::to_device`): the
+//! The forwards of every family (Llama, GPT-2, BERT) are device- and dtype-generic (`Model::to_device`): the
 //! same model moved to the CPU in `f32` gives bit-identical values, and in `bf16` — the GPU
 //! path's weight type, checked here on the CPU, which implements the same ops — values within a
 //! documented tolerance of `f32`.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use models_common::*;
-use spex::model::{self, LoadedModel};
+use spex::model::LoadedModel;
 use spex::value::lm::{LmOptions, LmValue, Target};
 use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 
@@ -18,15 +18,6 @@ use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
 /// per element); the largest differences seen on these inputs are 0.0057 (Llama) and 0.0047
 /// (GPT-2), the bound ~3x that.
 const BF16_TOL: f64 = 0.02;
-
-fn with_model(m: &LoadedModel, model: model::Model) -> Arc<LoadedModel> {
-    Arc::new(LoadedModel {
-        model,
-        tokenizer: m.tokenizer.clone(),
-        eos_ids: m.eos_ids.clone(),
-        source: m.source.clone(),
-    })
-}
 
 /// Values of `m` on a prompt with a prefix, moved to the CPU in f32 (must be identical) and in bf16 (within
 /// [`BF16_TOL`]), with mean ablation of `heads` so the head fill moves too.
@@ -45,9 +36,9 @@ fn check_moves(m: &Arc<LoadedModel>, heads: Vec<HeadPlayer>) {
         f.evaluate_masks(masks.as_slice()).unwrap()
     };
     let want = eval(m.clone());
-    let same = eval(with_model(m, m.model.to_device(&Device::Cpu, DType::F32).unwrap()));
+    let same = eval(Arc::new(m.to_device(&Device::Cpu, DType::F32).unwrap()));
     assert_eq!(same, want, "moving to the same device and dtype must change nothing");
-    let bf16 = eval(with_model(m, m.model.to_device(&Device::Cpu, DType::BF16).unwrap()));
+    let bf16 = eval(Arc::new(m.to_device(&Device::Cpu, DType::BF16).unwrap()));
     let mut worst = 0f64;
     for (r, (g, w)) in bf16.iter().zip(&want).enumerate() {
         assert_close(*g, *w, BF16_TOL, &format!("bf16 row {r}"));
@@ -67,12 +58,35 @@ fn gpt2_moved_to_f32_is_identical_and_to_bf16_is_close() {
     check_moves(&tiny_gpt2(3), vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }]);
 }
 
+/// bf16 vs f32 for an encoder, in absolute terms: a cosine similarity (at most 1 in size) and
+/// class logits and log-odds of a 2-layer random BERT (a few units). The largest differences
+/// seen here are 0.0028 (cosine) and 0.021 (log-odds); the bound is about 3x the larger. The GPU
+/// tests use it.
+pub const ENCODER_BF16_TOL: f64 = 0.06;
+
+/// An encoder game moved to the CPU in f32 gives the same values (in batches of any size), and in
+/// bf16 values within [`ENCODER_BF16_TOL`]: the cosine metric in attention and replace mode with
+/// mean-ablated head players, and the classification head's logit and log-odds.
 #[test]
-fn encoders_refuse_to_move() {
-    let dir = tempfile::tempdir().unwrap();
-    write_bert_hf(dir.path(), &bert_weights(3));
-    let bert = model::load(dir.path()).unwrap();
-    assert!(bert.model.to_device(&Device::Cpu, DType::BF16).is_err());
+fn encoder_moved_to_f32_is_identical_and_to_bf16_is_close() {
+    for (g, f) in encoder_games(&tiny_bert(3), "the cat sat on the mat").iter().enumerate() {
+        let masks = random_masks(f.n_players(), 12, 5);
+        let want = f.evaluate_masks(masks.as_slice()).unwrap();
+        let tokens = f.prompt().ids.len();
+        let same = f.to_device(&Device::Cpu, DType::F32, 16_384).unwrap();
+        assert_eq!(same.evaluate_masks(masks.as_slice()).unwrap(), want, "game {g}: f32 moved");
+        // Smaller batches pad their rows to other lengths: f32 rounding apart, the same values.
+        let small = f.to_device(&Device::Cpu, DType::F32, 5 * tokens).unwrap();
+        assert_eq!(small.batch(), 5);
+        for (x, w) in small.evaluate_masks(masks.as_slice()).unwrap().iter().zip(&want) {
+            assert_close(*x, *w, 1e-5, &format!("game {g}: batches of 5"));
+        }
+        let bf16 = f.to_device(&Device::Cpu, DType::BF16, 64 * tokens).unwrap();
+        let got = bf16.evaluate_masks(masks.as_slice()).unwrap();
+        let worst = got.iter().zip(&want).map(|(x, w)| (x - w).abs()).fold(0f64, f64::max);
+        assert!(worst > 0.0 && worst <= ENCODER_BF16_TOL, "game {g}: largest difference {worst}");
+        eprintln!("encoder game {g}: largest bf16 - f32 difference {worst:.5}");
+    }
 }
 
 /// bf16 vs f32 for a logit difference, relative to max(1, |value|): the difference cancels two
@@ -101,7 +115,7 @@ fn logit_differences_and_removed_tokens_in_bf16_stay_close() {
                 f.evaluate_masks(random_masks(f.n_players(), 12, 10).as_slice()).unwrap()
             };
             let want = eval(m.clone());
-            let bf16 = eval(with_model(&m, m.model.to_device(&Device::Cpu, DType::BF16).unwrap()));
+            let bf16 = eval(Arc::new(m.to_device(&Device::Cpu, DType::BF16).unwrap()));
             let worst = bf16.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0f64, f64::max);
             assert!(worst > 0.0 && worst <= tol, "{mode:?} {metric:?}: largest relative difference {worst}");
             eprintln!("{mode:?} {metric:?}: largest relative bf16 - f32 difference {worst:.5}");

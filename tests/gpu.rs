@@ -417,6 +417,41 @@ mod models_on_gpu {
         }
     }
 
+    /// bf16 on the GPU vs f32 on the CPU for encoders, absolute (tests/device_generic.rs:
+    /// largest 0.021 on the CPU, for a class log-odds).
+    const ENCODER_BF16_TOL: f64 = 0.06;
+
+    /// Encoders on the GPU (candle's CUDA backend; ids and flags from the host, bias and gates
+    /// made on the device): `encoder_games` (cosine in attention and replace mode with a
+    /// mean-ablated head, class logit and log-odds) in f32 and bf16 against the CPU; and the game
+    /// `--device cuda` builds runs there with the CPU's values.
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn encoder_on_gpu_matches_cpu() {
+        use spex::value::setup::{self, ComputeDevice, InputSpec};
+        let m = tiny_bert(50);
+        let dev = Device::new_cuda(0).unwrap();
+        for (game, cpu) in encoder_games(&m, "the cat sat on the mat and then slept").iter().enumerate() {
+            let batch = masks(cpu.n_players(), 30, 51);
+            let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+            for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, ENCODER_BF16_TOL)] {
+                let gpu = cpu.to_device(&dev, dtype, 16_384).unwrap();
+                for (r, (g, w)) in gpu.evaluate_masks(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
+                    assert_close(*g, *w, tol, &format!("encoder game {game} {dtype:?} row {r}"));
+                }
+            }
+        }
+        let spec = InputSpec::new("the cat sat on the mat");
+        let on = |device| setup::build_on(m.clone(), "m", &spec, device).unwrap();
+        let (mut cpu, mut gpu) = (on(ComputeDevice::Cpu), on(ComputeDevice::Cuda));
+        assert_eq!(gpu.device, ComputeDevice::Cuda);
+        let batch = masks(cpu.players.len(), 20, 52);
+        let want = cpu.value.evaluate(batch.as_slice()).unwrap();
+        for (r, (g, w)) in gpu.value.evaluate(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
+            assert_close(*g, *w, ENCODER_BF16_TOL, &format!("--device cuda game row {r}"));
+        }
+    }
+
     /// `ops::gate_heads_in_place` on candle CUDA tensors (the kernel through candle's custom
     /// function cache, on candle's stream) equals the same op on CPU tensors: exact for 0/1
     /// gates; the gate is a view with an offset, as `GpuLmValue` passes it.

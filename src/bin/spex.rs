@@ -665,10 +665,7 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
     let game = setup::build_on(model, &identity, &spec, args.input.device)?;
-    let device = game.placement.device;
-    if let Some(note) = &game.placement.note {
-        eprintln!("{note}");
-    }
+    let device = game.device;
     println!("explaining: {}", game.input.text);
     println!("players: {} {}; value: {}", game.players.len(), spec.players, game.scored);
     let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;

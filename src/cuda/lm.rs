@@ -111,12 +111,11 @@ pub struct GpuLmValue {
 }
 
 fn candle(e: candle_core::Error) -> CudaError {
-    // candle wraps driver errors in text; out-of-memory must stay recognisable for halving.
-    let msg = e.to_string();
-    if msg.contains("OUT_OF_MEMORY") || msg.contains("out of memory") {
+    // Out-of-memory must stay recognisable for halving.
+    if crate::model::memory::is_out_of_memory(&e) {
         CudaError::OutOfMemory
     } else {
-        CudaError::Input(format!("candle: {msg}"))
+        CudaError::Input(format!("candle: {e}"))
     }
 }
 

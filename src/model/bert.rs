@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, cpu, ops, Family, ForwardOutput,
-    ModelError, ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
+    ModelInfo, ModelInput,
 };
 
 /// Which tensor naming (and head) the checkpoint uses.
@@ -225,6 +225,49 @@ impl Bert {
         })
     }
 
+    /// A copy of the model with every weight on `device` in `dtype` (as
+    /// [`super::llama::Llama::to_device`]: the forward then runs there, inputs cast on entry).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let mv = |t: &Tensor| -> Result<Tensor, ModelError> { Ok(t.to_dtype(dtype)?.to_device(device)?) };
+        let pair = |(w, b): &(Tensor, Tensor)| -> Result<(Tensor, Tensor), ModelError> { Ok((mv(w)?, mv(b)?)) };
+        let layers = self
+            .layers
+            .iter()
+            .map(|k| {
+                Ok(Layer {
+                    wqkv: mv(&k.wqkv)?,
+                    bqkv: mv(&k.bqkv)?,
+                    wo: mv(&k.wo)?,
+                    bo: mv(&k.bo)?,
+                    ln1: pair(&k.ln1)?,
+                    w1: mv(&k.w1)?,
+                    b1: mv(&k.b1)?,
+                    w2: mv(&k.w2)?,
+                    b2: mv(&k.b2)?,
+                    ln2: pair(&k.ln2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let head = match &self.head {
+            Some(h) => Some(Head { dense: pair(&h.dense)?, classifier: pair(&h.classifier)? }),
+            None => None,
+        };
+        Ok(Bert {
+            cfg: self.cfg.clone(),
+            word: mv(&self.word)?,
+            pos: mv(&self.pos)?,
+            token_type0: self.token_type0.as_ref().map(mv).transpose()?,
+            emb_ln: pair(&self.emb_ln)?,
+            layers,
+            head,
+        })
+    }
+
+    /// The device its weights are on.
+    pub fn device(&self) -> &Device {
+        self.word.device()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BertConfig {
         &self.cfg
@@ -251,7 +294,8 @@ impl Bert {
         self.head.as_ref().map(|h| h.classifier.1.dims()[0])
     }
 
-    /// Class logits `[B, C]` from the hidden states `[B, L, E]` at position 0 (`[CLS]`).
+    /// Class logits `[B, C]` from the hidden states `[B, L, E]` at position 0 (`[CLS]`), in the
+    /// model's dtype.
     pub fn classify(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         let head =
             self.head.as_ref().ok_or_else(|| ModelError::Input("this encoder has no classification head".into()))?;
@@ -270,14 +314,17 @@ impl Bert {
         let (e, h) = (self.cfg.hidden_size, self.cfg.num_heads);
         let d = e / h;
         let eps = self.cfg.layer_norm_eps as f32;
-        let ids = input.tokens.to_tensor(cpu())?;
-        let pos = input.positions.to_tensor(cpu())?;
+        // Inputs are built on the host in f32 and moved to the weights' device and dtype (no-ops
+        // for the f32 CPU model).
+        let (dev, dt) = (self.word.device(), self.word.dtype());
+        let ids = input.tokens.to_tensor(dev)?;
+        let pos = input.positions.to_tensor(dev)?;
         let mut x = (self.word.index_select(&ids, 0)? + self.pos.index_select(&pos, 0)?)?;
         if let Some(tt) = &self.token_type0 {
             x = x.broadcast_add(tt)?;
         }
         let mut x = candle_nn::ops::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, eps)?;
-        let bias = bias_or_default(input, false)?;
+        let bias = bias_or_default(input, false, dev, dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {
             let qkv = ops::linear(&x, &layer.wqkv, Some(&layer.bqkv))?;

@@ -182,7 +182,7 @@ impl Gpt2 {
         let ids = input.tokens.to_tensor(dev)?;
         let pos = input.positions.to_tensor(dev)?;
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?;
-        let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
+        let bias = bias_or_default(input, true, dev, dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, blk) in self.blocks.iter().enumerate() {
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln1.0, &blk.ln1.1, eps)?;

@@ -463,7 +463,7 @@ impl Llama {
         let mut x = self.embed.index_select(&ids, 0)?; // [B·L, E]
         let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, dev)?;
         let (cos, sin) = (cos.to_dtype(dt)?, sin.to_dtype(dt)?);
-        let bias = bias_or_default(input, true)?.to_device(dev)?.to_dtype(dt)?;
+        let bias = bias_or_default(input, true, dev, dt)?;
         let mut means = input.capture_head_means.then(Vec::new);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;

@@ -40,6 +40,14 @@ pub fn decoder_row_bytes(
     2 * elem_bytes * (len * per_token + attention)
 }
 
+/// Whether a candle error is the device running out of memory (the driver's
+/// `CUDA_ERROR_OUT_OF_MEMORY`, cuBLAS's `CUBLAS_STATUS_ALLOC_FAILED`), which a smaller batch may
+/// avoid: candle passes them on as text, so the text is what can be matched.
+pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
+    let msg = e.to_string();
+    ["OUT_OF_MEMORY", "out of memory", "ALLOC_FAILED"].iter().any(|m| msg.contains(m))
+}
+
 /// Outcome of [`sweep_halving`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sweep {
@@ -125,6 +133,17 @@ mod tests {
         let r = sweep_halving(10, 4, |e| *e == Fail::Oom, device(0, &mut calls));
         assert_eq!(r.unwrap_err(), Fail::Oom);
         assert_eq!(calls, [0..4, 0..2, 0..1]);
+    }
+
+    #[test]
+    fn out_of_memory_is_told_from_other_errors() {
+        let candle = |m: &str| candle_core::Error::Msg(m.into());
+        assert!(is_out_of_memory(&candle("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")")));
+        assert!(is_out_of_memory(&candle("cublas error: CUBLAS_STATUS_ALLOC_FAILED")));
+        assert!(!is_out_of_memory(&candle("DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, \"an illegal memory access\")")));
+        use crate::model::ModelError;
+        assert!(ModelError::Candle(candle("CUDA_ERROR_OUT_OF_MEMORY")).is_out_of_memory());
+        assert!(!ModelError::Input("out of memory".into()).is_out_of_memory());
     }
 
     #[test]

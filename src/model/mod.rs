@@ -123,6 +123,12 @@ impl ModelError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         ModelError::Io { path: path.to_path_buf(), source }
     }
+
+    /// Whether this is the device running out of memory, which a smaller batch may avoid (for
+    /// [`memory::sweep_halving`]).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, ModelError::Candle(e) if memory::is_out_of_memory(e))
+    }
 }
 
 /// One batched forward pass: `batch` rows of `len` tokens, each row with its own positions,
@@ -364,15 +370,21 @@ impl Model {
         }
     }
 
-    /// A copy of the model on `device` with weights in `dtype` (the decoders: Llama family and
-    /// GPT-2; BERT runs on the CPU in `f32` only).
+    /// A copy of the model on `device` with weights in `dtype`.
     pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Model, ModelError> {
+        Ok(match self {
+            Model::Llama(m) => Model::Llama(m.to_device(device, dtype)?),
+            Model::Gpt2(m) => Model::Gpt2(m.to_device(device, dtype)?),
+            Model::Bert(m) => Model::Bert(m.to_device(device, dtype)?),
+        })
+    }
+
+    /// The device its weights are on.
+    pub fn device(&self) -> &Device {
         match self {
-            Model::Llama(m) => Ok(Model::Llama(m.to_device(device, dtype)?)),
-            Model::Gpt2(m) => Ok(Model::Gpt2(m.to_device(device, dtype)?)),
-            Model::Bert(_) => Err(ModelError::Input(
-                "only decoders (Llama family, GPT-2) run on other devices or dtypes, not BERT".into(),
-            )),
+            Model::Llama(m) => m.lm_head().device(),
+            Model::Gpt2(m) => m.lm_head().device(),
+            Model::Bert(m) => m.device(),
         }
     }
 
@@ -399,6 +411,17 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// A copy with the network on `device` in `dtype` ([`Model::to_device`]) and the same
+    /// tokenizer.
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<LoadedModel, ModelError> {
+        Ok(LoadedModel {
+            model: self.model.to_device(device, dtype)?,
+            tokenizer: self.tokenizer.clone(),
+            eos_ids: self.eos_ids.clone(),
+            source: self.source.clone(),
+        })
+    }
+
     /// Encodes `text` (with the tokenizer's special tokens, e.g. BERT's `[CLS] … [SEP]`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| self.tok_err(e))?;
@@ -573,13 +596,19 @@ pub(crate) fn attend(
     Ok(a.reshape((b * l, h * d))?)
 }
 
-/// The bias to use: the caller's, or plain causal/full attention as one `[1, 1, L, L]` bias
-/// broadcast over the batch (not `B` copies built on the host and moved to the device).
-pub(crate) fn bias_or_default(input: &ModelInput, causal: bool) -> Result<Tensor, ModelError> {
-    match &input.attn_bias {
-        Some(b) => Ok(b.clone()),
-        None => ops::attention_bias(1, input.len, None, causal, cpu()),
-    }
+/// The bias to use, on `device` in `dtype`: the caller's, or plain causal/full attention as one
+/// `[1, 1, L, L]` bias broadcast over the batch (not `B` copies).
+pub(crate) fn bias_or_default(
+    input: &ModelInput,
+    causal: bool,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor, ModelError> {
+    let bias = match &input.attn_bias {
+        Some(b) => b.to_device(device)?,
+        None => ops::attention_bias(1, input.len, None, causal, device)?,
+    };
+    Ok(bias.to_dtype(dtype)?)
 }
 
 /// Reads a `usize` field of a Hugging Face config.

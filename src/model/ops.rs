@@ -20,11 +20,13 @@ use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Ten
 
 use super::{Ids, ModelError};
 
-/// Builds the additive attention bias `[B, 1, L, L]` (0 = may attend, −∞ = may not).
+/// Builds the additive attention bias `[B, 1, L, L]` in f32 on `device` (0 = may attend, −∞ =
+/// may not).
 ///
 /// Query `i` of row `b` may attend key `j` when `key_visible[b * len + j]` holds (or `j == i`: a
 /// query always sees itself, so no softmax row is empty) and, if `causal`, when `j <= i`.
-/// `key_visible = None` means every key is visible.
+/// `key_visible = None` means every key is visible. Only the `B × L` flags go to `device`: the
+/// bias is made there by tensor ops, so a batch on a GPU uploads no `L × L` rows.
 pub fn attention_bias(
     batch: usize,
     len: usize,
@@ -40,20 +42,20 @@ pub fn attention_bias(
             )));
         }
     }
-    let mut data = vec![0f32; batch * len * len];
-    for b in 0..batch {
-        let vis = key_visible.map(|v| &v[b * len..(b + 1) * len]);
-        for i in 0..len {
-            let row = &mut data[(b * len + i) * len..(b * len + i + 1) * len];
-            for (j, x) in row.iter_mut().enumerate() {
-                let visible = j == i || (!(causal && j > i) && vis.is_none_or(|v| v[j]));
-                if !visible {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
-        }
+    let shape = (batch, 1, len, len);
+    let pos = Tensor::arange(0u32, len as u32, device)?;
+    let (query, key) = (pos.reshape((len, 1))?, pos.reshape((1, len))?);
+    let flags = match key_visible {
+        Some(v) => v.iter().map(|&x| f32::from(u8::from(x))).collect(),
+        None => vec![1f32; batch * len],
+    };
+    let mut seen = Tensor::from_vec(flags, (batch, 1, 1, len), device)?.broadcast_as(shape)?;
+    if causal {
+        seen = seen.broadcast_mul(&query.broadcast_ge(&key)?.to_dtype(DType::F32)?)?;
     }
-    Ok(Tensor::from_vec(data, (batch, 1, len, len), device)?)
+    let seen = seen.broadcast_maximum(&query.broadcast_eq(&key)?.to_dtype(DType::F32)?)?;
+    let (open, closed) = (Tensor::zeros(shape, DType::F32, device)?, Tensor::full(f32::NEG_INFINITY, shape, device)?);
+    Ok(seen.ge(0.5)?.where_cond(&open, &closed)?)
 }
 
 /// Scaled dot-product attention.
@@ -343,6 +345,28 @@ mod tests {
         let b = attention_bias(1, 2, None, false, &Device::Cpu).unwrap();
         assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 4]);
         assert!(attention_bias(2, 3, Some(&vis), true, &Device::Cpu).is_err());
+    }
+
+    /// Random visibility, causal and not, against the definition written out element by element.
+    #[test]
+    fn bias_matches_its_definition() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (b, l) = (3, 7);
+        let vis: Vec<bool> = (0..b * l).map(|_| rng.random_bool(0.5)).collect();
+        for causal in [false, true] {
+            let got: Vec<f32> = attention_bias(b, l, Some(&vis), causal, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (at, x) in got.iter().enumerate() {
+                let (r, i, j) = (at / (l * l), at / l % l, at % l);
+                let seen = j == i || (!(causal && j > i) && vis[r * l + j]);
+                assert_eq!(*x, if seen { 0.0 } else { f32::NEG_INFINITY }, "causal {causal} row {r} ({i}, {j})");
+            }
+        }
     }
 
     /// `gate_heads_in_place` on a copy of `attn`, flattened.

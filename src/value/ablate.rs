@@ -17,7 +17,7 @@
 //!
 //! Rows are right-padded to a common length with invisible keys.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::players::{HeadPlayer, TokenMode};
 use crate::mask::{MaskRef, MaskSlice};
@@ -79,8 +79,9 @@ impl Layout {
         self.n_token_players + self.heads.len()
     }
 
-    /// Builds the model input for a batch of masks.
-    pub fn build(&self, masks: MaskSlice<'_>) -> Result<AblatedBatch, ModelError> {
+    /// Builds the model input for a batch of masks: ids and positions on the host, the bias and
+    /// head gates on `device` (the model's: only `B × L` and `B × H` flags travel there).
+    pub fn build(&self, masks: MaskSlice<'_>, device: &Device) -> Result<AblatedBatch, ModelError> {
         if masks.n() != self.n_players() {
             return Err(ModelError::Input(format!(
                 "masks have {} players, this game has {} ({} token + {} head players)",
@@ -133,11 +134,11 @@ impl Layout {
             }
         }
         let attn_bias = if padded || any_hidden {
-            Some(ops::attention_bias(b, len, Some(&visible), self.causal, cpu())?)
+            Some(ops::attention_bias(b, len, Some(&visible), self.causal, device)?)
         } else {
             None
         };
-        let head_gates = self.head_gates(masks)?;
+        let head_gates = self.head_gates(masks, device)?;
         Ok(AblatedBatch {
             input: ModelInput {
                 batch: b,
@@ -153,9 +154,9 @@ impl Layout {
         })
     }
 
-    /// Per-layer `[B, H]` gates from the head bits of the masks (`None` when there are no head
-    /// players).
-    fn head_gates(&self, masks: MaskSlice<'_>) -> Result<Option<HeadGates>, ModelError> {
+    /// Per-layer `[B, H]` gates on `device` from the head bits of the masks (`None` when there
+    /// are no head players).
+    fn head_gates(&self, masks: MaskSlice<'_>, device: &Device) -> Result<Option<HeadGates>, ModelError> {
         if self.heads.is_empty() {
             return Ok(None);
         }
@@ -171,7 +172,7 @@ impl Layout {
         }
         let gates = per_layer
             .into_iter()
-            .map(|g| g.map(|g| Tensor::from_vec(g, (b, h), cpu())).transpose())
+            .map(|g| g.map(|g| Tensor::from_vec(g, (b, h), device)).transpose())
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(HeadGates { gates, fill: self.head_fill.clone() }))
     }
@@ -282,7 +283,7 @@ impl Layout {
         let renumber = self.mode == TokenMode::Remove;
         let (ids, positions, visible) = compacted_rows(masks, &owners, &read, &self.ids, slots, self.pad_id, renumber);
         let bias = ops::attention_bias(b, slots, Some(&visible), self.causal, cpu())?;
-        let head_gates = self.head_gates(masks)?;
+        let head_gates = self.head_gates(masks, cpu())?;
         let mut input = ModelInput::full_rows(b, slots, ids, Some(bias), head_gates);
         input.positions = positions.into();
         Ok(input)
@@ -405,7 +406,7 @@ mod tests {
     fn replaced_ids_equal_replace_mode_rows() {
         let lay = layout(TokenMode::Replace(99));
         let masks = random_masks(lay.n_players(), 40, 1);
-        let built = lay.build(masks.as_slice()).unwrap();
+        let built = lay.build(masks.as_slice(), cpu()).unwrap();
         let got = replaced_ids(masks.as_slice(), &lay.ids, &lay.owner_map(), 99);
         assert_eq!(got, built.input.tokens.host().unwrap());
         assert!(got.contains(&99) && got.contains(&13), "the masks should both keep and replace");
@@ -415,7 +416,7 @@ mod tests {
     fn dense_head_gates_equal_per_layer_gates() {
         let lay = layout(TokenMode::Attention);
         let masks = random_masks(lay.n_players(), 40, 2);
-        let built = lay.build(masks.as_slice()).unwrap().input.head_gates.unwrap();
+        let built = lay.build(masks.as_slice(), cpu()).unwrap().input.head_gates.unwrap();
         let dense = dense_head_gates(masks.as_slice(), &lay.head_bit_map(), 2, 4);
         for (l, g) in built.gates.iter().enumerate() {
             let want: Vec<f32> = match g {
@@ -434,7 +435,7 @@ mod tests {
     fn compacted_rows_are_the_built_rows_right_aligned() {
         let lay = layout(TokenMode::Attention);
         let masks = random_masks(lay.n_players(), 40, 4);
-        let built = lay.build(masks.as_slice()).unwrap();
+        let built = lay.build(masks.as_slice(), cpu()).unwrap();
         let owners = lay.owner_map();
         let slots = compacted_len(masks.as_slice(), &owners, &lay.read);
         assert_eq!(slots, built.input.len);
@@ -461,7 +462,7 @@ mod tests {
     fn full_length_visibility_agrees_with_compacted_rows() {
         let lay = layout(TokenMode::Attention);
         let masks = random_masks(lay.n_players(), 40, 3);
-        let built = lay.build(masks.as_slice()).unwrap();
+        let built = lay.build(masks.as_slice(), cpu()).unwrap();
         let vis = full_length_visibility(masks.as_slice(), &lay.owner_map());
         let n = lay.ids.len();
         for r in 0..masks.len() {

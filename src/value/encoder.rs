@@ -22,16 +22,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::Cell;
+use std::ops::Range;
 use std::sync::Arc;
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::ablate::Layout;
 use super::lm::{check_heads, head_fill, HeadOpts};
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
-use crate::model::{cpu, LoadedModel, Model, ModelError, ModelInput};
+use crate::model::memory::sweep_halving;
+use crate::model::{LoadedModel, Model, ModelError, ModelInput};
 
 /// What an encoder value function returns per mask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,24 +97,30 @@ impl HeadOpts for EncoderOptions {
 }
 
 enum Measure {
+    /// The reference's pooled embedding `[E]`, in f32 on the model's device.
     Cosine(Tensor),
     Logit(usize),
     LogOdds(usize),
 }
 
-/// An encoder explained by ablation.
+/// An encoder explained by ablation, on the CPU in f32 or, moved with
+/// [`EncoderValue::to_device`], on any candle device in any dtype.
 pub struct EncoderValue {
     model: Arc<LoadedModel>,
     prompt: TokenizedPrompt,
     layout: Layout,
     measure: Measure,
     labels: Vec<String>,
-    max_batch_tokens: usize,
+    /// Rows per forward pass: from [`EncoderOptions::max_batch_tokens`], halved for good when
+    /// the device runs out of memory.
+    rows: Cell<usize>,
 }
 
-/// Mean of `hidden: [B, L, E]` over the positions where `present` (`B × L`) holds, L2-normalised.
+/// Mean of `hidden: [B, L, E]` over the positions where `present` (`B × L`) holds, L2-normalised,
+/// in f32 on `hidden`'s device.
 pub fn mean_pool_normalized(hidden: &Tensor, present: &[bool]) -> Result<Tensor, ModelError> {
     let (b, l, _e) = hidden.dims3()?;
+    let hidden = hidden.to_dtype(DType::F32)?;
     let w: Vec<f32> = present.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
     if w.len() != b * l {
         return Err(ModelError::Input(format!("pooling mask has {} entries, expected {}", w.len(), b * l)));
@@ -121,7 +130,7 @@ pub fn mean_pool_normalized(hidden: &Tensor, present: &[bool]) -> Result<Tensor,
             return Err(ModelError::Input(format!("mask row {r} leaves no token to pool")));
         }
     }
-    let w = Tensor::from_vec(w, (b, l, 1), cpu())?;
+    let w = Tensor::from_vec(w, (b, l, 1), hidden.device())?;
     let sum = hidden.broadcast_mul(&w)?.sum(1)?;
     let mean = sum.broadcast_div(&w.sum(1)?)?;
     let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
@@ -213,7 +222,32 @@ impl EncoderValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
-        Ok(EncoderValue { model, prompt, layout, measure, labels, max_batch_tokens: options.max_batch_tokens.max(1) })
+        let rows = Cell::new((options.max_batch_tokens / layout.ids.len().max(1)).max(1));
+        Ok(EncoderValue { model, prompt, layout, measure, labels, rows })
+    }
+
+    /// A copy that runs its forwards on `device` with the weights in `dtype` (bf16 on a GPU):
+    /// each chunk's ids and positions are built on the host, its bias and head gates on the
+    /// device ([`Layout::build`]), and pooling and scoring run there in f32. The reference embedding and the mean-ablation values stay those of the model as
+    /// loaded, so only the ablated forwards carry `dtype`'s rounding. `max_batch_tokens` bounds
+    /// `rows × tokens` per forward there.
+    pub fn to_device(&self, device: &Device, dtype: DType, max_batch_tokens: usize) -> Result<Self, ModelError> {
+        let move_to = |t: &Tensor, dt: DType| -> Result<Tensor, ModelError> { Ok(t.to_device(device)?.to_dtype(dt)?) };
+        let measure = match &self.measure {
+            Measure::Cosine(r) => Measure::Cosine(move_to(r, DType::F32)?),
+            Measure::Logit(c) => Measure::Logit(*c),
+            Measure::LogOdds(c) => Measure::LogOdds(*c),
+        };
+        let mut layout = self.layout.clone();
+        layout.head_fill = layout.head_fill.map(|f| f.iter().map(|t| move_to(t, dtype)).collect()).transpose()?;
+        Ok(EncoderValue {
+            model: Arc::new(self.model.to_device(device, dtype)?),
+            prompt: self.prompt.clone(),
+            layout,
+            measure,
+            labels: self.labels.clone(),
+            rows: Cell::new((max_batch_tokens / self.layout.ids.len().max(1)).max(1)),
+        })
     }
 
     /// Number of players.
@@ -236,32 +270,40 @@ impl EncoderValue {
         &self.layout
     }
 
-    /// Evaluates a batch of masks.
+    /// Masks per forward pass currently in use (after any out-of-memory halving).
+    pub fn batch(&self) -> usize {
+        self.rows.get()
+    }
+
+    /// Evaluates a batch of masks, in forward passes of [`EncoderValue::batch`] rows; when the
+    /// device runs out of memory the batch is halved and the same masks retried.
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let rows = (self.max_batch_tokens / self.layout.ids.len()).max(1);
-        let mut out = Vec::with_capacity(masks.len());
-        for chunk in masks.chunks(rows) {
-            let batch = self.layout.build(chunk)?;
-            let hidden = self.model.model.forward(&batch.input)?.hidden;
-            match &self.measure {
-                Measure::Cosine(reference) => {
-                    let e = mean_pool_normalized(&hidden, &batch.present)?;
-                    let cos = e.matmul(&reference.unsqueeze(1)?)?.squeeze(1)?.to_vec1::<f32>()?;
-                    out.extend(cos.into_iter().map(f64::from));
-                }
-                Measure::Logit(c) | Measure::LogOdds(c) => {
-                    let Model::Bert(bert) = &self.model.model else { unreachable!("checked at construction") };
-                    let logits = bert.classify(&hidden)?.to_vec2::<f32>()?;
-                    for l in logits {
-                        out.push(match self.measure {
-                            Measure::Logit(_) => l[*c] as f64,
-                            _ => log_odds(&l, *c),
-                        });
-                    }
-                }
+        let eval = |r: Range<usize>| self.evaluate_chunk(masks.slice(r));
+        let sweep = sweep_halving(masks.len(), self.rows.get(), ModelError::is_out_of_memory, eval)?;
+        self.rows.set(sweep.batch);
+        Ok(sweep.values)
+    }
+
+    /// One forward pass over `chunk`.
+    fn evaluate_chunk(&self, chunk: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
+        let batch = self.layout.build(chunk, self.model.model.device())?;
+        let hidden = self.model.model.forward(&batch.input)?.hidden;
+        Ok(match &self.measure {
+            Measure::Cosine(reference) => {
+                let e = mean_pool_normalized(&hidden, &batch.present)?;
+                let cos = e.matmul(&reference.unsqueeze(1)?)?.squeeze(1)?.to_vec1::<f32>()?;
+                cos.into_iter().map(f64::from).collect()
             }
-        }
-        Ok(out)
+            Measure::Logit(c) | Measure::LogOdds(c) => {
+                let Model::Bert(bert) = &self.model.model else { unreachable!("checked at construction") };
+                let logits = bert.classify(&hidden)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                let score = |l: Vec<f32>| match self.measure {
+                    Measure::Logit(_) => l[*c] as f64,
+                    _ => log_odds(&l, *c),
+                };
+                logits.into_iter().map(score).collect()
+            }
+        })
     }
 }
 

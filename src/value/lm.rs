@@ -350,7 +350,7 @@ impl LmValue {
     }
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let batch = self.layout.build(masks)?;
+        let batch = self.layout.build(masks, self.model.model.device())?;
         let hidden = self.model.model.forward(&batch.input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
         let n_prompt = self.prompt.ids.len();

@@ -90,8 +90,8 @@ pub enum ComputeDevice {
     Auto,
     /// The CPU, in `f32` (the reference path).
     Cpu,
-    /// Every visible CUDA device, in `bf16` with `f32` accumulation (causal LMs: the Llama
-    /// family and GPT-2; feature `candle-cuda`).
+    /// CUDA, in `bf16` with `f32` accumulation (feature `candle-cuda`): causal LMs on every
+    /// visible device, encoders on the first.
     Cuda,
 }
 
@@ -112,9 +112,7 @@ impl ComputeDevice {
             other => other,
         }
     }
-}
 
-impl ComputeDevice {
     /// Masks per stored batch of `--batch-size auto` for a model on `self` (resolved first). On
     /// the CPU, 32 keeps the matrix products efficient and progress lively; on a GPU the value
     /// function cuts a batch into chunks that fit the device's memory, so a large batch keeps
@@ -135,43 +133,6 @@ impl ComputeDevice {
         }
     }
 
-    /// Where a game runs when `self` was asked for: `limit` says why the GPU path cannot run
-    /// this game (`None`: it can), `gpu` whether this build sees a device. `Auto` takes the GPU
-    /// when it can and the CPU otherwise, saying why when a GPU was there; `Cuda` for a game
-    /// the GPU path cannot run is an error that says why.
-    pub fn place(self, limit: Option<&str>, gpu: bool) -> Result<Placement, SetupError> {
-        let (device, note) = match (self, limit) {
-            (ComputeDevice::Cuda, Some(why)) => {
-                return Err(SetupError::Invalid(format!("--device cuda: {why}; use --device cpu or auto")))
-            }
-            (ComputeDevice::Cuda, None) => (ComputeDevice::Cuda, None),
-            (ComputeDevice::Auto, None) if gpu => (ComputeDevice::Cuda, None),
-            (ComputeDevice::Auto, Some(why)) if gpu => (ComputeDevice::Cpu, Some(format!("on the CPU: {why}"))),
-            _ => (ComputeDevice::Cpu, None),
-        };
-        Ok(Placement { device, note })
-    }
-}
-
-/// Where one game's forwards run ([`ComputeDevice::place`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// [`ComputeDevice::Cpu`] or [`ComputeDevice::Cuda`], never `Auto`.
-    pub device: ComputeDevice,
-    /// Why `--device auto` left a visible GPU unused, for the user.
-    pub note: Option<String>,
-}
-
-/// Why the GPU path cannot run a game on `model`, or `None` when it can: it runs causal LMs
-/// (every token mode and metric), not encoders.
-fn gpu_limit(model: &LoadedModel) -> Option<&'static str> {
-    match model.model.lm_head() {
-        None => Some("the GPU path runs causal LMs (Llama family, GPT-2), not encoders"),
-        Some(_) => None,
-    }
-}
-
-impl ComputeDevice {
     /// The candle device of `self` (resolved first): the CPU, or the first CUDA device.
     pub fn candle_device(self) -> Result<candle_core::Device, SetupError> {
         match self.resolve() {
@@ -223,6 +184,25 @@ fn gpu_available() -> bool {
 #[cfg(not(feature = "candle-cuda"))]
 fn gpu_available() -> bool {
     false
+}
+
+/// Upper bound on `rows × tokens` per encoder forward on a GPU: 1 024 rows of 128 tokens, about
+/// 0.4 GB of bf16 attention scores for a BERT-base (12 heads); an out-of-memory error halves it.
+pub const GPU_ENCODER_BATCH_TOKENS: usize = 1 << 17;
+
+/// `value` with its forwards on `device` (resolved first): as it is on the CPU, or on the first
+/// visible GPU in bf16 ([`EncoderValue::to_device`]: candle ops from flags built on the host,
+/// not the LM path's kernels).
+pub fn encoder_value_on(
+    value: EncoderValue,
+    device: ComputeDevice,
+) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
+    if device.resolve() != ComputeDevice::Cuda {
+        return Ok(Box::new(value));
+    }
+    let gpu = device.candle_device()?;
+    let moved = value.to_device(&gpu, candle_core::DType::BF16, GPU_ENCODER_BATCH_TOKENS);
+    Ok(Box::new(moved.map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))?))
 }
 
 /// `value` with its forwards on `device` (resolved first): as it is on the CPU, on every visible
@@ -331,8 +311,8 @@ pub struct Game {
     /// Identifies model, input, options and device: a stored run is only resumed with the same
     /// one.
     pub fingerprint: String,
-    /// Where the forwards run.
-    pub placement: Placement,
+    /// Where the forwards run: [`ComputeDevice::Cpu`] or [`ComputeDevice::Cuda`], never `Auto`.
+    pub device: ComputeDevice,
     /// The model, as [`load_model`] identified it.
     pub model: String,
     /// The whole input text and each player's span in it.
@@ -409,8 +389,8 @@ pub fn build(model: Arc<LoadedModel>, identity: &str, spec: &InputSpec) -> Resul
     build_on(model, identity, spec, ComputeDevice::Cpu)
 }
 
-/// [`build`] with the forwards on `device`, as [`ComputeDevice::place`] places the game: `Auto`
-/// falls back to the CPU for a game the GPU path cannot run.
+/// [`build`] with the forwards on `device` ([`ComputeDevice::resolve`]d: `Auto` takes the GPU
+/// when this build has the GPU path and a device is visible).
 pub fn build_on(
     model: Arc<LoadedModel>,
     identity: &str,
@@ -449,8 +429,8 @@ pub fn build_on(
         }),
     };
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
-    let placement = device.place(gpu_limit(&model), gpu_available())?;
-    let fingerprint = fingerprint(identity, spec, placement.device);
+    let device = device.resolve();
+    let fingerprint = fingerprint(identity, spec, device);
     if model.model.lm_head().is_none() {
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
@@ -459,8 +439,8 @@ pub fn build_on(
         let players = value.player_labels().to_vec();
         let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
         let scored = format!("cosine similarity of the pooled embedding to that of {reference:?}");
-        let value = Box::new(value);
-        return Ok(Game { value, players, scored, fingerprint, placement, model: identity.into(), input });
+        let value = encoder_value_on(value, device)?;
+        return Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input });
     }
     let metric = match &spec.logit_diff {
         Some((a, b)) => LmMetric::LogitDiff { a: single_token(&model, a)?, b: single_token(&model, b)? },
@@ -486,8 +466,8 @@ pub fn build_on(
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
-    let value = lm_value_on(value, placement.device)?;
-    Ok(Game { value, players, scored, fingerprint, placement, model: identity.into(), input })
+    let value = lm_value_on(value, device)?;
+    Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input })
 }
 
 /// The text without its square brackets, and the byte ranges (in that text) the brackets marked.
@@ -529,26 +509,6 @@ fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auto_takes_the_gpu_only_for_games_it_runs_and_says_why_not() {
-        let (cpu, cuda) = (ComputeDevice::Cpu, ComputeDevice::Cuda);
-        let why = Some("not encoders");
-        let at = |d: ComputeDevice, limit, gpu| d.place(limit, gpu).map(|p| (p.device, p.note));
-        assert_eq!(at(ComputeDevice::Auto, None, true).unwrap(), (cuda, None));
-        assert_eq!(at(ComputeDevice::Auto, why, true).unwrap(), (cpu, Some("on the CPU: not encoders".into())));
-        // No GPU: the CPU, with nothing to explain.
-        assert_eq!(at(ComputeDevice::Auto, None, false).unwrap(), (cpu, None));
-        assert_eq!(at(ComputeDevice::Auto, why, false).unwrap(), (cpu, None));
-        assert_eq!(at(cpu, None, true).unwrap(), (cpu, None));
-        // Asked for: the GPU even where none is seen (starting it gives the error), never a game
-        // it cannot run.
-        assert_eq!(at(cuda, None, false).unwrap(), (cuda, None));
-        let err = at(cuda, why, true).unwrap_err().to_string();
-        assert!(err.contains("--device cuda: not encoders; use --device cpu or auto"), "{err}");
-        assert_eq!(cpu.model_batch_rows(), 32);
-        assert_eq!(cuda.model_batch_rows(), 1024);
-    }
 
     #[test]
     fn marked_spans_strip_brackets_and_keep_byte_ranges() {

@@ -501,6 +501,40 @@ pub fn bert_weights(seed: u64) -> Tensors {
     w
 }
 
+pub fn tiny_bert(seed: u64) -> std::sync::Arc<spex::model::LoadedModel> {
+    let dir = tempfile::tempdir().unwrap();
+    write_bert_hf(dir.path(), &bert_weights(seed));
+    std::sync::Arc::new(spex::model::load(dir.path()).unwrap())
+}
+
+/// The encoder games of the device tests on `m`'s words of `text`, with one mean-ablated head
+/// player: the cosine metric in attention and replace (`[MASK]`) mode, the class logit and the
+/// class log-odds.
+pub fn encoder_games(
+    m: &std::sync::Arc<spex::model::LoadedModel>,
+    text: &str,
+) -> Vec<spex::value::encoder::EncoderValue> {
+    use spex::value::encoder::{EncoderMetric, EncoderOptions, EncoderValue};
+    use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode};
+    let cosine = EncoderMetric::Cosine { reference: "the cat sat on a mat".into() };
+    let games = [
+        (cosine.clone(), TokenMode::Attention),
+        (cosine, TokenMode::Replace(4)),
+        (EncoderMetric::ClassLogit { class: 2 }, TokenMode::Attention),
+        (EncoderMetric::ClassLogOdds { class: 1 }, TokenMode::Attention),
+    ];
+    let game = |(metric, token_mode)| {
+        let opts = EncoderOptions {
+            heads: vec![HeadPlayer { layer: 1, head: 2 }],
+            token_mode,
+            head_mode: HeadMode::Mean,
+            ..EncoderOptions::new(metric)
+        };
+        EncoderValue::new(m.clone(), &Prompt::new(text), opts).unwrap()
+    };
+    games.into_iter().map(game).collect()
+}
+
 pub fn write_bert_hf(dir: &Path, w: &Tensors) {
     let (e, h, layers, inter, pos) = BERT;
     std::fs::create_dir_all(dir).unwrap();
