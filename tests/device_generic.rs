@@ -81,6 +81,13 @@ fn encoder_moved_to_f32_is_identical_and_to_bf16_is_close() {
         for (x, w) in small.evaluate_masks(masks.as_slice()).unwrap().iter().zip(&want) {
             assert_close(*x, *w, 1e-5, &format!("game {g}: batches of 5"));
         }
+        // Two copies with each batch split between them ("devices"): the same values.
+        let copies = (0..2).map(|_| f.to_device(&Device::Cpu, DType::F32, 16_384).unwrap()).collect();
+        let mut split = spex::value::PerDevice::new(copies).unwrap();
+        let joined = spex::value::ValueFunction::evaluate(&mut split, masks.as_slice()).unwrap();
+        for (x, w) in joined.iter().zip(&want) {
+            assert_close(*x, *w, 1e-5, &format!("game {g}: split across two copies"));
+        }
         let bf16 = f.to_device(&Device::Cpu, DType::BF16, 64 * tokens).unwrap();
         let got = bf16.evaluate_masks(masks.as_slice()).unwrap();
         let worst = got.iter().zip(&want).map(|(x, w)| (x - w).abs()).fold(0f64, f64::max);

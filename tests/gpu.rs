@@ -343,7 +343,7 @@ mod models_on_gpu {
     use super::*;
     use candle_core::DType;
     use rand::Rng;
-    use spex::cuda::lm::{GpuLmValue, GpuTimeline, MultiGpuLmValue};
+    use spex::cuda::lm::{on_every_gpu, GpuLmValue, GpuTimeline};
     use spex::explain::Explainer;
     use spex::model;
     use spex::plan::Method;
@@ -502,9 +502,9 @@ mod models_on_gpu {
         let cpu = spec(44);
         let batch = masks(cpu.n_players(), 25, 45);
         let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
-        let mut multi = MultiGpuLmValue::new(&cpu, DType::F32).unwrap();
+        let mut multi = on_every_gpu(&cpu, DType::F32).unwrap();
         assert!(multi.devices() >= 1);
-        let got = multi.evaluate_masks(batch.as_slice()).unwrap();
+        let got = spex::value::ValueFunction::evaluate(&mut multi, batch.as_slice()).unwrap();
         assert_eq!(got.len(), want.len());
         for (r, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_close(*g, *w, F32_TOL, &format!("row {r}"));

@@ -39,7 +39,7 @@ use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
 use crate::value::ablate::compacted_len;
 use crate::value::lm::{LmMetric, LmValue};
 use crate::value::players::TokenMode;
-use crate::value::{ValueError, ValueFunction};
+use crate::value::{PerDevice, ValueError, ValueFunction};
 
 /// Vocabulary columns per LM-head tile of the fused scorer: bounds the logits in memory to
 /// `picks × VOCAB_TILE` bf16 values.
@@ -481,59 +481,13 @@ impl ValueFunction for GpuLmValue {
     }
 }
 
-/// One [`GpuLmValue`] per visible device (multi-GPU on one box): each batch of masks is cut into
-/// one contiguous part per device, the parts are evaluated at the same time by one worker thread
-/// per device, and the values are joined in mask order.
-pub struct MultiGpuLmValue {
-    workers: Vec<GpuLmValue>,
-}
-
-impl MultiGpuLmValue {
-    /// A worker on every visible device, each with its own copy of the model in `dtype`.
-    pub fn new(spec: &LmValue, dtype: DType) -> Result<Self, CudaError> {
-        let count = super::device_count()?;
-        if count == 0 {
-            return Err(CudaError::NoDevice { ordinal: 0, count });
-        }
-        let workers = (0..count).map(|d| GpuLmValue::new(spec.clone(), d, dtype)).collect::<Result<Vec<_>, _>>()?;
-        Ok(MultiGpuLmValue { workers })
+/// A [`GpuLmValue`] of `spec` on every visible device (multi-GPU on one box), each with its own
+/// copy of the model in `dtype`: each batch is split across them ([`PerDevice`]).
+pub fn on_every_gpu(spec: &LmValue, dtype: DType) -> Result<PerDevice<GpuLmValue>, CudaError> {
+    let count = super::device_count()?;
+    if count == 0 {
+        return Err(CudaError::NoDevice { ordinal: 0, count });
     }
-
-    /// Devices in use.
-    pub fn devices(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Evaluates `masks` across the devices; the first error (by device) is returned.
-    pub fn evaluate_masks(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, CudaError> {
-        let per = masks.len().div_ceil(self.workers.len()).max(1);
-        let results: Vec<Result<Vec<f64>, CudaError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .enumerate()
-                .filter(|(d, _)| d * per < masks.len())
-                .map(|(d, w)| {
-                    let part = masks.slice(d * per..((d + 1) * per).min(masks.len()));
-                    s.spawn(move || w.evaluate_masks(part))
-                })
-                .collect();
-            // A worker's panic is that device's error, not the caller's crash.
-            let joined = |(d, h): (usize, std::thread::ScopedJoinHandle<'_, _>)| {
-                h.join().unwrap_or_else(|_| Err(CudaError::Input(format!("the worker of CUDA device {d} panicked"))))
-            };
-            handles.into_iter().enumerate().map(joined).collect()
-        });
-        let mut out = Vec::with_capacity(masks.len());
-        for r in results {
-            out.extend(r?);
-        }
-        Ok(out)
-    }
-}
-
-impl ValueFunction for MultiGpuLmValue {
-    fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
-        self.evaluate_masks(masks).map_err(|e| ValueError::Failed(e.to_string()))
-    }
+    let workers = (0..count).map(|d| GpuLmValue::new(spec.clone(), d, dtype)).collect::<Result<Vec<_>, _>>()?;
+    PerDevice::new(workers).map_err(|e| CudaError::Input(e.to_string()))
 }

@@ -115,3 +115,110 @@ where
         Ok((0..masks.len()).into_par_iter().map(|i| (self.0)(masks.row(i))).collect())
     }
 }
+
+/// One value function per device (multi-GPU on one box): each batch of masks is cut into one
+/// contiguous part per worker, the parts are evaluated at the same time on one thread per
+/// worker, and the values are joined in mask order. The workers must compute the same function
+/// (copies of one game on different devices); the first error, by worker, is returned.
+pub struct PerDevice<W> {
+    workers: Vec<W>,
+}
+
+impl<W: ValueFunction + Send> PerDevice<W> {
+    /// The workers, one per device, in device order; there must be at least one.
+    pub fn new(workers: Vec<W>) -> Result<Self, ValueError> {
+        if workers.is_empty() {
+            return Err(ValueError::Failed("no device to evaluate on".into()));
+        }
+        Ok(PerDevice { workers })
+    }
+
+    /// Devices in use.
+    pub fn devices(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+impl<W: ValueFunction + Send> ValueFunction for PerDevice<W> {
+    fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
+        let per = masks.len().div_ceil(self.workers.len()).max(1);
+        let results: Vec<Result<Vec<f64>, ValueError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .enumerate()
+                .filter(|(d, _)| d * per < masks.len())
+                .map(|(d, w)| {
+                    let part = masks.slice(d * per..((d + 1) * per).min(masks.len()));
+                    s.spawn(move || w.evaluate(part))
+                })
+                .collect();
+            // A worker's panic is that device's error, not the caller's crash.
+            let joined = |(d, h): (usize, std::thread::ScopedJoinHandle<'_, _>)| {
+                h.join().unwrap_or_else(|_| Err(ValueError::Failed(format!("the worker of device {d} panicked"))))
+            };
+            handles.into_iter().enumerate().map(joined).collect()
+        });
+        let mut out = Vec::with_capacity(masks.len());
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    fn begin_batch(&mut self, batch: usize) {
+        self.workers.iter_mut().for_each(|w| w.begin_batch(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::MaskBatch;
+
+    /// Worker `id`: logs `(id, rows)` of each part it gets and returns the rows' kept counts.
+    fn worker(log: &std::sync::Mutex<Vec<(usize, usize)>>, id: usize) -> impl ValueFunction + Send + '_ {
+        move |m: MaskSlice<'_>| {
+            log.lock().unwrap().push((id, m.len()));
+            m.iter().map(|r| r.count_kept() as f64).collect()
+        }
+    }
+
+    #[test]
+    fn parts_are_contiguous_and_joined_in_mask_order() {
+        let rows: Vec<String> = (0..7).map(|i| format!("{:03b}", i)).collect();
+        let masks = MaskBatch::parse_rows(rows.iter().map(String::as_str)).unwrap();
+        let log = std::sync::Mutex::new(Vec::new());
+        let mut f = PerDevice::new((0..3).map(|d| worker(&log, d)).collect()).unwrap();
+        assert_eq!(f.devices(), 3);
+        let want: Vec<f64> = masks.iter().map(|r| r.count_kept() as f64).collect();
+        assert_eq!(f.evaluate(masks.as_slice()).unwrap(), want);
+        let mut parts = log.lock().unwrap().clone();
+        parts.sort();
+        assert_eq!(parts, [(0, 3), (1, 3), (2, 1)]);
+        // Fewer masks than devices: the idle workers get nothing, not an empty batch.
+        log.lock().unwrap().clear();
+        assert_eq!(f.evaluate(masks.as_slice().slice(0..2)).unwrap(), want[..2]);
+        assert_eq!(log.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_worker_error_or_panic_is_the_batch_error() {
+        let masks = MaskBatch::parse_rows(["10", "01", "11"]).unwrap();
+        let fails = |m: MaskSlice<'_>| -> Result<Vec<f64>, ValueError> {
+            Err(ValueError::Failed(format!("device out of luck on {} rows", m.len())))
+        };
+        let ok = |m: MaskSlice<'_>| -> Result<Vec<f64>, ValueError> { Ok(vec![1.0; m.len()]) };
+        struct Worker(fn(MaskSlice<'_>) -> Result<Vec<f64>, ValueError>);
+        impl ValueFunction for Worker {
+            fn evaluate(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ValueError> {
+                (self.0)(masks)
+            }
+        }
+        let mut f = PerDevice::new(vec![Worker(ok), Worker(fails)]).unwrap();
+        assert_eq!(f.evaluate(masks.as_slice()).unwrap_err().to_string(), "device out of luck on 1 rows");
+        let mut f = PerDevice::new(vec![Worker(ok), Worker(|_| panic!("boom"))]).unwrap();
+        assert_eq!(f.evaluate(masks.as_slice()).unwrap_err().to_string(), "the worker of device 1 panicked");
+        assert!(PerDevice::<Worker>::new(Vec::new()).is_err());
+    }
+}

@@ -12,7 +12,7 @@ use super::lm::{LmMetric, LmOptions, LmValue, Target};
 use super::players::{
     replacement_token, HeadMode, HeadPlayer, Prompt, Replacement, SetupError, TokenMode, TokenizedPrompt, Unit,
 };
-use super::ValueFunction;
+use super::{PerDevice, ValueFunction};
 use crate::model::{cache, load, LoadedModel, ModelError};
 use crate::rundir::{InputText, RunInfo};
 
@@ -90,8 +90,7 @@ pub enum ComputeDevice {
     Auto,
     /// The CPU, in `f32` (the reference path).
     Cpu,
-    /// CUDA, in `bf16` with `f32` accumulation (feature `candle-cuda`): causal LMs on every
-    /// visible device, encoders on the first.
+    /// Every visible CUDA device, in `bf16` with `f32` accumulation (feature `candle-cuda`).
     Cuda,
 }
 
@@ -136,24 +135,29 @@ impl ComputeDevice {
     /// The candle device of `self` (resolved first): the CPU, or the first CUDA device.
     pub fn candle_device(self) -> Result<candle_core::Device, SetupError> {
         match self.resolve() {
-            ComputeDevice::Cuda => first_gpu(),
+            ComputeDevice::Cuda => Ok(gpus(1)?.remove(0)),
             _ => Ok(candle_core::Device::Cpu),
         }
     }
 }
 
+/// The first `limit` visible CUDA devices (at least one, or an error that says why).
 #[cfg(feature = "candle-cuda")]
-fn first_gpu() -> Result<candle_core::Device, SetupError> {
-    let cannot = |e: &dyn std::fmt::Display| SetupError::Invalid(format!("the GPU path cannot start: {e}"));
+fn gpus(limit: usize) -> Result<Vec<candle_core::Device>, SetupError> {
     match crate::cuda::device_count() {
-        Ok(0) => Err(cannot(&"no CUDA device is visible (CUDA_VISIBLE_DEVICES may hide them)")),
-        Ok(_) => candle_core::Device::new_cuda(0).map_err(|e| cannot(&e)),
-        Err(e) => Err(cannot(&e)),
+        Ok(0) => Err(cannot_start("no CUDA device is visible (CUDA_VISIBLE_DEVICES may hide them)")),
+        Ok(n) => (0..n.min(limit)).map(|d| candle_core::Device::new_cuda(d).map_err(cannot_start)).collect(),
+        Err(e) => Err(cannot_start(e)),
     }
 }
 
+/// Why the GPU path could not start, for the user.
+fn cannot_start(e: impl std::fmt::Display) -> SetupError {
+    SetupError::Invalid(format!("the GPU path cannot start: {e}"))
+}
+
 #[cfg(not(feature = "candle-cuda"))]
-fn first_gpu() -> Result<candle_core::Device, SetupError> {
+fn gpus(_limit: usize) -> Result<Vec<candle_core::Device>, SetupError> {
     Err(no_gpu_build())
 }
 
@@ -190,9 +194,9 @@ fn gpu_available() -> bool {
 /// 0.4 GB of bf16 attention scores for a BERT-base (12 heads); an out-of-memory error halves it.
 pub const GPU_ENCODER_BATCH_TOKENS: usize = 1 << 17;
 
-/// `value` with its forwards on `device` (resolved first): as it is on the CPU, or on the first
-/// visible GPU in bf16 ([`EncoderValue::to_device`]: candle ops from flags built on the host,
-/// not the LM path's kernels).
+/// `value` with its forwards on `device` (resolved first): as it is on the CPU, or in bf16 on
+/// every visible GPU, each batch split across them ([`EncoderValue::to_device`]: candle ops from
+/// flags built on the host, not the LM path's kernels).
 pub fn encoder_value_on(
     value: EncoderValue,
     device: ComputeDevice,
@@ -200,9 +204,9 @@ pub fn encoder_value_on(
     if device.resolve() != ComputeDevice::Cuda {
         return Ok(Box::new(value));
     }
-    let gpu = device.candle_device()?;
-    let moved = value.to_device(&gpu, candle_core::DType::BF16, GPU_ENCODER_BATCH_TOKENS);
-    Ok(Box::new(moved.map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))?))
+    let on = |gpu: &candle_core::Device| value.to_device(gpu, candle_core::DType::BF16, GPU_ENCODER_BATCH_TOKENS);
+    let workers = gpus(usize::MAX)?.iter().map(on).collect::<Result<Vec<_>, _>>().map_err(cannot_start)?;
+    Ok(Box::new(PerDevice::new(workers).map_err(cannot_start)?))
 }
 
 /// `value` with its forwards on `device` (resolved first): as it is on the CPU, on every visible
@@ -217,8 +221,7 @@ pub fn lm_value_on(value: LmValue, device: ComputeDevice) -> Result<Box<dyn Valu
 /// The LM value function of `value` on every visible GPU.
 #[cfg(feature = "candle-cuda")]
 fn on_gpu(value: &LmValue) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
-    let gpu = crate::cuda::lm::MultiGpuLmValue::new(value, candle_core::DType::BF16)
-        .map_err(|e| SetupError::Invalid(format!("the GPU path cannot start: {e}")))?;
+    let gpu = crate::cuda::lm::on_every_gpu(value, candle_core::DType::BF16).map_err(cannot_start)?;
     Ok(Box::new(gpu))
 }
 
