@@ -18,7 +18,8 @@
 #   5. with candle-cuda, runs `spex bench throughput --device cuda` on random weights of both
 #      shapes: whole runs through the engine (pipeline, durable store, ProxySPEX decoding);
 #   6. runs the same masked batches through PyTorch / HF transformers (scripts/gpu_peer.py) as
-#      the side-by-side peer, when torch and transformers import.
+#      the side-by-side peer, when torch and transformers import;
+#   7. with the time left, the same whole runs on a random-weight BERT-base (the encoder path).
 # Where cargo is missing (the GPU machines have no Rust toolchain and no network), steps 1-5 use
 # the binaries scripts/gpu-bundle.sh built elsewhere, carried in .gpu-bundle/.
 # Figures land in the results file only from this script: docs never carry guessed GPU numbers.
@@ -77,11 +78,15 @@ run_bench() {
     write_results
 }
 
-# Whole runs through the engine: "$@" is the spex binary or cargo command; its table becomes $engine.
+# Whole runs through the engine on the shapes $1 (space-separated): the rest is the spex binary
+# or cargo command, remembered in engine_cmd for later runs; the tables join $engine.
+engine_cmd=()
 run_engine() {
-    step "spex bench throughput --device cuda (whole runs)"
-    local shape
-    for shape in smollm2-135m llama-1b; do
+    local shapes=$1 shape
+    shift
+    engine_cmd=("$@")
+    step "spex bench throughput --device cuda (whole runs: $shapes)"
+    for shape in $shapes; do
         bounded "$(limit 60)" "$@" bench throughput --device cuda --shape "$shape" --lengths 32,128 \
             --batches 1024 --budget 4096 | tee "$benchlog" >&2 || true
         engine+="$shape:"$'\n'"$(grep -E '^ +(tokens|[0-9])' "$benchlog" || echo '(no rows)')"$'\n'
@@ -181,7 +186,7 @@ run_prebuilt() {
     run_tests "$tests" --include-ignored
     run_bench "$bench_bin"
     if [[ "$features" == *candle-cuda* ]] && unpack spex-models; then
-        run_engine "$bin/spex-models"
+        run_engine "smollm2-135m llama-1b" "$bin/spex-models"
     fi
 }
 
@@ -205,7 +210,7 @@ run_with_cargo() {
     # built (cargo bench would build a second set under the bench profile).
     run_bench cargo test --release --features "$features" --bench gpu
     if [[ "$features" == *candle-cuda* ]]; then
-        run_engine cargo run --release --quiet --features "$features" --
+        run_engine "smollm2-135m llama-1b" cargo run --release --quiet --features "$features" --
     fi
 }
 
@@ -243,5 +248,8 @@ if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/
     peer_versions=$(grep '^<!--' "$benchlog" || true)
 fi
 write_results
+if ((${#engine_cmd[@]})); then
+    run_engine bert-base "${engine_cmd[@]}"
+fi
 echo "gpu-check: wrote $out" >&2
 [[ "$tests_status" == passed ]]

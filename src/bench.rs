@@ -14,12 +14,14 @@ use crate::design::spex::{choose_parameters, SpexDesign, DEFAULT_T};
 use crate::design::{rng, uniform::random_masks};
 use crate::explain::Explanation;
 use crate::faithfulness::faithfulness;
-use crate::model::llama::{Llama, LlamaConfig, SHAPES};
+use crate::model::bert::{self, Bert, BertConfig};
+use crate::model::llama::{self, Llama, LlamaConfig};
 use crate::model::{LoadedModel, Model};
 use crate::plan::{default_holdout, DecoderConfig, Method, Plan, PlanSpec};
 use crate::planted::{planted_fourier, planted_moebius, standard_normal};
 use crate::rundir::{RunInfo, StartMode};
 use crate::runner::{self, RunOptions, RunOutcome};
+use crate::value::encoder::{EncoderMetric, EncoderOptions, EncoderValue};
 use crate::value::lm::{LmOptions, LmValue, Target};
 use crate::value::players::{SetupError, TokenSpan, TokenizedPrompt};
 use crate::value::setup::{self, ComputeDevice};
@@ -228,9 +230,9 @@ pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, Set
     TokenizedPrompt::new(ids[..len].to_vec(), spans)
 }
 
-/// The causal LM `spex bench throughput` runs: a loaded model, prompted with [`BENCH_TEXT`] and
-/// scored on " a walled city", or random weights of a named architecture, prompted and scored
-/// with random token ids (no download, and its tokenizer knows no text).
+/// The model `spex bench throughput` runs: a loaded model, prompted with [`BENCH_TEXT`], or
+/// random weights of a named architecture, prompted with random token ids (no download, and its
+/// tokenizer knows no text).
 pub struct BenchModel {
     lm: Arc<LoadedModel>,
     random: bool,
@@ -242,40 +244,77 @@ impl BenchModel {
         BenchModel { lm, random: false }
     }
 
-    /// Random weights of `shape` (one of [`SHAPES`]) drawn on the device `device` resolves to,
-    /// in the dtype the forwards run in there (f32 on the CPU, bf16 on a GPU).
+    /// Random weights of `shape` (one of [`llama::SHAPES`] or [`bert::SHAPES`]) drawn on the
+    /// device `device` resolves to, in the dtype the forwards run in there (f32 on the CPU, bf16
+    /// on a GPU).
     pub fn random(shape: &str, device: ComputeDevice) -> Result<Self, SetupError> {
-        let cfg = LlamaConfig::shape(shape).ok_or_else(|| {
-            SetupError::Invalid(format!("unknown shape {shape:?}; expected one of {}", SHAPES.join(", ")))
-        })?;
         let device = device.resolve();
         let dtype = if device == ComputeDevice::Cuda { DType::BF16 } else { DType::F32 };
-        let model =
-            Llama::random(cfg, &device.candle_device()?, dtype).map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let on = device.candle_device()?;
+        let drawn = match (LlamaConfig::shape(shape), BertConfig::shape(shape)) {
+            (Some(cfg), _) => Llama::random(cfg, &on, dtype).map(Model::Llama),
+            (None, Some(cfg)) => Bert::random(cfg, &on, dtype).map(Model::Bert),
+            (None, None) => {
+                let known = [&llama::SHAPES[..], &bert::SHAPES[..]].concat().join(", ");
+                return Err(SetupError::Invalid(format!("unknown shape {shape:?}; expected one of {known}")));
+            }
+        };
+        let model = drawn.map_err(|e| SetupError::Invalid(e.to_string()))?;
         let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
         let source = format!("random weights, {shape} shape").into();
-        let lm = Arc::new(LoadedModel { model: Model::Llama(model), tokenizer, eos_ids: vec![], source });
+        let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source });
         Ok(BenchModel { lm, random: true })
     }
 
-    /// The value function of a `len`-token prompt, every token a player (attention masking),
-    /// scoring the log-probability of a 4-token target.
+    /// The value function of a `len`-token prompt on a causal LM, every token a player
+    /// (attention masking), scoring the log-probability of a 4-token target.
     pub fn value(&self, len: usize) -> Result<LmValue, SetupError> {
         if !self.random {
             let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
             return LmValue::from_tokens(self.lm.clone(), token_prompt(&self.lm, len)?, options);
         }
-        let mut r = rng(len as u64, 20);
-        let vocab = self.lm.model.info().vocab_size as u32;
-        let ids: Vec<u32> = (0..len + 4).map(|_| r.random_range(0..vocab)).collect();
+        let ids = self.random_ids(len, len + 4);
         let prompt = TokenizedPrompt::new(ids[..len].to_vec(), (0..len).map(TokenSpan::token).collect())?;
         let options = LmOptions { target: Target::Tokens(ids[len..].to_vec()), ..LmOptions::default() };
         LmValue::from_tokens(self.lm.clone(), prompt, options)
     }
+
+    /// The value function of a `len`-token prompt on an encoder, every token a player (attention
+    /// masking): random weights score class 1 of their head, with a fixed `[CLS]`-like token
+    /// before the players; a loaded model the cosine to the whole of [`BENCH_TEXT`].
+    pub fn encoder_value(&self, len: usize) -> Result<EncoderValue, SetupError> {
+        if !self.random {
+            let metric = EncoderMetric::Cosine { reference: BENCH_TEXT.into() };
+            return EncoderValue::from_tokens(
+                self.lm.clone(),
+                token_prompt(&self.lm, len)?,
+                EncoderOptions::new(metric),
+            );
+        }
+        let ids = self.random_ids(len, len + 1);
+        let prompt = TokenizedPrompt::new(ids, (1..=len).map(TokenSpan::token).collect())?;
+        EncoderValue::from_tokens(self.lm.clone(), prompt, EncoderOptions::new(EncoderMetric::ClassLogit { class: 1 }))
+    }
+
+    /// The game of a `len`-token prompt on `device`: [`BenchModel::value`] for a causal LM,
+    /// [`BenchModel::encoder_value`] for an encoder.
+    pub fn game_on(&self, len: usize, device: ComputeDevice) -> Result<Box<dyn ValueFunction + Send>, SetupError> {
+        match self.lm.model.lm_head() {
+            Some(_) => setup::lm_value_on(self.value(len)?, device),
+            None => setup::encoder_value_on(self.encoder_value(len)?, device),
+        }
+    }
+
+    /// `n` token ids drawn from the vocabulary, the same for every call with the same `len`.
+    fn random_ids(&self, len: usize, n: usize) -> Vec<u32> {
+        let mut r = rng(len as u64, 20);
+        let vocab = self.lm.model.info().vocab_size as u32;
+        (0..n).map(|_| r.random_range(0..vocab)).collect()
+    }
 }
 
 /// One row of the engine throughput benchmark (`spex bench throughput`): a whole run through the
-/// pipeline (masks, queues, model, durable store, decoding) on a causal LM.
+/// pipeline (masks, queues, model, durable store, decoding) on a model.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputRow {
     /// Prompt tokens (each a player).
@@ -313,7 +352,7 @@ pub fn throughput_row(
     device: ComputeDevice,
 ) -> anyhow::Result<ThroughputRow> {
     let device = device.resolve();
-    let mut f = setup::lm_value_on(model.value(len)?, device)?;
+    let mut f = model.game_on(len, device)?;
     // Warm up allocator, thread pool, caches and (on a GPU) the kernels of a full batch outside
     // the measurement; on the CPU a few masks do.
     let warm = if device == ComputeDevice::Cuda { batch } else { batch.min(4) };

@@ -324,7 +324,7 @@ fn bench_throughput_runs_on_random_weights_of_a_shape() {
     assert!((row["tokens_per_second"].as_f64().unwrap() - 6.0 * qps).abs() < 1e-6 * qps, "{row}");
     assert!(row["device"].as_str().unwrap().starts_with("cpu"), "{row}");
     let err = fails(&["bench", "throughput", "--shape", "llama-70b"]);
-    assert!(err.contains("expected one of smollm2-135m, llama-1b"), "{err}");
+    assert!(err.contains("expected one of smollm2-135m, llama-1b, bert-base"), "{err}");
     let err = fails(&["bench", "throughput", "--shape", "llama-1b", "--model", "x"]);
     assert!(err.contains("cannot be used with"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! Random-weight Llamas of named shapes (`spex bench throughput --shape`, `benches/gpu.rs`): the
+//! Random-weight Llamas and BERTs of named shapes (`spex bench throughput --shape`, `benches/gpu.rs`): the
 //! parameter count against real checkpoints and published sizes, the drawn weights' statistics,
 //! and the benchmark inputs built on them.
 
@@ -65,7 +65,7 @@ fn random_weights_have_the_documented_statistics_and_dtype() {
 #[test]
 fn bench_inputs_on_random_weights_are_fixed_per_length() {
     let err = BenchModel::random("gpt-5", ComputeDevice::Cpu).err().unwrap().to_string();
-    assert!(err.contains("smollm2-135m, llama-1b"), "{err}");
+    assert!(err.contains("smollm2-135m, llama-1b, bert-base"), "{err}");
     let model = BenchModel::random("smollm2-135m", ComputeDevice::Cpu).unwrap();
     let (a, b) = (model.value(10).unwrap(), model.value(10).unwrap());
     assert_eq!(a.player_labels().len(), 10);
@@ -80,4 +80,59 @@ fn bench_inputs_on_random_weights_are_fixed_per_length() {
     let masks = random_masks(10, 3, 4);
     let v = a.evaluate_masks(masks.as_slice()).unwrap();
     assert!(v.iter().all(|x| x.is_finite() && *x < 0.0), "{v:?}");
+}
+
+#[test]
+fn bert_parameter_counts_equal_the_checkpoint_and_the_published_size() {
+    use spex::model::bert::{BertConfig, SHAPES};
+    let w = bert_weights(1);
+    let stored: usize = w.0.values().map(|(_, data)| data.len()).sum();
+    let dir = tempfile::tempdir().unwrap();
+    write_bert_hf(dir.path(), &w);
+    let Model::Bert(m) = spex::model::load(dir.path()).unwrap().model else {
+        panic!("a BERT checkpoint loads as BERT")
+    };
+    assert_eq!(m.config().parameters(), stored);
+    // bert-base-uncased: 109 482 240 with its pooler; the two-class head adds 768 × 2 + 2.
+    let base = BertConfig::shape("bert-base").unwrap();
+    assert_eq!(base.parameters(), 109_482_240 + 1_538);
+    assert_eq!(BertConfig { labels: Vec::new(), ..base }.parameters(), 109_482_240);
+    assert!(SHAPES.iter().all(|s| BertConfig::shape(s).is_some()));
+    assert!(BertConfig::shape("bert-large").is_none());
+}
+
+#[test]
+fn random_bert_weights_have_the_documented_statistics() {
+    use spex::model::bert::{Bert, BertConfig};
+    let cfg = BertConfig { num_layers: 2, vocab_size: 3000, ..BertConfig::shape("bert-base").unwrap() };
+    let m = Bert::random(cfg.clone(), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!((m.config(), m.num_classes()), (&cfg, Some(2)));
+    // LayerNorm weights 1, biases 0: every final hidden state has mean 0 and unit variance.
+    let ids: Vec<u32> = (0..12).map(|i| i * 37).collect();
+    let hidden = Model::Bert(m).forward(&ModelInput::single(&ids)).unwrap().hidden;
+    let mean = hidden.mean(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let var = hidden.sqr().unwrap().mean(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (m, v) in mean.iter().zip(&var) {
+        assert!(m.abs() < 1e-4 && (v - 1.0).abs() < 1e-3, "mean {m}, variance {v}");
+    }
+    // Drawn in the dtype asked for: the forward runs in it.
+    let bf16 = Model::Bert(Bert::random(cfg, &Device::Cpu, DType::BF16).unwrap());
+    assert_eq!(bf16.forward(&ModelInput::single(&ids)).unwrap().hidden.dtype(), DType::BF16);
+}
+
+#[test]
+fn bench_inputs_on_a_random_bert_score_its_head() {
+    let model = BenchModel::random("bert-base", ComputeDevice::Cpu).unwrap();
+    assert!(model.value(10).is_err(), "an encoder has no LM target");
+    let (a, b) = (model.encoder_value(10).unwrap(), model.encoder_value(10).unwrap());
+    assert_eq!(a.player_labels().len(), 10);
+    // Position 0 is fixed (the head reads it); the ten players follow, the same ids every time.
+    assert_eq!(a.layout().owners[0], None);
+    assert_eq!(a.layout().ids.len(), 11);
+    assert_eq!(a.layout().ids, b.layout().ids);
+    let masks = random_masks(10, 3, 4);
+    let v = a.evaluate_masks(masks.as_slice()).unwrap();
+    assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+    let mut game = model.game_on(10, ComputeDevice::Cpu).unwrap();
+    assert_eq!(game.evaluate(masks.as_slice()).unwrap(), v);
 }

@@ -497,14 +497,15 @@ struct DecodeArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Masked queries per second of whole runs on a causal LM (pipeline, store and decoding
+    /// Masked queries per second of whole runs on a model (pipeline, store and decoding
     /// included), with the engine's overhead and the worker's idle share.
     Throughput {
         /// Model [default: the embedded SmolLM2-135M-Instruct].
         #[arg(long, conflicts_with = "shape")]
         model: Option<PathBuf>,
         /// Random weights of a model's architecture instead, no download: smollm2-135m (the
-        /// default model's) or llama-1b (Llama 3.2 1B's); random prompt and target tokens.
+        /// default model's), llama-1b (Llama 3.2 1B's) or bert-base (BERT-base's, scored on a
+        /// class logit); random prompt and target tokens.
         #[arg(long)]
         shape: Option<String>,
         /// Where the forwards run: auto (every visible GPU when this build has the GPU path,

@@ -48,7 +48,37 @@ pub struct BertConfig {
     pub labels: Vec<String>,
 }
 
+/// Architectures that benchmarks build with random weights ([`BertConfig::shape`]).
+pub const SHAPES: [&str; 1] = ["bert-base"];
+
 impl BertConfig {
+    /// The architecture of a named model (one of [`SHAPES`]): `bert-base`, BERT-base's
+    /// (bert-base-uncased), with a two-class classification head.
+    pub fn shape(name: &str) -> Option<BertConfig> {
+        (name == "bert-base").then(|| BertConfig {
+            flavor: BertFlavor::Bert,
+            hidden_size: 768,
+            num_heads: 12,
+            num_layers: 12,
+            intermediate_size: 3072,
+            max_positions: 512,
+            vocab_size: 30_522,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            labels: vec!["negative".into(), "positive".into()],
+        })
+    }
+
+    /// Weights of a BERT-flavoured model of this configuration: embeddings, layers and pooler,
+    /// plus the classification head when [`BertConfig::labels`] names classes.
+    pub fn parameters(&self) -> usize {
+        let (e, i, c) = (self.hidden_size, self.intermediate_size, self.labels.len());
+        let embeddings = (self.vocab_size + self.max_positions + self.type_vocab_size) * e + 2 * e;
+        let layer = 4 * (e * e + e) + 2 * (i * e) + i + e + 4 * e;
+        let head = if c > 0 { c * e + c } else { 0 };
+        embeddings + self.num_layers * layer + e * e + e + head
+    }
+
     /// Reads a Hugging Face `config.json` (`model_type` `bert` or `distilbert`).
     pub fn from_hf_json(cfg: &serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         let distil = cfg.get("model_type").and_then(|v| v.as_str()) == Some("distilbert");
@@ -223,6 +253,44 @@ impl Bert {
             head,
             cfg,
         })
+    }
+
+    /// A BERT-flavoured model of `cfg` with random weights drawn on `device` in `dtype`
+    /// (benchmarks): matrices normal with standard deviation 0.02 (BERT's initialisation), norms
+    /// 1, biases 0; the pooler and, when `cfg` names labels, the classification head included.
+    pub fn random(cfg: BertConfig, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let (e, i, c) = (cfg.hidden_size, cfg.intermediate_size, cfg.labels.len());
+        let mut w = Weights::random(device, dtype);
+        let mut put = |name: String, shape: &[usize], fill: Option<f32>| w.draw(name, shape, fill);
+        let mut linear = |name: String, dout: usize, din: usize| -> Result<(), ModelError> {
+            put(format!("{name}.weight"), &[dout, din], None)?;
+            put(format!("{name}.bias"), &[dout], Some(0.0))
+        };
+        for l in 0..cfg.num_layers {
+            let p = format!("encoder.layer.{l}");
+            for n in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+                linear(format!("{p}.{n}"), e, e)?;
+            }
+            linear(format!("{p}.intermediate.dense"), i, e)?;
+            linear(format!("{p}.output.dense"), e, i)?;
+        }
+        linear("pooler.dense".into(), e, e)?;
+        if c > 0 {
+            linear("classifier".into(), c, e)?;
+        }
+        let mut norm = |name: String| -> Result<(), ModelError> {
+            put(format!("{name}.weight"), &[e], Some(1.0))?;
+            put(format!("{name}.bias"), &[e], Some(0.0))
+        };
+        norm("embeddings.LayerNorm".into())?;
+        for l in 0..cfg.num_layers {
+            norm(format!("encoder.layer.{l}.attention.output.LayerNorm"))?;
+            norm(format!("encoder.layer.{l}.output.LayerNorm"))?;
+        }
+        put("embeddings.word_embeddings.weight".into(), &[cfg.vocab_size, e], None)?;
+        put("embeddings.position_embeddings.weight".into(), &[cfg.max_positions, e], None)?;
+        put("embeddings.token_type_embeddings.weight".into(), &[cfg.type_vocab_size, e], None)?;
+        Bert::new(cfg, &w.done())
     }
 
     /// A copy of the model with every weight on `device` in `dtype` (as

@@ -392,15 +392,8 @@ impl Llama {
     pub fn random(cfg: LlamaConfig, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let (e, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (q, kv) = (cfg.num_heads * d, cfg.num_kv_heads * d);
-        let mut t = HashMap::new();
-        let mut put = |name: String, shape: &[usize], fill: Option<f32>| -> Result<(), ModelError> {
-            let x = match fill {
-                Some(v) => Tensor::full(v, shape, device)?,
-                None => Tensor::randn(0f32, 0.02, shape, device)?,
-            };
-            t.insert(name, x.to_dtype(dtype)?);
-            Ok(())
-        };
+        let mut w = Weights::random(device, dtype);
+        let mut put = |name: String, shape: &[usize], fill: Option<f32>| w.draw(name, shape, fill);
         put("model.embed_tokens.weight".into(), &[cfg.vocab_size, e], None)?;
         put("model.norm.weight".into(), &[e], Some(1.0))?;
         if !cfg.tie_word_embeddings {
@@ -421,7 +414,7 @@ impl Llama {
             put(p("input_layernorm.weight"), &[e], Some(1.0))?;
             put(p("post_attention_layernorm.weight"), &[e], Some(1.0))?;
         }
-        Llama::new(cfg, &Weights::from_tensors("(random weights)", t))
+        Llama::new(cfg, &w.done())
     }
 
     /// The configuration.

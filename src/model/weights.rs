@@ -82,6 +82,12 @@ impl Weights {
         Weights { path: path.into(), tensors }
     }
 
+    /// An empty set of random weights on `device` in `dtype`, filled by [`RandomWeights::draw`]
+    /// (benchmarks' random models).
+    pub(crate) fn random(device: &Device, dtype: DType) -> RandomWeights {
+        RandomWeights { device: device.clone(), dtype, tensors: HashMap::new() }
+    }
+
     /// The file or directory the weights came from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -145,5 +151,30 @@ impl Weights {
     /// first of `prefixes` for which `prefix + probe` exists.
     pub fn find_prefix<'p>(&self, prefixes: &[&'p str], probe: &str) -> Option<&'p str> {
         prefixes.iter().copied().find(|p| self.contains(&format!("{p}{probe}")))
+    }
+}
+
+/// Random weights being drawn ([`Weights::random`]).
+pub(crate) struct RandomWeights {
+    device: Device,
+    dtype: DType,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl RandomWeights {
+    /// Adds `name` of `shape`: `fill` everywhere, or (`None`) normal with standard deviation 0.02,
+    /// drawn on the device.
+    pub(crate) fn draw(&mut self, name: String, shape: &[usize], fill: Option<f32>) -> Result<(), ModelError> {
+        let x = match fill {
+            Some(v) => Tensor::full(v, shape, &self.device)?,
+            None => Tensor::randn(0f32, 0.02, shape, &self.device)?,
+        };
+        self.tensors.insert(name, x.to_dtype(self.dtype)?);
+        Ok(())
+    }
+
+    /// The weights drawn.
+    pub(crate) fn done(self) -> Weights {
+        Weights::from_tensors("(random weights)", self.tensors)
     }
 }
