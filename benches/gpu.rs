@@ -21,7 +21,6 @@
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use spex::cuda::kernels::DeviceMasks;
 use spex::cuda::stream::MaskUploader;
 use spex::cuda::Gpu;
 use spex::design::{rng, uniform::random_masks as spex_random_masks};
@@ -82,7 +81,7 @@ fn bench_masking(gpu: &Gpu, batch: usize, len: usize) {
     let secs = time(gpu, || {
         let k = up.upload(gpu, masks.as_slice()).unwrap();
         let m = up.masks(k);
-        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        let dm = m.device_masks();
         gpu.attention_bias(&mut bias.as_view_mut(), dm, &dow.as_view(), true).unwrap();
         gpu.head_gates_from_masks(&mut gates.as_view_mut(), dm, &dbits.as_view(), layers, heads).unwrap();
         up.release(gpu, k).unwrap();

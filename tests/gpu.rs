@@ -276,7 +276,7 @@ fn check_slot(g: &Gpu, up: &MaskUploader, k: usize, want: &MaskBatch, down: &mut
     let bits = [0i32, 77, 149];
     let db = g.compute_stream().clone_htod(&bits).unwrap();
     let mut gates = poisoned::<f32>(g, m.rows * 3);
-    let dmasks = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+    let dmasks = m.device_masks();
     g.head_gates_from_masks(&mut gates.as_view_mut(), dmasks, &db.as_view(), 1, 3).unwrap();
     let got = down.download(g, &gates.as_view()).unwrap();
     let want: Vec<f64> = dense_head_gates(want.as_slice(), &bits, 1, 3).into_iter().map(f64::from).collect();

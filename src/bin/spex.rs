@@ -187,8 +187,8 @@ struct InputArgs {
     /// input].
     #[arg(long)]
     reference: Option<String>,
-    /// Where the forwards run: auto (every visible GPU when this build has the GPU path and the
-    /// model is a causal LM, else the CPU), cpu, or cuda.
+    /// Where the forwards run: auto (every visible GPU when this build has the GPU path, else the
+    /// CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     device: ComputeDevice,
 }

@@ -288,7 +288,7 @@ impl GpuLmValue {
             return self.compacted_input(k, slots);
         }
         let m = self.uploader.masks(k);
-        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        let dm = m.device_masks();
         let (b, len) = (m.rows, lay.ids.len());
         let st = self.gpu.compute_stream();
         let attn_bias = if lay.mode == TokenMode::Attention {
@@ -323,7 +323,7 @@ impl GpuLmValue {
     fn compacted_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
         let lay = self.spec.layout();
         let m = self.uploader.masks(k);
-        let dm = DeviceMasks { words: &m.words, rows: m.rows, words_per_row: m.words_per_row };
+        let dm = m.device_masks();
         let b = m.rows;
         let st = self.gpu.compute_stream();
         // SAFETY: compact_rows writes every element of all three.
@@ -339,15 +339,14 @@ impl GpuLmValue {
         let maps =
             BaseMaps { owners: &self.owners.as_view(), read: &self.read.as_view(), ids: &self.base_ids.as_view() };
         self.gpu.compact_rows(out, dm, &maps, lay.pad_id, lay.causal, lay.mode == TokenMode::Remove)?;
-        let mut input = ModelInput::full_rows(
+        Ok(ModelInput::rows(
             b,
             slots,
             Ids::Device(self.wrap(ids, &[b * slots])?),
+            Ids::Device(self.wrap(positions, &[b * slots])?),
             Some(self.wrap(bias, &[b, 1, slots, slots])?),
             self.head_gates(dm)?,
-        );
-        input.positions = Ids::Device(self.wrap(positions, &[b * slots])?);
-        Ok(input)
+        ))
     }
 
     /// The per-layer head gates of the masks `dm`, built on the device (`None` without head

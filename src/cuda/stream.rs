@@ -8,6 +8,7 @@
 
 use cudarc::driver::{CudaEvent, CudaSlice, CudaView, PinnedHostSlice};
 
+use super::kernels::DeviceMasks;
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
 
@@ -39,6 +40,13 @@ pub struct UploadedMasks<'a> {
     pub words_per_row: usize,
     /// Which slot (for [`MaskUploader::release`]).
     pub slot: usize,
+}
+
+impl UploadedMasks<'_> {
+    /// The masks as the kernels take them.
+    pub fn device_masks(&self) -> DeviceMasks<'_> {
+        DeviceMasks { words: &self.words, rows: self.rows, words_per_row: self.words_per_row }
+    }
 }
 
 impl MaskUploader {

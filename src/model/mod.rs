@@ -230,7 +230,21 @@ impl ModelInput {
         head_gates: Option<HeadGates>,
     ) -> Self {
         let positions = Ids::Host((0..len as u32).cycle().take(batch * len).collect());
-        ModelInput { batch, len, tokens: tokens.into(), positions, attn_bias, head_gates, capture_head_means: false }
+        ModelInput::rows(batch, len, tokens, positions, attn_bias, head_gates)
+    }
+
+    /// `batch` rows of `len` tokens, each with its own positions (`tokens` and `positions`
+    /// row-major): compacted rows, where a row keeps only some base positions.
+    pub fn rows(
+        batch: usize,
+        len: usize,
+        tokens: impl Into<Ids>,
+        positions: impl Into<Ids>,
+        attn_bias: Option<Tensor>,
+        head_gates: Option<HeadGates>,
+    ) -> Self {
+        let (tokens, positions) = (tokens.into(), positions.into());
+        ModelInput { batch, len, tokens, positions, attn_bias, head_gates, capture_head_means: false }
     }
 
     fn validate(&self, info: &ModelInfo) -> Result<(), ModelError> {

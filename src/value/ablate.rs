@@ -140,15 +140,7 @@ impl Layout {
         };
         let head_gates = self.head_gates(masks, device)?;
         Ok(AblatedBatch {
-            input: ModelInput {
-                batch: b,
-                len,
-                tokens: tokens.into(),
-                positions: positions.into(),
-                attn_bias,
-                head_gates,
-                capture_head_means: false,
-            },
+            input: ModelInput::rows(b, len, tokens, positions, attn_bias, head_gates),
             included: rows.into_iter().map(|r| r.0).collect(),
             present: visible,
         })
@@ -284,9 +276,7 @@ impl Layout {
         let (ids, positions, visible) = compacted_rows(masks, &owners, &read, &self.ids, slots, self.pad_id, renumber);
         let bias = ops::attention_bias(b, slots, Some(&visible), self.causal, cpu())?;
         let head_gates = self.head_gates(masks, cpu())?;
-        let mut input = ModelInput::full_rows(b, slots, ids, Some(bias), head_gates);
-        input.positions = positions.into();
-        Ok(input)
+        Ok(ModelInput::rows(b, slots, ids, positions, Some(bias), head_gates))
     }
 }
 

@@ -222,7 +222,7 @@ impl EncoderValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
-        let rows = Cell::new((options.max_batch_tokens / layout.ids.len().max(1)).max(1));
+        let rows = rows_within(options.max_batch_tokens, &layout);
         Ok(EncoderValue { model, prompt, layout, measure, labels, rows })
     }
 
@@ -246,7 +246,7 @@ impl EncoderValue {
             layout,
             measure,
             labels: self.labels.clone(),
-            rows: Cell::new((max_batch_tokens / self.layout.ids.len().max(1)).max(1)),
+            rows: rows_within(max_batch_tokens, &self.layout),
         })
     }
 
@@ -305,6 +305,11 @@ impl EncoderValue {
             }
         })
     }
+}
+
+/// Rows per forward pass that keep `rows × tokens` within `max_batch_tokens` (at least one).
+fn rows_within(max_batch_tokens: usize, layout: &Layout) -> Cell<usize> {
+    Cell::new((max_batch_tokens / layout.ids.len().max(1)).max(1))
 }
 
 /// `log p_c − log(1 − p_c)` for softmax probabilities of `logits`, computed stably as
