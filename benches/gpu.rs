@@ -10,9 +10,11 @@
 //!   available in this build otherwise (a row says so). Their rows also give the GPU idle share
 //!   between forwards ([`spex::cuda::lm::GpuTimeline`]: timing events on the compute stream) and
 //!   the model FLOP rate, with its share of the device's dense bf16 peak (MFU) where the peak is
-//!   known (`SPEX_PEAK_TFLOPS`, or the table in `bf16_peak_tflops`). Rows run compacted (the
-//!   default: hidden tokens dropped, FLOPs counted over the slots actually run) and, at the
-//!   automatic batch, full-length (every position kept, as transformers computes it).
+//!   known (`SPEX_PEAK_TFLOPS`, or the table in `bf16_peak_tflops`). Rows run compacted and
+//!   planned by length (the default: hidden tokens dropped, rows of similar lengths in one
+//!   pass, FLOPs counted over the slots actually run) and, at the automatic batch, also
+//!   unplanned (masks in their own order, passes of the automatic batch) and full-length (every
+//!   position kept, as transformers computes it).
 //!
 //! Timing: wall clock around whole batches with the device synchronised (values on the host
 //! count), after one warm-up batch, repeated for at least `SPEX_BENCH_SECONDS` (default 1) s.
@@ -183,16 +185,22 @@ mod models {
                 let spec = model.value(len).expect("a random prompt");
                 let picks = spec.target_tokens().len();
                 let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
-                // Compacted rows (the default) at growing batches, then the full-length form.
-                for (batch, compaction) in [(16, true), (64, true), (256, true), (0, true), (0, false)] {
+                // Compacted rows planned by length (the default) at growing batches, then at the
+                // automatic batch unplanned (masks in their order) and in the full-length form.
+                let configs = [(16, true, true), (64, true, true), (256, true, true)];
+                let auto = [(0, true, true), (0, true, false), (0, false, true)];
+                for (batch, compaction, planning) in configs.into_iter().chain(auto) {
                     f.set_compaction(compaction);
+                    f.set_planning(planning);
                     let rows = if batch == 0 { 4 * f.batch() } else { batch.min(f.batch()) };
                     let masks = super::random_masks(len, rows, rows as u64);
-                    // The FLOPs of the forwards as they run: a compacted chunk computes its slots.
-                    let flops: f64 = masks
-                        .as_slice()
-                        .chunks(f.batch())
-                        .map(|m| m.len() as f64 * flops_per_query(&c, f.slots(m), picks))
+                    // The FLOPs of the forwards as they run: each pass computes its own slots.
+                    let plan = f.plan(masks.as_slice()).expect("a forward plan");
+                    let flops: f64 = plan
+                        .pieces
+                        .iter()
+                        .zip(&plan.slots)
+                        .map(|(p, &s)| p.len() as f64 * flops_per_query(&c, s, picks))
                         .sum::<f64>()
                         / rows as f64;
                     f.take_timeline();
@@ -207,7 +215,11 @@ mod models {
                         Some(p) => format!("{tflops:.1} ({:.0} %)", 100.0 * tflops / p),
                         None => format!("{tflops:.1} (peak unknown)"),
                     };
-                    let form = if compaction { "" } else { " full-length" };
+                    let form = match (compaction, planning) {
+                        (false, _) => " full-length",
+                        (true, false) => " unplanned",
+                        (true, true) => "",
+                    };
                     let label = if batch == 0 {
                         format!("spex-bf16{form} (auto batch {})", f.batch())
                     } else {

@@ -108,7 +108,8 @@ write_results() {
         echo
         echo "GPU idle: share of device time between forwards (timing events on the compute stream)."
         echo "MFU: FLOPs of the forwards as run per second over the dense bf16 peak. Rows run compacted (hidden"
-        echo "tokens dropped; FLOPs over the slots run) unless marked full-length (every position kept, as in transformers)."
+        echo "tokens dropped; FLOPs over the slots run) unless marked full-length (every position kept, as in transformers),"
+        echo "and planned by length (rows of similar lengths share a pass) unless marked unplanned (masks in their order)."
         echo
         echo "| path | model | batch | prompt tokens | masked queries/s | tokens/s | ms/query | GPU idle | model TFLOP/s (MFU) |"
         echo "|---|---|---|---|---|---|---|---|---|"

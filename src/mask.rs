@@ -422,6 +422,16 @@ impl<'a> MaskSlice<'a> {
     pub fn to_batch(&self) -> MaskBatch {
         MaskBatch { n: self.n, words_per_row: self.words_per_row, rows: self.rows, data: self.data.to_vec() }
     }
+
+    /// An owned batch of rows `order[0], order[1], …` of this view (a reordering, a subset or
+    /// repeats). Panics if an index is out of range.
+    pub fn select(&self, order: &[usize]) -> MaskBatch {
+        let mut data = Vec::with_capacity(order.len() * self.words_per_row);
+        for &i in order {
+            data.extend_from_slice(self.row(i).words);
+        }
+        MaskBatch { n: self.n, words_per_row: self.words_per_row, rows: order.len(), data }
+    }
 }
 
 /// Iterator over the rows of a [`MaskSlice`].
@@ -489,5 +499,8 @@ mod tests {
         assert_eq!(s.to_dense_f32(), vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
         let chunks: Vec<usize> = b.as_slice().chunks(2).map(|c| c.len()).collect();
         assert_eq!(chunks, vec![2, 1]);
+        let picked = b.slice(1..3).select(&[1, 0, 1]);
+        let rows: Vec<String> = picked.iter().map(|m| m.to_string()).collect();
+        assert_eq!(rows, ["110", "011", "110"]);
     }
 }

@@ -479,8 +479,10 @@ mod models_on_gpu {
         }
     }
 
-    /// The device timeline counts every chunk of a sweep (three here), with busy time and the
-    /// gaps between chunks, and starts afresh once taken.
+    /// The device timeline counts every chunk of a sweep (at least three here: more masks than
+    /// two batches), with busy time and the gaps between chunks, and starts afresh once taken.
+    /// Planned by length and in mask order (passes of other sizes, other uploads ahead), the
+    /// values agree.
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn timeline_counts_every_chunk() {
@@ -488,11 +490,18 @@ mod models_on_gpu {
         let n = cpu.n_players();
         let mut gpu = GpuLmValue::new(cpu, 0, DType::F32).unwrap();
         let batch = masks(n, 2 * gpu.batch() + 1, 48);
-        gpu.evaluate_masks(batch.as_slice()).unwrap();
+        let plan = gpu.plan(batch.as_slice()).unwrap();
+        assert!(plan.pieces.len() >= 3, "{:?}", plan.pieces);
+        let planned = gpu.evaluate_masks(batch.as_slice()).unwrap();
         let t = gpu.take_timeline();
-        assert_eq!(t.chunks, 3, "{t:?}");
+        assert_eq!(t.chunks, plan.pieces.len(), "{t:?}");
         assert!(t.busy_s > 0.0 && t.idle_s >= 0.0 && t.idle_share() < 1.0, "{t:?}");
         assert_eq!(gpu.take_timeline(), GpuTimeline::default());
+        gpu.set_planning(false);
+        assert_eq!(gpu.plan(batch.as_slice()).unwrap().pieces.len(), 3);
+        for (r, (a, b)) in planned.iter().zip(&gpu.evaluate_masks(batch.as_slice()).unwrap()).enumerate() {
+            assert_close(*a, *b, F32_TOL, &format!("planned vs in order, row {r}"));
+        }
     }
 
     /// One worker per visible device, parts joined in mask order (one device: one part).

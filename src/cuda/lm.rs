@@ -20,9 +20,10 @@
 //! Each chunk's work on the device is bracketed by timing events ([`GpuTimeline`]): the time
 //! the compute stream spends on chunks, and the time it sits idle between them.
 //!
-//! Batches are sized from free device memory ([`crate::model::memory::auto_batch_rows`]); a
-//! CUDA out-of-memory error halves the batch and retries the same masks
-//! ([`crate::model::memory::sweep_halving`]).
+//! Batches are sized from free device memory ([`crate::model::memory::auto_batch_rows`]) and
+//! cut into forward passes of rows of similar compacted lengths
+//! ([`crate::model::memory::plan_forwards`]); a CUDA out-of-memory error halves the batch and
+//! retries the same masks ([`crate::model::memory::sweep_halving`]).
 
 use std::ops::Range;
 
@@ -34,7 +35,9 @@ use super::kernels::{BaseMaps, CompactedRows, DeviceMasks, ScoreState};
 use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
-use crate::model::memory::{auto_batch_rows, decoder_row_bytes, sweep_halving};
+use crate::model::memory::{
+    auto_batch_rows, decoder_row_bytes, plan_forwards, sweep_halving, ForwardPlan, GPU_MIN_FORWARD_TOKENS,
+};
 use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
 use crate::value::ablate::compacted_len;
 use crate::value::lm::{LmMetric, LmValue};
@@ -103,6 +106,8 @@ pub struct GpuLmValue {
     batch: usize,
     /// Whether attention-mode chunks run compacted (see [`GpuLmValue::set_compaction`]).
     compaction: bool,
+    /// Whether batches are planned by length (see [`GpuLmValue::set_planning`]).
+    planning: bool,
     /// The slot and row range of a chunk already uploaded ahead of its forward.
     pending: Option<(usize, Range<usize>)>,
     timeline: GpuTimeline,
@@ -165,6 +170,7 @@ impl GpuLmValue {
             head_fill,
             batch,
             compaction: true,
+            planning: true,
             pending: None,
             timeline: GpuTimeline::default(),
             last_end: None,
@@ -186,23 +192,56 @@ impl GpuLmValue {
         self.compaction = on;
     }
 
-    /// Masks per forward pass currently in use (after any out-of-memory halving).
+    /// Whether each batch is cut into passes of rows of similar lengths ([`GpuLmValue::plan`]);
+    /// on by default. Off, masks run in their own order in passes of [`GpuLmValue::batch`] rows
+    /// ([`ForwardPlan::in_order`]), for comparison. Both give the same values.
+    pub fn set_planning(&mut self, on: bool) {
+        self.planning = on;
+    }
+
+    /// Most masks per forward pass currently in use (after any out-of-memory halving).
     pub fn batch(&self) -> usize {
         self.batch
     }
 
-    /// Evaluates masks in forward passes of [`GpuLmValue::batch`] rows, halving on OOM.
+    /// Evaluates masks in forward passes of at most [`GpuLmValue::batch`] rows of similar
+    /// lengths ([`GpuLmValue::plan`]), halving on OOM.
     pub fn evaluate_masks(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, CudaError> {
         self.pending = None;
-        let start = self.batch;
-        let sweep = sweep_halving(masks.len(), start, CudaError::is_oom, |r| self.evaluate_chunk(masks, r))?;
+        let plan = self.plan(masks)?;
+        let sorted = masks.select(&plan.order);
+        let all = sorted.as_slice();
+        let sweep =
+            sweep_halving(&plan.pieces, self.batch, CudaError::is_oom, |r, next| self.evaluate_chunk(all, r, next))?;
         self.batch = sweep.batch;
-        Ok(sweep.values)
+        Ok(plan.restore(sweep.values))
     }
 
-    /// One forward pass over rows `r` of `all`. The upload of the next chunk (same size) is
-    /// queued on the copy stream before this chunk's forward, so the two overlap.
-    fn evaluate_chunk(&mut self, all: MaskSlice<'_>, r: Range<usize>) -> Result<Vec<f64>, CudaError> {
+    /// How [`GpuLmValue::evaluate_masks`] cuts `masks` into forward passes: sorted by the length
+    /// of their compacted rows when chunks run compacted, so that each pass is padded only to
+    /// its own longest row, a pass counted as at least [`GPU_MIN_FORWARD_TOKENS`] positions so
+    /// that none is split too small to fill the device ([`plan_forwards`]).
+    pub fn plan(&self, masks: MaskSlice<'_>) -> Result<ForwardPlan, CudaError> {
+        let lay = self.spec.layout();
+        let mut lengths = lay.row_lengths(masks).map_err(model_err)?;
+        if lay.mode == TokenMode::Attention && !self.compaction {
+            lengths.fill(lay.ids.len()); // every row runs full-length
+        }
+        Ok(if self.planning {
+            plan_forwards(&lengths, self.batch, GPU_MIN_FORWARD_TOKENS)
+        } else {
+            ForwardPlan::in_order(&lengths, self.batch)
+        })
+    }
+
+    /// One forward pass over rows `r` of `all`. The upload of the `next` chunk is queued on the
+    /// copy stream before this chunk's forward, so the two overlap.
+    fn evaluate_chunk(
+        &mut self,
+        all: MaskSlice<'_>,
+        r: Range<usize>,
+        next: Option<Range<usize>>,
+    ) -> Result<Vec<f64>, CudaError> {
         let masks = all.slice(r.clone());
         let k = match self.pending.take() {
             Some((k, pr)) if pr == r => k,
@@ -213,8 +252,7 @@ impl GpuLmValue {
         let slots = compacted.unwrap_or(self.spec.layout().ids.len());
         let input = self.device_input(k, compacted)?;
         self.uploader.release(&self.gpu, k)?;
-        let next = r.end..(r.end + r.len()).min(all.len());
-        if !next.is_empty() {
+        if let Some(next) = next {
             self.pending = Some((self.uploader.upload(&self.gpu, all.slice(next.clone()))?, next));
         }
         // Host→device copies synchronise candle's stream: make the scoring inputs before the
@@ -260,12 +298,6 @@ impl GpuLmValue {
         self.timeline.chunks += 1;
         self.last_end = Some(end);
         Ok(())
-    }
-
-    /// Positions per row of the forward of `masks` (one chunk): the slots of its compacted rows,
-    /// or every base position for the full-length form.
-    pub fn slots(&self, masks: MaskSlice<'_>) -> usize {
-        self.compacted_slots(masks).unwrap_or(self.spec.layout().ids.len())
     }
 
     /// The slots of `masks`' compacted rows when they run compacted: always in remove mode; in

@@ -82,15 +82,7 @@ impl Layout {
     /// Builds the model input for a batch of masks: ids and positions on the host, the bias and
     /// head gates on `device` (the model's: only `B × L` and `B × H` flags travel there).
     pub fn build(&self, masks: MaskSlice<'_>, device: &Device) -> Result<AblatedBatch, ModelError> {
-        if masks.n() != self.n_players() {
-            return Err(ModelError::Input(format!(
-                "masks have {} players, this game has {} ({} token + {} head players)",
-                masks.n(),
-                self.n_players(),
-                self.n_token_players,
-                self.heads.len()
-            )));
-        }
+        self.check_width(masks)?;
         if masks.is_empty() {
             return Err(ModelError::Input("empty batch of masks".into()));
         }
@@ -144,6 +136,30 @@ impl Layout {
             included: rows.into_iter().map(|r| r.0).collect(),
             present: visible,
         })
+    }
+
+    /// Per mask, the positions of its row in [`Layout::build`] (and in the compacted form): what
+    /// a forward pass of it runs before padding, to batch rows of similar lengths together.
+    pub fn row_lengths(&self, masks: MaskSlice<'_>) -> Result<Vec<usize>, ModelError> {
+        self.check_width(masks)?;
+        Ok(match self.mode {
+            TokenMode::Replace(_) => vec![self.ids.len(); masks.len()],
+            _ => row_lengths(masks, &self.owner_map(), &self.compaction_read()),
+        })
+    }
+
+    /// Masks must have this game's players.
+    fn check_width(&self, masks: MaskSlice<'_>) -> Result<(), ModelError> {
+        if masks.n() == self.n_players() {
+            return Ok(());
+        }
+        Err(ModelError::Input(format!(
+            "masks have {} players, this game has {} ({} token + {} head players)",
+            masks.n(),
+            self.n_players(),
+            self.n_token_players,
+            self.heads.len()
+        )))
     }
 
     /// Per-layer `[B, H]` gates on `device` from the head bits of the masks (`None` when there
@@ -294,7 +310,12 @@ fn keeps(m: MaskRef<'_>, bit: i32) -> bool {
 
 /// Slots the compacted form of `masks` needs: the most base positions any row keeps or reads.
 pub fn compacted_len(masks: MaskSlice<'_>, owners: &[i32], read: &[bool]) -> usize {
-    masks.iter().map(|m| (0..owners.len()).filter(|&p| included(m, owners, read, p)).count()).max().unwrap_or(0)
+    row_lengths(masks, owners, read).into_iter().max().unwrap_or(0)
+}
+
+/// Per row of `masks`, the base positions it keeps or reads: its length in the compacted form.
+pub fn row_lengths(masks: MaskSlice<'_>, owners: &[i32], read: &[bool]) -> Vec<usize> {
+    masks.iter().map(|m| (0..owners.len()).filter(|&p| included(m, owners, read, p)).count()).collect()
 }
 
 /// Token ids, positions and key visibility `[B × slots]` of the compacted form
@@ -443,6 +464,44 @@ mod tests {
         let (_, short, _) = compacted_rows(masks.as_slice().slice(0..1), &owners, &lay.read, &lay.ids, 3, 9, false);
         let full = &built.included[0];
         assert_eq!(short, full[full.len() - 3..].iter().map(|&p| p as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn row_lengths_are_the_built_rows_lengths() {
+        for mode in [TokenMode::Attention, TokenMode::Replace(99), TokenMode::Remove] {
+            let lay = layout(mode);
+            let masks = random_masks(lay.n_players(), 40, 5);
+            let built = lay.build(masks.as_slice(), cpu()).unwrap();
+            let want: Vec<usize> = built.included.iter().map(Vec::len).collect();
+            assert_eq!(lay.row_lengths(masks.as_slice()).unwrap(), want, "{mode:?}");
+            assert!(want.iter().any(|&l| l != want[0]) || mode == TokenMode::Replace(99), "{mode:?}: a weak case");
+        }
+        let narrow = random_masks(3, 4, 6);
+        assert!(layout(TokenMode::Attention).row_lengths(narrow.as_slice()).is_err());
+    }
+
+    /// The case docs/gpu.md counts: 1 024 uniform masks over a 128-token prompt (every token a
+    /// player) with a 4-token target, planned with the GPU's floor, against one pass.
+    #[test]
+    fn planning_uniform_masks_cuts_the_padding() {
+        use crate::model::memory::{plan_forwards, GPU_MIN_FORWARD_TOKENS};
+        let (n, t) = (128, 4);
+        let mut lay = layout(TokenMode::Attention);
+        lay.ids = (0..(n + t) as u32).collect();
+        lay.owners = (0..n).map(Some).chain(std::iter::repeat_n(None, t)).collect();
+        lay.read = (0..n + t).map(|p| p + 1 >= n && p + 1 < n + t).collect();
+        (lay.n_token_players, lay.heads) = (n, Vec::new());
+        let masks = random_masks(n, 1024, 7);
+        let lengths = lay.row_lengths(masks.as_slice()).unwrap();
+        let one = plan_forwards(&lengths, 4096, usize::MAX);
+        let plan = plan_forwards(&lengths, 4096, GPU_MIN_FORWARD_TOKENS);
+        let (padded, planned) = (one.slots_run(), plan.slots_run());
+        println!(
+            "one pass: {} slots; planned: {:?} pieces, slots {:?}, {planned} in all",
+            one.slots[0], plan.pieces, plan.slots
+        );
+        assert_eq!(one.slots[0], lay.compacted_len(masks.as_slice()));
+        assert!(plan.pieces.len() >= 2 && (planned as f64) < 0.9 * padded as f64, "{planned} of {padded}");
     }
 
     /// The visibility twin against the compacted attention-mode rows: a base position is

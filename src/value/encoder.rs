@@ -33,7 +33,7 @@ use super::lm::{check_heads, head_fill, HeadOpts};
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
-use crate::model::memory::sweep_halving;
+use crate::model::memory::{min_forward_tokens, plan_forwards, sweep_halving};
 use crate::model::{LoadedModel, Model, ModelError, ModelInput};
 
 /// What an encoder value function returns per mask.
@@ -111,7 +111,7 @@ pub struct EncoderValue {
     layout: Layout,
     measure: Measure,
     labels: Vec<String>,
-    /// Rows per forward pass: from [`EncoderOptions::max_batch_tokens`], halved for good when
+    /// Most rows per forward pass: from [`EncoderOptions::max_batch_tokens`], halved for good when
     /// the device runs out of memory.
     rows: Cell<usize>,
 }
@@ -275,13 +275,17 @@ impl EncoderValue {
         self.rows.get()
     }
 
-    /// Evaluates a batch of masks, in forward passes of [`EncoderValue::batch`] rows; when the
-    /// device runs out of memory the batch is halved and the same masks retried.
+    /// Evaluates a batch of masks, in forward passes of at most [`EncoderValue::batch`] rows of
+    /// similar lengths ([`plan_forwards`]); when the device runs out of memory the batch is
+    /// halved and the same masks retried.
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let eval = |r: Range<usize>| self.evaluate_chunk(masks.slice(r));
-        let sweep = sweep_halving(masks.len(), self.rows.get(), ModelError::is_out_of_memory, eval)?;
+        let min_tokens = min_forward_tokens(self.model.model.device());
+        let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows.get(), min_tokens);
+        let sorted = masks.select(&plan.order);
+        let eval = |r: Range<usize>, _| self.evaluate_chunk(sorted.slice(r));
+        let sweep = sweep_halving(&plan.pieces, self.rows.get(), ModelError::is_out_of_memory, eval)?;
         self.rows.set(sweep.batch);
-        Ok(sweep.values)
+        Ok(plan.restore(sweep.values))
     }
 
     /// One forward pass over `chunk`.

@@ -24,6 +24,7 @@ use super::ablate::Layout;
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
+use crate::model::memory::{min_forward_tokens, plan_forwards};
 use crate::model::{ops, LoadedModel, ModelError, ModelInput};
 
 /// The continuation whose log-probability is measured.
@@ -277,18 +278,22 @@ impl LmValue {
         &self.layout
     }
 
-    /// Masks evaluated per forward pass.
+    /// Most masks evaluated per forward pass.
     pub fn rows_per_forward(&self) -> usize {
         (self.max_batch_tokens / self.layout.ids.len()).max(1)
     }
 
-    /// Evaluates a batch of masks (chunked into forward passes of [`LmValue::rows_per_forward`]).
+    /// Evaluates a batch of masks, in forward passes of at most [`LmValue::rows_per_forward`]
+    /// rows of similar lengths ([`plan_forwards`]: each pass is padded only to its own longest row).
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
+        let min_tokens = min_forward_tokens(self.model.model.device());
+        let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows_per_forward(), min_tokens);
+        let sorted = masks.select(&plan.order);
         let mut out = Vec::with_capacity(masks.len());
-        for chunk in masks.chunks(self.rows_per_forward()) {
-            out.extend(self.evaluate_chunk(chunk)?);
+        for piece in &plan.pieces {
+            out.extend(self.evaluate_chunk(sorted.slice(piece.clone()))?);
         }
-        Ok(out)
+        Ok(plan.restore(out))
     }
 
     /// Evaluates masks through the full-length form ([`Layout::build_full_length`]): every row

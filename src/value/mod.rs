@@ -5,8 +5,9 @@
 //! # Transformers as value functions
 //!
 //! [`lm::LmValue`] (causal LMs) and [`encoder::EncoderValue`] (BERT-family encoders) turn one
-//! input and a batch of masks into one batched forward pass of ablated copies of the input
-//! (chunked by `max_batch_tokens`), each row with its own mask:
+//! input and a batch of masks into batched forward passes of ablated copies of the input, each
+//! row with its own mask (rows of similar lengths share a pass, at most `max_batch_tokens`
+//! positions of the full input per pass: [`crate::model::memory::plan_forwards`]):
 //!
 //! * [`players`]: what the players are — spans of the input ([`players::Unit`]: tokens, words,
 //!   sentences, marked byte spans; a fixed prefix/suffix such as a chat template is never
