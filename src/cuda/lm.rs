@@ -36,7 +36,7 @@ use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
 use crate::model::memory::{
-    auto_batch_rows, decoder_row_bytes, plan_forwards, sweep_halving, ForwardPlan, GPU_MIN_FORWARD_TOKENS,
+    auto_batch_rows, decoder_row_bytes, min_forward_tokens, plan_forwards, sweep_halving, ForwardPlan,
 };
 use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
 use crate::value::ablate::compacted_len;
@@ -219,8 +219,8 @@ impl GpuLmValue {
 
     /// How [`GpuLmValue::evaluate_masks`] cuts `masks` into forward passes: sorted by the length
     /// of their compacted rows when chunks run compacted, so that each pass is padded only to
-    /// its own longest row, a pass counted as at least [`GPU_MIN_FORWARD_TOKENS`] positions so
-    /// that none is split too small to fill the device ([`plan_forwards`]).
+    /// its own longest row, a pass counted as at least [`min_forward_tokens`] positions so that
+    /// none is split too small to keep the device busy ([`plan_forwards`]).
     pub fn plan(&self, masks: MaskSlice<'_>) -> Result<ForwardPlan, CudaError> {
         let lay = self.spec.layout();
         let mut lengths = lay.row_lengths(masks).map_err(model_err)?;
@@ -228,7 +228,8 @@ impl GpuLmValue {
             lengths.fill(lay.ids.len()); // every row runs full-length
         }
         Ok(if self.planning {
-            plan_forwards(&lengths, self.batch, GPU_MIN_FORWARD_TOKENS)
+            let min_tokens = min_forward_tokens(&self.device, self.model.info().flops_per_token());
+            plan_forwards(&lengths, self.batch, min_tokens)
         } else {
             ForwardPlan::in_order(&lengths, self.batch)
         })

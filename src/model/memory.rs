@@ -17,19 +17,32 @@ use candle_core::Device;
 /// 128-token prompts 6 % faster.
 pub const CPU_MIN_FORWARD_TOKENS: usize = 1024;
 
-/// [`plan_forwards`]'s `min_tokens` on a GPU: below about this many positions per forward pass
-/// the device waits on kernel launches and small GEMMs rather than computing, so a pass is not
-/// split into smaller ones. A judgement, not yet a measurement: `scripts/gpu-check.sh` shows
-/// the effect (its auto-batch rows run several passes).
+/// [`plan_forwards`]'s smallest `min_tokens` on a GPU: below about this many positions per
+/// forward pass the device waits on kernel launches and small GEMMs rather than computing.
 pub const GPU_MIN_FORWARD_TOKENS: usize = 16_384;
 
-/// [`plan_forwards`]'s `min_tokens` for forwards on `device`.
-pub fn min_forward_tokens(device: &Device) -> usize {
+/// The least work, in FLOPs, of a forward pass on a GPU: about 40 ms at 500 TFLOP/s, so that
+/// the host's fixed time between passes (preparing the next chunk, reading the values back)
+/// stays a small share of the device's time. For a model of 1 B weights that is about 10 000
+/// positions (so [`GPU_MIN_FORWARD_TOKENS`] binds), for one of 100 M weights 100 000 (a batch is
+/// then sorted but rarely split). Judgements, not yet measurements: `scripts/gpu-check.sh`
+/// compares planned passes with unplanned ones.
+pub const GPU_MIN_PASS_FLOP: f64 = 2e13;
+
+/// [`plan_forwards`]'s `min_tokens` for forwards on `device` of a model doing
+/// `flops_per_token` ([`crate::model::ModelInfo::flops_per_token`]).
+pub fn min_forward_tokens(device: &Device, flops_per_token: f64) -> usize {
     if device.is_cpu() {
         CPU_MIN_FORWARD_TOKENS
     } else {
-        GPU_MIN_FORWARD_TOKENS
+        gpu_min_forward_tokens(flops_per_token)
     }
+}
+
+/// [`min_forward_tokens`] on a GPU: the positions of [`GPU_MIN_PASS_FLOP`], at least
+/// [`GPU_MIN_FORWARD_TOKENS`].
+pub fn gpu_min_forward_tokens(flops_per_token: f64) -> usize {
+    GPU_MIN_FORWARD_TOKENS.max((GPU_MIN_PASS_FLOP / flops_per_token.max(1.0)).ceil() as usize)
 }
 
 /// How a batch of rows is cut into forward passes ([`plan_forwards`]).
@@ -367,6 +380,32 @@ mod tests {
         let gpu = plan_forwards(&lengths, 4096, GPU_MIN_FORWARD_TOKENS);
         assert!(gpu.pieces.len() > 1 && gpu.slots_run() < one.slots_run());
         assert!(plan_forwards(&[], 8, 0).pieces.is_empty());
+    }
+
+    #[test]
+    fn gpu_floor_follows_the_model_size() {
+        use crate::model::{Family, ModelInfo};
+        let info = |family, num_layers, num_heads, num_kv_heads, head_dim, hidden_size, mlp_size| ModelInfo {
+            family,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            hidden_size,
+            mlp_size,
+            vocab_size: 1000,
+            max_positions: 512,
+            causal: family != Family::Bert,
+        };
+        // Llama 3.2 1B: 973 078 528 weights in its layers' matrices (1 235 814 400 parameters
+        // less the tied embedding and the norms); SmolLM2-135M: 106 168 320; BERT-base: 84 934 656.
+        let llama_1b = info(Family::Llama, 16, 32, 8, 64, 2048, 8192).flops_per_token();
+        let smollm2 = info(Family::Llama, 30, 9, 3, 64, 576, 1536).flops_per_token();
+        let bert = info(Family::Bert, 12, 12, 12, 64, 768, 3072).flops_per_token();
+        assert_eq!((llama_1b, smollm2, bert), (2.0 * 973_078_528.0, 2.0 * 106_168_320.0, 2.0 * 84_934_656.0));
+        assert_eq!(gpu_min_forward_tokens(llama_1b), GPU_MIN_FORWARD_TOKENS);
+        assert_eq!(gpu_min_forward_tokens(smollm2), 94_191); // ⌈2e13 / 212 336 640⌉
+        assert_eq!(min_forward_tokens(&Device::Cpu, smollm2), CPU_MIN_FORWARD_TOKENS);
     }
 
     #[test]

@@ -354,6 +354,19 @@ pub struct ModelInfo {
     pub causal: bool,
 }
 
+impl ModelInfo {
+    /// FLOPs per position of a forward through the layers' weight matrices (2 per weight: the
+    /// Q/K/V and output projections and the MLP, three matrices for Llama's gated MLP and two
+    /// otherwise). Attention scores, norms and the LM head are left out: the bulk of the work,
+    /// for sizing passes.
+    pub fn flops_per_token(&self) -> f64 {
+        let (e, d) = (self.hidden_size, self.head_dim);
+        let attention = e * (self.num_heads + 2 * self.num_kv_heads) * d + self.num_heads * d * e;
+        let mlp_matrices = if self.family == Family::Llama { 3 } else { 2 };
+        2.0 * (self.num_layers * (attention + mlp_matrices * e * self.mlp_size)) as f64
+    }
+}
+
 /// A model of any supported family.
 pub enum Model {
     /// Llama family.

@@ -481,7 +481,8 @@ mod tests {
     }
 
     /// The case docs/gpu.md counts: 1 024 uniform masks over a 128-token prompt (every token a
-    /// player) with a 4-token target, planned with the GPU's floor, against one pass.
+    /// player) with a 4-token target, planned with the GPU's smallest floor (a 1B model's),
+    /// against one pass.
     #[test]
     fn planning_uniform_masks_cuts_the_padding() {
         use crate::model::memory::{plan_forwards, GPU_MIN_FORWARD_TOKENS};

@@ -279,7 +279,8 @@ impl EncoderValue {
     /// similar lengths ([`plan_forwards`]); when the device runs out of memory the batch is
     /// halved and the same masks retried.
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let min_tokens = min_forward_tokens(self.model.model.device());
+        let model = &self.model.model;
+        let min_tokens = min_forward_tokens(model.device(), model.info().flops_per_token());
         let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows.get(), min_tokens);
         let sorted = masks.select(&plan.order);
         let eval = |r: Range<usize>, _| self.evaluate_chunk(sorted.slice(r));

@@ -286,7 +286,8 @@ impl LmValue {
     /// Evaluates a batch of masks, in forward passes of at most [`LmValue::rows_per_forward`]
     /// rows of similar lengths ([`plan_forwards`]: each pass is padded only to its own longest row).
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let min_tokens = min_forward_tokens(self.model.model.device());
+        let model = &self.model.model;
+        let min_tokens = min_forward_tokens(model.device(), model.info().flops_per_token());
         let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows_per_forward(), min_tokens);
         let sorted = masks.select(&plan.order);
         let mut out = Vec::with_capacity(masks.len());
