@@ -152,18 +152,17 @@ mod models {
     use candle_core::DType;
     use spex::bench::BenchModel;
     use spex::cuda::lm::GpuLmValue;
-    use spex::model::llama::{LlamaConfig, SHAPES};
+    use spex::model::llama::SHAPES;
+    use spex::model::ModelInfo;
     use spex::value::setup::ComputeDevice;
 
     /// Model FLOPs of one masked query: the forward over `tokens` positions per row (every
-    /// weight matrix at 2 FLOPs per multiply-add, plus QKᵀ and PV over all positions, as the
-    /// forward computes them) and the LM head at `picks` positions.
-    fn flops_per_query(c: &LlamaConfig, tokens: usize, picks: usize) -> f64 {
-        let (e, d, i, h, kv) = (c.hidden_size, c.head_dim, c.intermediate_size, c.num_heads, c.num_kv_heads);
-        let weights = 2 * e * h * d + 2 * e * kv * d + 3 * e * i; // q, o; k, v; gate, up, down
+    /// weight matrix at 2 FLOPs per multiply-add, [`ModelInfo::flops_per_token`], plus QKᵀ and
+    /// PV over all positions, as the forward computes them) and the LM head at `picks` positions.
+    fn flops_per_query(c: &ModelInfo, tokens: usize, picks: usize) -> f64 {
         let t = tokens as f64;
-        let layer = 2.0 * t * weights as f64 + 4.0 * t * t * (h * d) as f64;
-        c.num_layers as f64 * layer + 2.0 * (picks * e * c.vocab_size) as f64
+        let attention = 4.0 * t * t * (c.num_heads * c.head_dim) as f64;
+        t * c.flops_per_token() + c.num_layers as f64 * attention + 2.0 * (picks * c.hidden_size * c.vocab_size) as f64
     }
 
     /// Dense bf16 tensor-core peak of the device in TFLOP/s: `SPEX_PEAK_TFLOPS`, else the
@@ -179,10 +178,10 @@ mod models {
     pub fn run(device: &str) {
         let peak = bf16_peak_tflops(device);
         for shape in SHAPES {
-            let c = LlamaConfig::shape(shape).expect("a listed shape");
             let model = BenchModel::random(shape, ComputeDevice::Cuda).expect("random model");
             for len in [32, 128] {
                 let spec = model.value(len).expect("a random prompt");
+                let c = spec.model().model.info();
                 let picks = spec.target_tokens().len();
                 let mut f = GpuLmValue::new(spec, 0, DType::BF16).expect("GPU LM");
                 // Compacted rows planned by length (the default) at growing batches, then at the

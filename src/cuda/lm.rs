@@ -35,11 +35,8 @@ use super::kernels::{BaseMaps, CompactedRows, DeviceMasks, ScoreState};
 use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
-use crate::model::memory::{
-    auto_batch_rows, decoder_row_bytes, min_forward_tokens, plan_forwards, sweep_halving, ForwardPlan,
-};
+use crate::model::memory::{auto_batch_rows, decoder_row_bytes, plan_for, sweep_halving, ForwardPlan};
 use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
-use crate::value::ablate::compacted_len;
 use crate::value::lm::{LmMetric, LmValue};
 use crate::value::players::TokenMode;
 use crate::value::{PerDevice, ValueError, ValueFunction};
@@ -90,11 +87,8 @@ pub struct GpuLmValue {
     /// Mean-ablation values per layer, moved to the device once (not per forward).
     head_fill: Option<Vec<Tensor>>,
     owners: CudaSlice<i32>,
-    /// The same map on the host, to size the compacted rows of each chunk.
-    owners_host: Vec<i32>,
-    /// Per base position, whether every compacted row includes it ([`crate::value::ablate::Layout::compaction_read`]).
-    read_host: Vec<bool>,
-    /// The same flags as 0/1 on the device, for `compact_rows`.
+    /// Per base position, 1 when every compacted row includes it
+    /// ([`crate::value::ablate::Layout::compaction_read`]), for `compact_rows`.
     read: CudaSlice<i32>,
     head_bits: CudaSlice<i32>,
     /// The base token ids `[L]`, for the `replace_ids` and `compact_rows` kernels.
@@ -150,12 +144,9 @@ impl GpuLmValue {
         let st = gpu.compute_stream().clone();
         let words = crate::mask::words_for(lay.n_players());
         let batch = initial_batch(&gpu, &spec, dtype)?;
-        let (owners_host, read_host) = (lay.owner_map(), lay.compaction_read());
-        let read: Vec<i32> = read_host.iter().map(|&r| r as i32).collect();
+        let read: Vec<i32> = lay.compaction_read().iter().map(|&r| r as i32).collect();
         Ok(GpuLmValue {
-            owners: st.clone_htod(&owners_host)?,
-            owners_host,
-            read_host,
+            owners: st.clone_htod(&lay.owner_map())?,
             read: st.clone_htod(&read)?,
             head_bits: st.clone_htod(&lay.head_bit_map())?,
             base_ids: st.clone_htod(&lay.ids)?,
@@ -208,40 +199,56 @@ impl GpuLmValue {
     /// lengths ([`GpuLmValue::plan`]), halving on OOM.
     pub fn evaluate_masks(&mut self, masks: MaskSlice<'_>) -> Result<Vec<f64>, CudaError> {
         self.pending = None;
-        let plan = self.plan(masks)?;
+        let lengths = self.row_lengths(masks)?;
+        let plan = self.plan_of(&lengths);
         let sorted = masks.select(&plan.order);
+        let sorted_lengths: Vec<usize> = plan.order.iter().map(|&row| lengths[row]).collect();
         let all = sorted.as_slice();
-        let sweep =
-            sweep_halving(&plan.pieces, self.batch, CudaError::is_oom, |r, next| self.evaluate_chunk(all, r, next))?;
+        let sweep = sweep_halving(&plan.pieces, self.batch, CudaError::is_oom, |r, next| {
+            let longest = sorted_lengths[r.clone()].iter().copied().max().unwrap_or(0);
+            self.evaluate_chunk(all, r, next, longest)
+        })?;
         self.batch = sweep.batch;
         Ok(plan.restore(sweep.values))
     }
 
     /// How [`GpuLmValue::evaluate_masks`] cuts `masks` into forward passes: sorted by the length
     /// of their compacted rows when chunks run compacted, so that each pass is padded only to
-    /// its own longest row, a pass counted as at least [`min_forward_tokens`] positions so that
-    /// none is split too small to keep the device busy ([`plan_forwards`]).
+    /// its own longest row, a pass counted as at least [`crate::model::memory::min_forward_tokens`]
+    /// positions so that none is split too small to keep the device busy ([`plan_for`]).
     pub fn plan(&self, masks: MaskSlice<'_>) -> Result<ForwardPlan, CudaError> {
+        Ok(self.plan_of(&self.row_lengths(masks)?))
+    }
+
+    /// Per mask, the positions its forward runs: its compacted row, or every base position when
+    /// it runs full-length (attention mode with compaction off).
+    fn row_lengths(&self, masks: MaskSlice<'_>) -> Result<Vec<usize>, CudaError> {
         let lay = self.spec.layout();
         let mut lengths = lay.row_lengths(masks).map_err(model_err)?;
         if lay.mode == TokenMode::Attention && !self.compaction {
-            lengths.fill(lay.ids.len()); // every row runs full-length
+            lengths.fill(lay.ids.len());
         }
-        Ok(if self.planning {
-            let min_tokens = min_forward_tokens(&self.device, self.model.info().flops_per_token());
-            plan_forwards(&lengths, self.batch, min_tokens)
-        } else {
-            ForwardPlan::in_order(&lengths, self.batch)
-        })
+        Ok(lengths)
     }
 
-    /// One forward pass over rows `r` of `all`. The upload of the `next` chunk is queued on the
-    /// copy stream before this chunk's forward, so the two overlap.
+    /// [`GpuLmValue::plan`] of rows of `lengths`.
+    fn plan_of(&self, lengths: &[usize]) -> ForwardPlan {
+        if self.planning {
+            plan_for(&self.model, lengths, self.batch)
+        } else {
+            ForwardPlan::in_order(lengths, self.batch)
+        }
+    }
+
+    /// One forward pass over rows `r` of `all`, whose longest row has `longest` positions. The
+    /// upload of the `next` chunk is queued on the copy stream before this chunk's forward, so
+    /// the two overlap.
     fn evaluate_chunk(
         &mut self,
         all: MaskSlice<'_>,
         r: Range<usize>,
         next: Option<Range<usize>>,
+        longest: usize,
     ) -> Result<Vec<f64>, CudaError> {
         let masks = all.slice(r.clone());
         let k = match self.pending.take() {
@@ -249,7 +256,7 @@ impl GpuLmValue {
             _ => self.uploader.upload(&self.gpu, masks)?,
         };
         let start = self.timing_event()?;
-        let compacted = self.compacted_slots(masks);
+        let compacted = self.compacted_slots(longest);
         let slots = compacted.unwrap_or(self.spec.layout().ids.len());
         let input = self.device_input(k, compacted)?;
         self.uploader.release(&self.gpu, k)?;
@@ -301,14 +308,14 @@ impl GpuLmValue {
         Ok(())
     }
 
-    /// The slots of `masks`' compacted rows when they run compacted: always in remove mode; in
-    /// attention mode with compaction on when that drops a position. `None`: the full-length form.
-    fn compacted_slots(&self, masks: MaskSlice<'_>) -> Option<usize> {
+    /// The slots of a chunk's compacted rows, the longest of which has `longest` positions, when
+    /// it runs compacted: always in remove mode; in attention mode with compaction on when that
+    /// drops a position. `None`: the full-length form.
+    fn compacted_slots(&self, longest: usize) -> Option<usize> {
         let lay = self.spec.layout();
-        let slots = || compacted_len(masks, &self.owners_host, &self.read_host);
         match lay.mode {
-            TokenMode::Remove => Some(slots()),
-            TokenMode::Attention if self.compaction => Some(slots()).filter(|&s| s < lay.ids.len()),
+            TokenMode::Remove => Some(longest),
+            TokenMode::Attention if self.compaction => Some(longest).filter(|&s| s < lay.ids.len()),
             _ => None,
         }
     }

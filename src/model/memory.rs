@@ -10,6 +10,8 @@ use std::ops::Range;
 
 use candle_core::Device;
 
+use super::Model;
+
 /// [`plan_forwards`]'s `min_tokens` on the CPU. Measured with `spex bench throughput --shape
 /// smollm2-135m` on 2 cores (64-token prompts, uniform masks): against one pass per batch, 128
 /// masks per batch ran 29 % faster with 1 024 (24 % with 512, 14 % with 256, where the small
@@ -43,6 +45,12 @@ pub fn min_forward_tokens(device: &Device, flops_per_token: f64) -> usize {
 /// [`GPU_MIN_FORWARD_TOKENS`].
 pub fn gpu_min_forward_tokens(flops_per_token: f64) -> usize {
     GPU_MIN_FORWARD_TOKENS.max((GPU_MIN_PASS_FLOP / flops_per_token.max(1.0)).ceil() as usize)
+}
+
+/// [`plan_forwards`] for forward passes of `model`: with the [`min_forward_tokens`] of its
+/// device and size.
+pub fn plan_for(model: &Model, lengths: &[usize], max_rows: usize) -> ForwardPlan {
+    plan_forwards(lengths, max_rows, min_forward_tokens(model.device(), model.info().flops_per_token()))
 }
 
 /// How a batch of rows is cut into forward passes ([`plan_forwards`]).

@@ -33,7 +33,7 @@ use super::lm::{check_heads, head_fill, HeadOpts};
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
-use crate::model::memory::{min_forward_tokens, plan_forwards, sweep_halving};
+use crate::model::memory::{plan_for, sweep_halving};
 use crate::model::{LoadedModel, Model, ModelError, ModelInput};
 
 /// What an encoder value function returns per mask.
@@ -276,12 +276,10 @@ impl EncoderValue {
     }
 
     /// Evaluates a batch of masks, in forward passes of at most [`EncoderValue::batch`] rows of
-    /// similar lengths ([`plan_forwards`]); when the device runs out of memory the batch is
-    /// halved and the same masks retried.
+    /// similar lengths ([`plan_for`]); when the device runs out of memory the batch is halved
+    /// and the same masks retried.
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let model = &self.model.model;
-        let min_tokens = min_forward_tokens(model.device(), model.info().flops_per_token());
-        let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows.get(), min_tokens);
+        let plan = plan_for(&self.model.model, &self.layout.row_lengths(masks)?, self.rows.get());
         let sorted = masks.select(&plan.order);
         let eval = |r: Range<usize>, _| self.evaluate_chunk(sorted.slice(r));
         let sweep = sweep_halving(&plan.pieces, self.rows.get(), ModelError::is_out_of_memory, eval)?;

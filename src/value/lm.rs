@@ -24,7 +24,7 @@ use super::ablate::Layout;
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
-use crate::model::memory::{min_forward_tokens, plan_forwards};
+use crate::model::memory::plan_for;
 use crate::model::{ops, LoadedModel, ModelError, ModelInput};
 
 /// The continuation whose log-probability is measured.
@@ -284,11 +284,9 @@ impl LmValue {
     }
 
     /// Evaluates a batch of masks, in forward passes of at most [`LmValue::rows_per_forward`]
-    /// rows of similar lengths ([`plan_forwards`]: each pass is padded only to its own longest row).
+    /// rows of similar lengths ([`plan_for`]: each pass is padded only to its own longest row).
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let model = &self.model.model;
-        let min_tokens = min_forward_tokens(model.device(), model.info().flops_per_token());
-        let plan = plan_forwards(&self.layout.row_lengths(masks)?, self.rows_per_forward(), min_tokens);
+        let plan = plan_for(&self.model.model, &self.layout.row_lengths(masks)?, self.rows_per_forward());
         let sorted = masks.select(&plan.order);
         let mut out = Vec::with_capacity(masks.len());
         for piece in &plan.pieces {

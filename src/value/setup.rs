@@ -514,6 +514,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_batch_rows_per_device() {
+        assert_eq!(ComputeDevice::Cpu.model_batch_rows(), 32);
+        assert_eq!(ComputeDevice::Cuda.model_batch_rows(), 1024);
+    }
+
+    #[test]
     fn marked_spans_strip_brackets_and_keep_byte_ranges() {
         let (text, spans) = marked_spans("[The café] of [France] is").unwrap();
         assert_eq!(text, "The café of France is");
