@@ -102,6 +102,9 @@ pub enum PlanError {
     /// No players.
     #[error("n = 0: there must be at least one player")]
     NoPlayers,
+    /// A degree of 0: no interaction order is sought.
+    #[error("degree 0: the largest interaction order sought must be at least 1")]
+    ZeroDegree,
     /// The SPEX design cannot be built.
     #[error(transparent)]
     Spex(#[from] SpexDesignError),
@@ -210,6 +213,10 @@ impl Plan {
     pub fn new(spec: PlanSpec) -> Result<Self, PlanError> {
         if spec.n == 0 {
             return Err(PlanError::NoPlayers);
+        }
+        if spec.degree == 0 {
+            // SPEX would otherwise quietly run at its smallest t.
+            return Err(PlanError::ZeroDegree);
         }
         let (method, choice) = match spec.method {
             Method::Auto => {
@@ -671,6 +678,10 @@ mod tests {
     #[test]
     fn bad_specs_are_refused() {
         assert!(matches!(Plan::new(PlanSpec::new(0)), Err(PlanError::NoPlayers)));
+        for method in [Method::Spex, Method::Auto, Method::ProxySpex] {
+            let err = Plan::new(PlanSpec { degree: 0, method, ..PlanSpec::new(20) }).unwrap_err();
+            assert!(matches!(err, PlanError::ZeroDegree), "{method}: {err}");
+        }
         let err = Plan::new(PlanSpec { budget: 10, ..PlanSpec::new(100) }).unwrap_err().to_string();
         assert!(err.contains("minimum is"), "{err}");
         let err = Plan::new(PlanSpec { budget: 5, method: Method::Uniform, ..PlanSpec::new(100) }).unwrap_err();

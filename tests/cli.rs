@@ -236,6 +236,34 @@ fn resume_refuses_another_function_or_design() {
 }
 
 #[test]
+fn bad_run_options_are_refused_before_any_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--batch-size", "0"], "at least 1, not 0"),
+        (&["--sync-every", "0"], "at least 1, not 0"),
+        (&["--degree", "0"], "degree 0"),
+        (&["--index", "sii", "--max-order", "0"], "needs max_order >= 1"),
+    ];
+    for (extra, expected) in cases {
+        let args: Vec<&str> = ["explain", "--demo", "--quiet", "--out", o].iter().chain(extra).copied().collect();
+        let err = fails(&args);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?} wrote a run directory");
+    }
+}
+
+#[test]
+fn errors_name_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = fails(&["merge", missing.to_str().unwrap()]);
+    assert!(err.contains("missing"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
+#[test]
 fn builtin_demo_runs_with_demo_flag() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(SPEX).current_dir(dir.path()).args(["explain", "--demo", "--quiet"]).output().unwrap();

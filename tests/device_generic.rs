@@ -22,7 +22,7 @@ const BF16_TOL: f64 = 0.02;
 /// Values of `m` on a prompt with a prefix, moved to the CPU in f32 (must be identical) and in bf16 (within
 /// [`BF16_TOL`]), with mean ablation of `heads` so the head fill moves too.
 fn check_moves(m: &Arc<LoadedModel>, heads: Vec<HeadPlayer>) {
-    let prompt = Prompt::new("the cat sat on the mat").with_prefix("a dog");
+    let prompt = Prompt::new("the cat sat on the mat").with_prefix("a dog ");
     let opts = LmOptions {
         heads,
         token_mode: TokenMode::Attention,
@@ -116,7 +116,7 @@ fn logit_differences_and_removed_tokens_in_bf16_stay_close() {
         ];
         for ((mode, metric, target), tol) in games.into_iter().zip([LOGIT_DIFF_BF16_TOL, BF16_TOL]) {
             let opts = LmOptions { token_mode: mode, metric: metric.clone(), target, ..Default::default() };
-            let prompt = Prompt::new("the cat sat on the mat").with_prefix("a dog");
+            let prompt = Prompt::new("the cat sat on the mat").with_prefix("a dog ");
             let eval = |lm: Arc<LoadedModel>| {
                 let f = LmValue::new(lm, &prompt, opts.clone()).unwrap();
                 f.evaluate_masks(random_masks(f.n_players(), 12, 10).as_slice()).unwrap()

@@ -95,11 +95,17 @@ fn bad_model_input_fails_clearly_before_anything_is_written() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["explain", "--demo", "--prompt", "hi"], "drop them with --demo or --oracle"),
         (&["explain", "--prompt", "   "], "empty"),
         (&["explain", "--model", "/no/such/model.gguf"], "/no/such/model.gguf"),
-        (&["explain", "--prompt", "The capital of France is", "--logit-diff", " Paris", " Lyon is"], "single tokens"),
+        (
+            &["explain", "--prompt", "The capital of France is", "--logit-diff", " Paris", " Lyon is"],
+            "needs a single token",
+        ),
+        (&["explain", "--prompt", "a b", "--prefix", "x"], "the token \"xa\" runs across the edge"),
+        (&["explain", "--players", "marked", "--prompt", "Fr[ance] is"], "\"ance\" starts no token"),
+        (&["explain", "--prompt", "a b", "--reference", "c"], "applies to encoder models"),
         (&["explain", "--prompt", "The capital of France is", "--players", "everything"], "unknown players"),
     ];
     for (i, (args, expected)) in cases.iter().enumerate() {

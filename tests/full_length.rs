@@ -47,7 +47,7 @@ fn full_length_form_equals_compacted_rows() {
             target: target.clone(),
             ..Default::default()
         };
-        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog "), opts).unwrap();
         let masks = random_masks(f.n_players(), 16, 5);
         let want = f.evaluate_masks(masks.as_slice()).unwrap();
         let got = f.evaluate_full_length(masks.as_slice()).unwrap();
@@ -59,7 +59,7 @@ fn full_length_form_equals_compacted_rows() {
 fn remove_mode_has_no_full_length_form() {
     let m = tiny_llama(12);
     let opts = LmOptions { token_mode: TokenMode::Remove, target: Target::Tokens(vec![5]), ..Default::default() };
-    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
+    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a "), opts).unwrap();
     let masks = random_masks(f.n_players(), 2, 1);
     assert!(f.evaluate_full_length(masks.as_slice()).is_err());
 }
@@ -76,7 +76,7 @@ fn device_token_ids_equal_host_ids() {
     };
     for mode in [TokenMode::Attention, TokenMode::Replace(3)] {
         let opts = LmOptions { token_mode: mode, target: Target::Tokens(vec![5]), ..Default::default() };
-        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a"), opts).unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a "), opts).unwrap();
         let masks = random_masks(f.n_players(), 6, 2);
         let host = f.layout().build_full_length(masks.as_slice()).unwrap();
         let (b, len, ids) = (host.batch, host.len, host.tokens.host().unwrap().to_vec());
@@ -115,7 +115,7 @@ fn device_compacted_form_equals_compacted_rows() {
         let what = format!("{mode:?} {metric:?} {} heads", heads.len());
         let opts =
             LmOptions { heads, head_mode, token_mode: mode, metric, target: target.clone(), ..Default::default() };
-        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat by the door").with_prefix("a dog"), opts)
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat by the door").with_prefix("a dog "), opts)
             .unwrap();
         // Without the all-ones mask, so that the rows compact (it is in the other tests).
         let all = random_masks(f.n_players(), 16, 6);
@@ -128,7 +128,7 @@ fn device_compacted_form_equals_compacted_rows() {
         assert!(slots < lay.ids.len(), "{what}: nothing compacted ({slots} of {} slots)", lay.ids.len());
     }
     let opts = LmOptions { token_mode: TokenMode::Replace(3), target, ..Default::default() };
-    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a"), opts).unwrap();
+    let f = LmValue::new(m, &Prompt::new("the cat").with_prefix("a "), opts).unwrap();
     assert!(f.evaluate_compacted(random_masks(f.n_players(), 2, 1).as_slice()).is_err(), "replace mode");
 }
 
@@ -139,7 +139,7 @@ fn full_length_form_reads_logit_differences() {
     let (cat, mat) = (m.encode(" cat").unwrap()[0], m.encode(" mat").unwrap()[0]);
     for mode in [TokenMode::Attention, TokenMode::Replace(3)] {
         let opts = LmOptions { token_mode: mode, metric: LmMetric::LogitDiff { a: cat, b: mat }, ..Default::default() };
-        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the").with_prefix("a dog"), opts).unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the").with_prefix("a dog "), opts).unwrap();
         let masks = random_masks(f.n_players(), 12, 7);
         let want = f.evaluate_masks(masks.as_slice()).unwrap();
         let got = f.evaluate_full_length(masks.as_slice()).unwrap();
@@ -155,7 +155,7 @@ fn full_length_form_reads_logit_differences() {
 fn device_positions_equal_host_positions() {
     for m in [tiny_llama(15), tiny_gpt2(15)] {
         let opts = LmOptions { target: Target::Tokens(vec![5]), ..Default::default() };
-        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a"), opts).unwrap();
+        let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a "), opts).unwrap();
         let masks = random_masks(f.n_players(), 6, 3);
         let lay = f.layout();
         let slots = lay.compacted_len(masks.as_slice());

@@ -298,7 +298,7 @@ fn masked_forward_with_device_built_inputs_matches_cpu() {
         target: Target::Tokens(m.encode(" the mat").unwrap()),
         ..Default::default()
     };
-    let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+    let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog "), opts).unwrap();
     let lay = f.layout();
     let batch = masks(f.n_players(), 12, 30);
     let (b, len) = (batch.len(), lay.ids.len());
@@ -380,7 +380,7 @@ mod models_on_gpu {
             metric,
             ..Default::default()
         };
-        LmValue::new(m, &Prompt::new(prompt).with_prefix("a dog"), opts).unwrap()
+        LmValue::new(m, &Prompt::new(prompt).with_prefix("a dog "), opts).unwrap()
     }
 
     #[test]

@@ -344,6 +344,36 @@ fn no_python_means_a_clear_fetch_error_with_the_manual_command() {
     );
 }
 
+/// Value options the model cannot use are refused, not ignored: a reference text for a causal LM,
+/// a target or logit difference for an encoder, a greedy answer of no tokens; a multi-token
+/// replacement is named as such.
+#[test]
+fn value_options_that_do_not_fit_the_model_are_refused() {
+    use spex::value::setup::{self, ComputeDevice, InputSpec, TokenAblation};
+    let (llama, bert) = (tiny_llama(5), tiny_bert(3));
+    let base = || InputSpec::new("the cat sat");
+    let cases = [
+        (&llama, InputSpec { reference: Some("a dog".into()), ..base() }, "applies to encoder models"),
+        (&llama, InputSpec { max_new_tokens: 0, ..base() }, "at least 1 new token"),
+        (
+            &llama,
+            InputSpec { token_mode: TokenAblation::Replace, replace_with: Some(" the cat".into()), ..base() },
+            "a replacement needs a single token",
+        ),
+        (&bert, InputSpec { target: Some(" mat".into()), ..base() }, "applies to causal LMs"),
+        (&bert, InputSpec { logit_diff: Some(("a".into(), "b".into())), ..base() }, "applies to causal LMs"),
+    ];
+    for (m, spec, expected) in cases {
+        let err = setup::build_on((*m).clone(), "m", &spec, ComputeDevice::Cpu).err().expect("refused").to_string();
+        assert!(err.contains(expected), "{expected:?}: {err}");
+    }
+    // The same options where they fit are accepted.
+    let spec = InputSpec { max_new_tokens: 0, target: Some(" the".into()), ..base() };
+    assert!(setup::build_on(llama, "m", &spec, ComputeDevice::Cpu).is_ok());
+    assert!(setup::build_on(bert, "m", &InputSpec { reference: Some("a dog".into()), ..base() }, ComputeDevice::Cpu)
+        .is_ok());
+}
+
 /// `--device auto` runs encoders and causal LMs alike where it resolves (the CPU where no GPU is
 /// visible), under that device's fingerprint; `--device cuda` on a build without the GPU path
 /// names the build.

@@ -21,7 +21,7 @@ use spex::mask::{MaskBatch, MaskRef, MaskSlice};
 use spex::model::{self, LoadedModel, ModelInput};
 use spex::value::encoder::{EncoderMetric, EncoderOptions, EncoderValue};
 use spex::value::lm::{LmMetric, LmOptions, LmValue, Target};
-use spex::value::players::{HeadMode, HeadPlayer, Prompt, TokenMode, Unit};
+use spex::value::players::{HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, Unit};
 use tempfile::TempDir;
 
 /// Tolerance of the `f32` model against the `f64` reference.
@@ -254,7 +254,7 @@ fn attention_mode_equals_per_mask_loop_with_keys_removed() {
         check_lm_against_reference(&f, &dec, TokenMode::Attention, HeadMode::Zero, masks.as_slice(), name);
     }
     // Token players with a fixed prefix and suffix (template), the byte-level tokenizer.
-    let p = Prompt::new("the cat sat").with_prefix("a dog on").with_suffix(" the mat").with_unit(Unit::Tokens);
+    let p = Prompt::new("the cat sat").with_prefix("a dog on ").with_suffix(" the mat").with_unit(Unit::Tokens);
     let f = LmValue::new(fx.hf.clone(), &p, LmOptions { target: target3(&fx.hf), ..Default::default() }).unwrap();
     assert!(f.layout().owners.iter().any(|o| o.is_none()), "prefix/suffix tokens must be fixed");
     let masks = random_masks(f.n_players(), 10, 2);
@@ -268,6 +268,38 @@ fn attention_mode_equals_per_mask_loop_with_keys_removed() {
     );
 }
 
+/// Every player owns whole tokens of the player text (the byte-level tokenizer, whose tokens carry
+/// their leading space): a word whose space ends the prefix is still a player; a token across the
+/// edge of the template, or a marked part inside a token, is refused rather than silently fixed,
+/// ablated with fixed text or dropped.
+#[test]
+fn every_player_owns_whole_tokens_of_the_player_text() {
+    let m = tiny_llama(3);
+    let labels = |text: &str, prefix: &str, suffix: &str| {
+        let p = Prompt::new(text).with_prefix(prefix).with_suffix(suffix);
+        LmValue::new(m.clone(), &p, LmOptions { target: target3(&m), ..Default::default() })
+            .map(|f| f.player_labels().to_vec())
+    };
+    // " the" starts with the prefix's space; it belongs to the player "the".
+    assert_eq!(labels("the cat sat", "a dog on ", "").unwrap(), ["the", "cat", "sat"]);
+    assert_eq!(labels(" the cat", "a dog on", " sat").unwrap(), ["the", "cat"]);
+    // " dog" = prefix " do" + text "g"; " cat" = text " ca" + suffix "t".
+    for (text, prefix, suffix, side) in [("g sat", "a do", "", "prefix"), ("the ca", "", "t sat", "suffix")] {
+        match labels(text, prefix, suffix) {
+            Err(SetupError::AcrossEdge { side: s, .. }) => assert_eq!(s, side, "{prefix:?} + {text:?} + {suffix:?}"),
+            other => panic!("{prefix:?} + {text:?} + {suffix:?}: {other:?}"),
+        }
+    }
+    // A marked part inside a token ("at" of " cat") would silently not be a player.
+    let p = Prompt::new("the cat").with_unit(Unit::Spans(vec![0..3, 5..7]));
+    match LmValue::new(m.clone(), &p, LmOptions { target: target3(&m), ..Default::default() }) {
+        Err(SetupError::NoToken { player, inside }) => {
+            assert_eq!((player.as_str(), inside.as_deref()), ("at", Some(" cat")))
+        }
+        other => panic!("{:?}", other.map(|f| f.player_labels().to_vec())),
+    }
+}
+
 #[test]
 fn remove_mode_equals_forward_of_the_shortened_sequence() {
     let fx = llama();
@@ -275,7 +307,7 @@ fn remove_mode_equals_forward_of_the_shortened_sequence() {
     for (name, m, dec) in
         [("llama-gguf", fx.gguf.clone(), Dec::Llama(&fx.spec, &fx.w)), ("gpt2", g2.clone(), Dec::Gpt2(&gw))]
     {
-        let p = Prompt::new("the cat sat on the mat").with_prefix("a dog");
+        let p = Prompt::new("the cat sat on the mat").with_prefix("a dog ");
         let opts = LmOptions { target: target3(&m), token_mode: TokenMode::Remove, ..Default::default() };
         let f = LmValue::new(m.clone(), &p, opts).unwrap();
         let masks = random_masks(f.n_players(), 12, 3);
@@ -372,7 +404,8 @@ fn tokens_and_heads_in_one_game() {
             target: target3(&fx.hf),
             ..Default::default()
         };
-        let f = LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+        let f =
+            LmValue::new(fx.hf.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog "), opts).unwrap();
         assert_eq!(f.n_players(), f.layout().n_token_players + 3);
         let masks = random_masks(f.n_players(), 14, 6);
         check_lm_against_reference(
@@ -443,7 +476,8 @@ fn batch_of_masks_equals_single_forwards() {
                 target: target3(&m),
                 ..Default::default()
             };
-            let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog"), opts).unwrap();
+            let f =
+                LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat").with_prefix("a dog "), opts).unwrap();
             let masks = random_masks(f.n_players(), 14, 9);
             check_batch_equals_singles(|s| f.evaluate_masks(s).unwrap(), &masks, &format!("{name} {mode:?}"));
         }

@@ -58,6 +58,20 @@ enum Command {
     },
 }
 
+impl Command {
+    /// How the command reports interactions, if it does.
+    fn show(&self) -> Option<&ShowArgs> {
+        match self {
+            Command::Explain(a) => Some(&a.show),
+            Command::Sweep(a) => Some(&a.show),
+            Command::Data(a) => Some(&a.show),
+            Command::Decode(a) => Some(&a.show),
+            Command::Merge(a) => Some(&a.show),
+            Command::Design(_) | Command::DemoOracle | Command::Bench { .. } => None,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct PlanArgs {
     /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline), exhaustive (all
@@ -270,7 +284,7 @@ struct RunArgs {
     #[arg(long, value_name = "I/K")]
     shard: Option<Shard>,
     /// Sync the sample store to disk every this many batches.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     sync_every: usize,
     /// Progress display.
     #[arg(long, value_enum, default_value = "bar")]
@@ -310,7 +324,7 @@ impl RunArgs {
             },
             shard: self.shard.unwrap_or(Shard::ALL),
             batch_size: self.batch_size.rows(auto_batch),
-            sync_every: self.sync_every.max(1),
+            sync_every: self.sync_every,
             queue: 4,
         })
     }
@@ -328,8 +342,17 @@ impl std::str::FromStr for BatchSize {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "auto" => Ok(BatchSize::Auto),
-            n => n.parse().map(BatchSize::Rows).map_err(|_| format!("expected auto or a number of masks, not {n:?}")),
+            n => at_least_one(n).map(BatchSize::Rows).map_err(|e| format!("expected auto or {e}")),
         }
+    }
+}
+
+/// A count of at least one (`--batch-size`, `--sync-every`): 0 would mean nothing ever happens.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a number of at least 1, not 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("a number of at least 1, not {s:?}")),
     }
 }
 
@@ -338,7 +361,7 @@ impl BatchSize {
     fn rows(self, auto_rows: usize) -> usize {
         match self {
             BatchSize::Auto => auto_rows,
-            BatchSize::Rows(n) => n.max(1),
+            BatchSize::Rows(n) => n,
         }
     }
 }
@@ -451,7 +474,7 @@ struct SweepArgs {
     #[arg(long, default_value = "auto")]
     batch_size: BatchSize,
     /// Sync the sample stores every this many batches.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     sync_every: usize,
     /// Progress display.
     #[arg(long, value_enum, default_value = "bar")]
@@ -579,13 +602,30 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("spex: error: {e:#}");
+            eprintln!("spex: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, each cause once: the library's errors already name their cause in
+/// their message ("path: No such file…"), which `{:#}` would repeat.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if let Some(show) = cli.command.show() {
+        // A report the decoded run could never give is refused before any query is spent.
+        spex::transform::index::check_order(show.index, show.max_order.unwrap_or(1))?;
+    }
     match cli.command {
         Command::Explain(args) => explain(args),
         Command::Sweep(args) => sweep(args),
@@ -690,7 +730,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
             BatchSize::Auto => None,
             rows => Some(rows.rows(0)),
         },
-        sync_every: args.sync_every.max(1),
+        sync_every: args.sync_every,
         plan_for: &plan_for,
         index: args.show.index,
         max_order: args.show.max_order,

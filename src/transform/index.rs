@@ -378,6 +378,18 @@ fn summed(terms: impl Iterator<Item = f64>) -> (f64, f64) {
     (sum, magnitude * (count + 4) as f64 * f64::EPSILON)
 }
 
+/// Whether `index` can be reported up to `max_order` at all, whatever the coefficients: lets a
+/// caller refuse a bad request before it spends queries on it.
+///
+/// # Errors
+/// [`IndexError::ZeroOrder`] for SII, k-SII, STII and FSII at `max_order = 0`.
+pub fn check_order(index: Index, max_order: usize) -> Result<(), IndexError> {
+    if max_order == 0 && index.needs_positive_order() {
+        return Err(IndexError::ZeroOrder { index });
+    }
+    Ok(())
+}
+
 /// The index `index` of the function with Fourier form `fourier`, for subsets up to `max_order`
 /// players.
 ///
@@ -392,9 +404,7 @@ fn summed(terms: impl Iterator<Item = f64>) -> (f64, f64) {
 /// [`IndexError::OrderTooLarge`] if k-SII or FSII at a high order meets a coefficient of too high
 /// an order to convert accurately.
 pub fn interactions(fourier: &Fourier, index: Index, max_order: usize) -> Result<Interactions, IndexError> {
-    if max_order == 0 && index.needs_positive_order() {
-        return Err(IndexError::ZeroOrder { index });
-    }
+    check_order(index, max_order)?;
     let n = fourier.n();
     let ell = match index {
         Index::Sv | Index::Bv => 1,

@@ -4,9 +4,14 @@
 //! A [`Prompt`] is split into a fixed prefix (an instruction or chat template, never ablated), the
 //! player text, and a fixed suffix. [`tokenize_prompt`] tokenizes the whole string once (exactly
 //! what the model sees unablated) and assigns each token of the player text to a player by byte
-//! offsets: a token belongs to the unit holding its first non-whitespace byte; a token of
-//! whitespace only joins the next token's player. Special tokens and tokens outside the player
-//! text are fixed.
+//! offsets: a token belongs to the unit holding its first non-whitespace byte (so `" What"` after
+//! the prefix `"Question:"` is a player though its space ends the prefix); a token of whitespace
+//! only joins the next token's player. Special tokens and tokens outside the player text are
+//! fixed. A token whose visible bytes lie both in the player text and in the prefix or suffix
+//! (`"xa"` from the prefix `"x"` and the text `"a"`) is refused ([`SetupError::AcrossEdge`]):
+//! as a player it would ablate fixed text, as fixed text it would hide a player. So is a word,
+//! sentence or marked part that starts no token ([`SetupError::NoToken`]): it would silently not
+//! be a player.
 
 use std::ops::Range;
 
@@ -67,6 +72,29 @@ pub enum SetupError {
         tokens: usize,
         /// Context length.
         max: usize,
+    },
+    /// A token runs across the edge between the player text and the fixed prefix or suffix, so it
+    /// can be neither a player (it would ablate fixed text) nor fixed (it would hide player text).
+    #[error(
+        "the token {token:?} runs across the edge between the {side} and the player text; separate them with a space or a newline"
+    )]
+    AcrossEdge {
+        /// The token's text.
+        token: String,
+        /// `"prefix"` or `"suffix"`.
+        side: &'static str,
+    },
+    /// A word, sentence or marked part starts no token: its text lies inside a token that starts
+    /// elsewhere (`"ance"` marked in `"France"`), so it could not be ablated on its own.
+    #[error(
+        "the player {player:?} starts no token of its own{}; mark whole words, or use --players tokens",
+        .inside.as_ref().map(|t| format!(" (its text lies inside the token {t:?})")).unwrap_or_default()
+    )]
+    NoToken {
+        /// The player's text.
+        player: String,
+        /// The token holding its text, if one does.
+        inside: Option<String>,
     },
     /// An option does not fit this model or input.
     #[error("{0}")]
@@ -236,21 +264,35 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
         }
     };
 
-    // Anchor of each token: first non-whitespace byte, if the token lies in the text.
+    // Anchor of each token: its first non-whitespace byte. A token anchored in the text is a
+    // player token even when its leading space ends the prefix (" What" after "Question:").
+    let in_text = |i: usize| (text_start..text_end).contains(&i);
     let mut unit_of: Vec<Option<usize>> = vec![None; ids.len()];
     let mut whitespace_only = vec![false; ids.len()];
     for (t, &(s, e)) in offsets.iter().enumerate() {
-        if special.get(t).copied().unwrap_or(0) == 1 || e <= s || s < text_start || s >= text_end {
+        if special.get(t).copied().unwrap_or(0) == 1 || e <= s {
             continue;
         }
         let e = e.min(bytes.len());
-        let anchor = (s..e).find(|&i| !bytes[i].is_ascii_whitespace());
-        match (&units, anchor) {
-            (_, None) => whitespace_only[t] = true,
-            (None, Some(a)) if a < text_end => unit_of[t] = Some(t),
-            (Some(units), Some(a)) => unit_of[t] = units.iter().position(|r| r.contains(&a)),
-            _ => {}
+        let visible: Vec<usize> = (s..e).filter(|&i| !bytes[i].is_ascii_whitespace()).collect();
+        let Some(&anchor) = visible.first() else {
+            whitespace_only[t] = in_text(s);
+            continue;
+        };
+        let across = |side| SetupError::AcrossEdge { token: String::from_utf8_lossy(&bytes[s..e]).into_owned(), side };
+        if !in_text(anchor) {
+            if visible.iter().any(|&i| in_text(i)) {
+                return Err(across("prefix"));
+            }
+            continue;
         }
+        if visible.iter().any(|&i| i >= text_end) {
+            return Err(across("suffix"));
+        }
+        unit_of[t] = match &units {
+            None => Some(t),
+            Some(units) => units.iter().position(|r| r.contains(&anchor)),
+        };
     }
     // Whitespace-only tokens join the next token's player.
     for t in (0..ids.len()).rev() {
@@ -268,6 +310,13 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
             spans.len() - 1
         });
         spans[i].positions.push(t);
+    }
+    if let Some(units) = &units {
+        if let Some(r) = units.iter().enumerate().find(|(u, _)| !index_of_unit.contains_key(u)).map(|(_, r)| r) {
+            let inside = offsets.iter().find(|&&(s, e)| s < r.end && r.start < e);
+            let text = |r: Range<usize>| String::from_utf8_lossy(&bytes[r.start..r.end.min(bytes.len())]).into_owned();
+            return Err(SetupError::NoToken { player: text(r.clone()), inside: inside.map(|&(s, e)| text(s..e)) });
+        }
     }
     for (u, &i) in &index_of_unit {
         spans[i].text = match &units {

@@ -425,7 +425,7 @@ pub fn build_on(
         TokenAblation::Attention => TokenMode::Attention,
         TokenAblation::Remove => TokenMode::Remove,
         TokenAblation::Replace => TokenMode::Replace(match &spec.replace_with {
-            Some(text) => single_token(&model, text)?,
+            Some(text) => single_token(&model, text, "a replacement")?,
             None => replacement_token(&model.tokenizer, Replacement::Unk)
                 .or_else(|_| replacement_token(&model.tokenizer, Replacement::Mask))
                 .or_else(|_| replacement_token(&model.tokenizer, Replacement::Pad))?,
@@ -434,6 +434,7 @@ pub fn build_on(
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
     let device = device.resolve();
     let fingerprint = fingerprint(identity, spec, device);
+    check_metric_options(spec, model.model.lm_head().is_some())?;
     if model.model.lm_head().is_none() {
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
@@ -446,12 +447,15 @@ pub fn build_on(
         return Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input });
     }
     let metric = match &spec.logit_diff {
-        Some((a, b)) => LmMetric::LogitDiff { a: single_token(&model, a)?, b: single_token(&model, b)? },
+        Some((a, b)) => LmMetric::LogitDiff {
+            a: single_token(&model, a, "a logit difference")?,
+            b: single_token(&model, b, "a logit difference")?,
+        },
         None => LmMetric::TargetLogProb,
     };
     let target = match &spec.target {
         Some(text) => Target::Text(text.clone()),
-        None => Target::Greedy { max_new_tokens: spec.max_new_tokens.max(1) },
+        None => Target::Greedy { max_new_tokens: spec.max_new_tokens },
     };
     let options = LmOptions {
         token_players,
@@ -497,13 +501,29 @@ pub fn marked_spans(marked: &str) -> Result<(String, Vec<std::ops::Range<usize>>
     Ok((text, spans))
 }
 
-fn single_token(model: &LoadedModel, text: &str) -> Result<u32, SetupError> {
+/// Refuses value options the model cannot use: they would be silently ignored.
+fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError> {
+    let refuse = |what: &str| Err(SetupError::Invalid(what.into()));
+    if causal && spec.reference.is_some() {
+        return refuse("a reference text applies to encoder models (cosine similarity); this model is a causal LM");
+    }
+    if !causal && (spec.target.is_some() || spec.logit_diff.is_some()) {
+        return refuse("a target or a logit difference applies to causal LMs; an encoder is scored by cosine similarity to a reference text");
+    }
+    if causal && spec.target.is_none() && spec.logit_diff.is_none() && spec.max_new_tokens == 0 {
+        return refuse("the greedy answer needs at least 1 new token (max_new_tokens 0)");
+    }
+    Ok(())
+}
+
+/// The one token of `text`, which `what` (e.g. "a logit difference") needs.
+fn single_token(model: &LoadedModel, text: &str, what: &str) -> Result<u32, SetupError> {
     let ids =
         model.tokenizer.encode(text, false).map_err(|e| SetupError::Invalid(format!("tokenizing {text:?}: {e}")))?;
     match ids.get_ids() {
         [id] => Ok(*id),
         other => Err(SetupError::Invalid(format!(
-            "{text:?} is {} tokens; a logit difference needs single tokens (a leading space often matters)",
+            "{text:?} is {} tokens; {what} needs a single token (a leading space often matters)",
             other.len()
         ))),
     }
