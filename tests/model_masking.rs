@@ -300,6 +300,46 @@ fn every_player_owns_whole_tokens_of_the_player_text() {
     }
 }
 
+/// Rows behind the cached keys and values of the fixed tokens they begin with give the values of
+/// rows that run those tokens, in every token mode and metric, on both decoders, for masks that
+/// keep and ablate every player too; head players, whose ablation changes the prefix, turn the
+/// cache off.
+#[test]
+fn the_prefix_cache_changes_no_value() {
+    let (fx, (_d, _w, g2)) = (llama(), gpt2());
+    let p = Prompt::new("the cat sat on the mat").with_prefix("a dog on the mat ").with_suffix(" the cat");
+    for (name, m) in [("llama", &fx.hf), ("gpt2", &g2)] {
+        for mode in [TokenMode::Attention, TokenMode::Remove, TokenMode::Replace(5)] {
+            for metric in [LmMetric::TargetLogProb, LmMetric::LogitDiff { a: 3, b: 7 }] {
+                let what = format!("{name} {mode:?} {metric:?}");
+                let opts = |reuse_prefix| LmOptions {
+                    token_mode: mode,
+                    target: target3(m),
+                    metric: metric.clone(),
+                    reuse_prefix,
+                    max_batch_tokens: 64,
+                    ..Default::default()
+                };
+                let (cached, plain) = (
+                    LmValue::new(m.clone(), &p, opts(true)).unwrap(),
+                    LmValue::new(m.clone(), &p, opts(false)).unwrap(),
+                );
+                assert!(cached.cached_prefix() >= 4, "{what}: {} cached", cached.cached_prefix());
+                assert_eq!(plain.cached_prefix(), 0);
+                let masks = random_masks(cached.n_players(), 24, 8);
+                let (a, b) =
+                    (cached.evaluate_masks(masks.as_slice()).unwrap(), plain.evaluate_masks(masks.as_slice()).unwrap());
+                for (r, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert_close(*x, *y, BATCH_TOL, &format!("{what}: mask {r} cached vs run"));
+                }
+            }
+        }
+    }
+    let heads =
+        LmOptions { heads: vec![HeadPlayer { layer: 0, head: 1 }], target: target3(&fx.hf), ..Default::default() };
+    assert_eq!(LmValue::new(fx.hf.clone(), &p, heads).unwrap().cached_prefix(), 0);
+}
+
 #[test]
 fn remove_mode_equals_forward_of_the_shortened_sequence() {
     let fx = llama();

@@ -10,8 +10,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
-    ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Captures, Family, ForwardOutput,
+    ModelError, ModelInfo, ModelInput,
 };
 
 /// Which tensor naming (and head) the checkpoint uses.
@@ -393,17 +393,17 @@ impl Bert {
         }
         let mut x = candle_nn::ops::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, eps)?;
         let bias = bias_or_default(input, false, dev, dt)?;
-        let mut means = input.capture_head_means.then(Vec::new);
+        let mut captures = Captures::new(input);
         for (li, layer) in self.layers.iter().enumerate() {
             let qkv = ops::linear(&x, &layer.wqkv, Some(&layer.bqkv))?;
             let heads = |j: usize| qkv.narrow(1, j * e, e)?.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous();
-            let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
+            let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut captures)?;
             let y = (x + ops::linear(&a, &layer.wo, Some(&layer.bo))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln1.0, &layer.ln1.1, eps)?;
             let m = ops::linear(&x, &layer.w1, Some(&layer.b1))?.gelu_erf()?;
             let y = (x + ops::linear(&m, &layer.w2, Some(&layer.b2))?)?;
             x = candle_nn::ops::layer_norm(&y, &layer.ln2.0, &layer.ln2.1, eps)?;
         }
-        Ok(ForwardOutput { hidden: x.reshape((b, l, e))?, head_means: means })
+        Ok(captures.output(x.reshape((b, l, e))?))
     }
 }

@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
-    ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Captures, Family, ForwardOutput,
+    ModelError, ModelInfo, ModelInput,
 };
 
 /// Configuration of a GPT-2 model.
@@ -183,12 +183,12 @@ impl Gpt2 {
         let pos = input.positions.to_tensor(dev)?;
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?;
         let bias = bias_or_default(input, true, dev, dt)?;
-        let mut means = input.capture_head_means.then(Vec::new);
+        let mut captures = Captures::new(input);
         for (li, blk) in self.blocks.iter().enumerate() {
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln1.0, &blk.ln1.1, eps)?;
             let qkv = ops::linear(&hn, &blk.w_qkv, Some(&blk.b_qkv))?;
             let heads = |j: usize| qkv.narrow(1, j * e, e)?.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous();
-            let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut means)?;
+            let a = attend(&heads(0)?, &heads(1)?, &heads(2)?, &bias, li, input, &mut captures)?;
             x = (x + ops::linear(&a, &blk.w_proj, Some(&blk.b_proj))?)?;
             let hn = candle_nn::ops::layer_norm(&x, &blk.ln2.0, &blk.ln2.1, eps)?;
             let m = ops::linear(&hn, &blk.w_fc, Some(&blk.b_fc))?;
@@ -196,6 +196,6 @@ impl Gpt2 {
             x = (x + ops::linear(&m, &blk.w_out, Some(&blk.b_out))?)?;
         }
         let x = candle_nn::ops::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;
-        Ok(ForwardOutput { hidden: x.reshape((b, l, e))?, head_means: means })
+        Ok(captures.output(x.reshape((b, l, e))?))
     }
 }

@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::weights::Weights;
 use super::{
-    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Family, ForwardOutput, ModelError,
-    ModelInfo, ModelInput,
+    attend, bias_or_default, cfg_f64, cfg_usize, cfg_usize_opt, check_divides, ops, Captures, Family, ForwardOutput,
+    ModelError, ModelInfo, ModelInput,
 };
 
 /// Llama 3 style frequency-dependent RoPE scaling (`rope_scaling.rope_type = "llama3"`).
@@ -457,7 +457,7 @@ impl Llama {
         let (cos, sin) = ops::rope_cos_sin(&input.positions, b, l, &self.inv_freq, dev)?;
         let (cos, sin) = (cos.to_dtype(dt)?, sin.to_dtype(dt)?);
         let bias = bias_or_default(input, true, dev, dt)?;
-        let mut means = input.capture_head_means.then(Vec::new);
+        let mut captures = Captures::new(input);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let qkv = ops::linear(&hn, &layer.wqkv, layer.bqkv.as_ref())?;
@@ -467,7 +467,7 @@ impl Llama {
             let q = ops::apply_rope(&heads(0, h)?, &cos, &sin, c.rope_interleaved)?;
             let k = ops::apply_rope(&heads(h, kv)?, &cos, &sin, c.rope_interleaved)?;
             let v = heads(h + kv, kv)?;
-            let a = attend(&q, &k, &v, &bias, li, input, &mut means)?;
+            let a = attend(&q, &k, &v, &bias, li, input, &mut captures)?;
             x = (x + ops::linear(&a, &layer.wo, None)?)?;
             let hn = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
             let gu = ops::linear(&hn, &layer.w_gate_up, None)?;
@@ -475,6 +475,6 @@ impl Llama {
             x = (x + ops::linear(&act, &layer.w_down, None)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(ForwardOutput { hidden: x.reshape((b, l, c.hidden_size))?, head_means: means })
+        Ok(captures.output(x.reshape((b, l, c.hidden_size))?))
     }
 }

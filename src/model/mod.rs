@@ -13,7 +13,8 @@
 //! Every batch row carries its own token ids, position ids, attention bias and head gates, so one
 //! forward pass serves `B` differently ablated inputs. The model knows nothing of players, masks or
 //! value functions: the caller (see [`crate::value`]) turns masks into those per-row inputs, with
-//! the hooks in [`ops`].
+//! the hooks in [`ops`]. Rows that all begin with the same unablated tokens can continue their
+//! keys and values, computed once by [`Model::prefill`] ([`ModelInput::past`]).
 //!
 //! Loading ([`load`]) reads a Hugging Face directory (`config.json`, `model.safetensors` or
 //! sharded safetensors with its index, `tokenizer.json`) or a GGUF file (weights dequantized to
@@ -29,6 +30,7 @@ pub mod tokenizer;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -152,6 +154,43 @@ pub struct ModelInput {
     /// Whether to record each layer's mean per-head attention output `[H, D]` (over all rows and
     /// positions) in [`ForwardOutput::head_means`]: the reference for mean ablation.
     pub capture_head_means: bool,
+    /// Keys and values of a prefix every row continues ([`Model::prefill`]): each query also
+    /// attends every prefix key, the rows' positions come after the prefix's, and the caller's
+    /// bias covers the rows' own keys only. The prefix was run unablated: head gates apply to the
+    /// rows alone. `None` = no prefix.
+    pub past: Option<Arc<KvPrefix>>,
+    /// Whether to record each layer's keys and values in [`ForwardOutput::kv`].
+    pub capture_kv: bool,
+}
+
+/// Keys and values `[1, Hkv, P, D]` per layer (after RoPE) of a `P`-token prefix, run once by
+/// [`Model::prefill`] and shared by every row of later inputs ([`ModelInput::past`]): rows that
+/// all begin with the same unablated tokens skip recomputing them.
+#[derive(Clone, Debug)]
+pub struct KvPrefix {
+    len: usize,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvPrefix {
+    /// Tokens in the prefix.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the prefix holds no token (never, from [`Model::prefill`]).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Layer `layer`'s keys and values `[B, Hkv, L, D]` of a batch, behind the prefix's.
+    fn extend(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+        let (b, hkv, _, d) = k.dims4()?;
+        let (pk, pv) = &self.layers[layer];
+        // `cat` along a middle dimension may return a strided layout: matmuls need it dense.
+        let cat = |p: &Tensor, t: &Tensor| Tensor::cat(&[&p.broadcast_as((b, hkv, self.len, d))?, t], 2)?.contiguous();
+        Ok((cat(pk, k)?, cat(pv, v)?))
+    }
 }
 
 /// Per-slot `u32` ids of a [`ModelInput`] (token ids, position ids), row-major `batch × len`.
@@ -244,7 +283,17 @@ impl ModelInput {
         head_gates: Option<HeadGates>,
     ) -> Self {
         let (tokens, positions) = (tokens.into(), positions.into());
-        ModelInput { batch, len, tokens, positions, attn_bias, head_gates, capture_head_means: false }
+        ModelInput {
+            batch,
+            len,
+            tokens,
+            positions,
+            attn_bias,
+            head_gates,
+            capture_head_means: false,
+            past: None,
+            capture_kv: false,
+        }
     }
 
     fn validate(&self, info: &ModelInfo) -> Result<(), ModelError> {
@@ -275,6 +324,16 @@ impl ModelInput {
                     self.batch,
                     self.len,
                     self.len
+                )));
+            }
+        }
+        if let Some(p) = &self.past {
+            let shape = [1, info.num_kv_heads, p.len, info.head_dim];
+            if p.layers.len() != info.num_layers || p.layers.iter().any(|(k, v)| k.dims() != shape || v.dims() != shape)
+            {
+                return Err(ModelError::Input(format!(
+                    "the prefix's keys and values must be {} pairs of shape {shape:?}",
+                    info.num_layers
                 )));
             }
         }
@@ -316,6 +375,26 @@ pub struct ForwardOutput {
     pub hidden: Tensor,
     /// Per layer `[H, D]` mean head outputs, when requested.
     pub head_means: Option<Vec<Tensor>>,
+    /// Per layer keys and values `[B, Hkv, L, D]` (after RoPE), when requested.
+    pub kv: Option<Vec<(Tensor, Tensor)>>,
+}
+
+/// What a forward pass records besides its hidden states, as its input asks.
+pub(crate) struct Captures {
+    means: Option<Vec<Tensor>>,
+    kv: Option<Vec<(Tensor, Tensor)>>,
+}
+
+impl Captures {
+    /// Empty records for what `input` asks.
+    pub(crate) fn new(input: &ModelInput) -> Self {
+        Captures { means: input.capture_head_means.then(Vec::new), kv: input.capture_kv.then(Vec::new) }
+    }
+
+    /// The output of a forward pass that ended in `hidden`.
+    pub(crate) fn output(self, hidden: Tensor) -> ForwardOutput {
+        ForwardOutput { hidden, head_means: self.means, kv: self.kv }
+    }
 }
 
 /// Model family.
@@ -413,6 +492,18 @@ impl Model {
             Model::Gpt2(m) => m.lm_head().device(),
             Model::Bert(m) => m.device(),
         }
+    }
+
+    /// Runs the unablated `tokens` (positions `0..P`) once and keeps their keys and values, for
+    /// later inputs whose rows all begin with them ([`ModelInput::past`]). Decoders only: an
+    /// encoder's prefix sees the tokens after it.
+    pub fn prefill(&self, tokens: &[u32]) -> Result<KvPrefix, ModelError> {
+        if !self.info().causal {
+            return Err(ModelError::Input("a prefix cache needs a causal model; encoders see the whole input".into()));
+        }
+        let input = ModelInput { capture_kv: true, ..ModelInput::single(tokens) };
+        let layers = self.forward(&input)?.kv.expect("keys and values were asked for");
+        Ok(KvPrefix { len: tokens.len(), layers })
     }
 
     /// The LM head `[vocab, hidden]` of a decoder (tied to the embedding where the model ties it).
@@ -594,8 +685,9 @@ pub fn cpu() -> &'static Device {
     &CPU
 }
 
-/// Shared attention tail of every family: attention with the batch's bias, mean capture, head
-/// gates, then flattening to `[B·L, H·D]` for the output projection.
+/// Shared attention tail of every family: key/value capture, the prefix's keys and values in
+/// front, attention with the batch's bias, mean capture, head gates, then flattening to
+/// `[B·L, H·D]` for the output projection.
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -603,11 +695,20 @@ pub(crate) fn attend(
     bias: &Tensor,
     layer: usize,
     input: &ModelInput,
-    means: &mut Option<Vec<Tensor>>,
+    captures: &mut Captures,
 ) -> Result<Tensor, ModelError> {
     let (b, h, l, d) = q.dims4()?;
-    let a = ops::attention(q, k, v, bias)?; // [B, L, H, D]
-    if let Some(m) = means.as_mut() {
+    if let Some(kv) = captures.kv.as_mut() {
+        kv.push((k.clone(), v.clone()));
+    }
+    let a = match &input.past {
+        Some(past) => {
+            let (k, v) = past.extend(layer, k, v)?;
+            ops::attention(q, &k, &v, bias)?
+        }
+        None => ops::attention(q, k, v, bias)?,
+    }; // [B, L, H, D]
+    if let Some(m) = captures.means.as_mut() {
         m.push(a.reshape((b * l, h, d))?.mean(0)?);
     }
     if let Some(g) = &input.head_gates {
@@ -624,7 +725,8 @@ pub(crate) fn attend(
 }
 
 /// The bias to use, on `device` in `dtype`: the caller's, or plain causal/full attention as one
-/// `[1, 1, L, L]` bias broadcast over the batch (not `B` copies).
+/// `[1, 1, L, L]` bias broadcast over the batch (not `B` copies); behind a prefix, with its
+/// `P` key columns open in front (`[·, 1, L, P + L]`).
 pub(crate) fn bias_or_default(
     input: &ModelInput,
     causal: bool,
@@ -634,6 +736,14 @@ pub(crate) fn bias_or_default(
     let bias = match &input.attn_bias {
         Some(b) => b.to_device(device)?,
         None => ops::attention_bias(1, input.len, None, causal, device)?,
+    };
+    let bias = match &input.past {
+        // Every query sees every prefix key.
+        Some(past) => {
+            let (rows, _, l, _) = bias.dims4()?;
+            Tensor::cat(&[&Tensor::zeros((rows, 1, l, past.len), DType::F32, device)?, &bias], 3)?
+        }
+        None => bias,
     };
     Ok(bias.to_dtype(dtype)?)
 }

@@ -60,16 +60,17 @@ pub fn attention_bias(
 
 /// Scaled dot-product attention.
 ///
-/// `q`: `[B, H, L, D]`; `k`, `v`: `[B, Hkv, L, D]` with `H` a multiple of `Hkv` (grouped-query
-/// attention: query head `h` reads key/value head `h / (H / Hkv)`); `bias`: `[B, 1, L, L]` from
-/// [`attention_bias`]. Returns the per-head outputs `[B, L, H, D]`, contiguous.
+/// `q`: `[B, H, L, D]`; `k`, `v`: `[B, Hkv, Lk, D]` with `H` a multiple of `Hkv` (grouped-query
+/// attention: query head `h` reads key/value head `h / (H / Hkv)`) and `Lk = L`, or `P + L` with
+/// a prefix's keys first; `bias`: `[B, 1, L, Lk]` from [`attention_bias`] (behind a prefix, with
+/// its columns in front). Returns the per-head outputs `[B, L, H, D]`, contiguous.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<Tensor, ModelError> {
-    let (b, h, l, d) = q.dims4()?;
-    let hkv = k.dim(1)?;
+    let (b, h, _, d) = q.dims4()?;
+    let (hkv, lk) = (k.dim(1)?, k.dim(2)?);
     let (k, v) = if hkv != h {
         let rep = h / hkv;
         let expand = |t: &Tensor| -> candle_core::Result<Tensor> {
-            t.unsqueeze(2)?.expand((b, hkv, rep, l, d))?.reshape((b, h, l, d))
+            t.unsqueeze(2)?.expand((b, hkv, rep, lk, d))?.reshape((b, h, lk, d))
         };
         (expand(k)?, expand(v)?)
     } else {

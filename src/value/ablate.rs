@@ -82,9 +82,28 @@ impl Layout {
     /// Builds the model input for a batch of masks: ids and positions on the host, the bias and
     /// head gates on `device` (the model's: only `B × L` and `B × H` flags travel there).
     pub fn build(&self, masks: MaskSlice<'_>, device: &Device) -> Result<AblatedBatch, ModelError> {
+        self.build_after(masks, device, 0)
+    }
+
+    /// Fixed base positions every row begins with (no player owns them): their keys and values
+    /// are the same in every row unless a head is a player, so a prefix cache can hold them.
+    pub fn fixed_prefix(&self) -> usize {
+        self.owners.iter().take_while(|o| o.is_none()).count()
+    }
+
+    /// [`Layout::build`] for rows that continue a prefix cache of the first `skip` base
+    /// positions (at most [`Layout::fixed_prefix`]): each row holds only its positions from
+    /// `skip` on, numbered as they would be behind the prefix.
+    pub fn build_after(&self, masks: MaskSlice<'_>, device: &Device, skip: usize) -> Result<AblatedBatch, ModelError> {
         self.check_width(masks)?;
         if masks.is_empty() {
             return Err(ModelError::Input("empty batch of masks".into()));
+        }
+        if skip > self.fixed_prefix() {
+            return Err(ModelError::Input(format!(
+                "a prefix cache of {skip} positions holds more than the {} fixed ones",
+                self.fixed_prefix()
+            )));
         }
         let b = masks.len();
         let n = self.ids.len();
@@ -93,9 +112,9 @@ impl Layout {
         for m in masks.iter() {
             let kept: Vec<bool> = self.owners.iter().map(|o| o.is_none_or(|i| m.get(i))).collect();
             let included: Vec<usize> = match self.mode {
-                TokenMode::Attention => (0..n).filter(|&p| kept[p] || self.read[p]).collect(),
-                TokenMode::Replace(_) => (0..n).collect(),
-                TokenMode::Remove => (0..n).filter(|&p| kept[p]).collect(),
+                TokenMode::Attention => (skip..n).filter(|&p| kept[p] || self.read[p]).collect(),
+                TokenMode::Replace(_) => (skip..n).collect(),
+                TokenMode::Remove => (skip..n).filter(|&p| kept[p]).collect(),
             };
             if included.is_empty() {
                 return Err(ModelError::Input("a mask removes every token of the input (add a fixed prefix)".into()));
@@ -116,7 +135,7 @@ impl Layout {
                     _ => self.ids[p],
                 };
                 positions[at] = match self.mode {
-                    TokenMode::Remove => i as u32,
+                    TokenMode::Remove => (skip + i) as u32,
                     _ => p as u32,
                 };
                 visible[at] = match self.mode {

@@ -25,7 +25,7 @@ use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, 
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
 use crate::model::memory::plan_for;
-use crate::model::{ops, LoadedModel, ModelError, ModelInput};
+use crate::model::{ops, KvPrefix, LoadedModel, ModelError, ModelInput};
 
 /// The continuation whose log-probability is measured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,9 @@ pub struct LmOptions {
     pub metric: LmMetric,
     /// Upper bound on `rows × tokens` per forward pass (memory/speed trade-off).
     pub max_batch_tokens: usize,
+    /// Whether the fixed tokens every row begins with (a template, BOS) run once, their keys and
+    /// values shared by every forward pass ([`LmValue::cached_prefix`]); off for comparison.
+    pub reuse_prefix: bool,
 }
 
 impl Default for LmOptions {
@@ -92,6 +95,7 @@ impl Default for LmOptions {
             target: Target::default(),
             metric: LmMetric::TargetLogProb,
             max_batch_tokens: 16_384,
+            reuse_prefix: true,
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct LmValue {
     metric: LmMetric,
     labels: Vec<String>,
     max_batch_tokens: usize,
+    /// Keys and values of the first [`KvPrefix::len`] base positions, which every row shares.
+    prefix: Option<Arc<KvPrefix>>,
 }
 
 impl LmValue {
@@ -227,6 +233,14 @@ impl LmValue {
             num_heads: info.num_heads,
             pad_id: 0,
         };
+        // The last fixed token stays in every row: it may be the row's only token before the
+        // target (every player removed), whose output must then be computed.
+        let cached =
+            if options.reuse_prefix && layout.heads.is_empty() { layout.fixed_prefix().saturating_sub(1) } else { 0 };
+        let prefix = match cached {
+            0 => None,
+            p => Some(Arc::new(model.model.prefill(&layout.ids[..p])?)),
+        };
         Ok(LmValue {
             model,
             prompt,
@@ -235,6 +249,7 @@ impl LmValue {
             metric: options.metric,
             labels,
             max_batch_tokens: options.max_batch_tokens.max(1),
+            prefix,
         })
     }
 
@@ -280,13 +295,23 @@ impl LmValue {
 
     /// Most masks evaluated per forward pass.
     pub fn rows_per_forward(&self) -> usize {
-        (self.max_batch_tokens / self.layout.ids.len()).max(1)
+        (self.max_batch_tokens / (self.layout.ids.len() - self.cached_prefix())).max(1)
+    }
+
+    /// Base positions run once, before any mask, and shared by every forward pass: the fixed
+    /// tokens the input begins with but the last (0 with head players, whose ablation changes
+    /// them, or with [`LmOptions::reuse_prefix`] off).
+    pub fn cached_prefix(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.len())
     }
 
     /// Evaluates a batch of masks, in forward passes of at most [`LmValue::rows_per_forward`]
-    /// rows of similar lengths ([`plan_for`]: each pass is padded only to its own longest row).
+    /// rows of similar lengths ([`plan_for`]: each pass is padded only to its own longest row),
+    /// behind the cached prefix.
     pub fn evaluate_masks(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let plan = plan_for(&self.model.model, &self.layout.row_lengths(masks)?, self.rows_per_forward());
+        let skip = self.cached_prefix();
+        let lengths: Vec<usize> = self.layout.row_lengths(masks)?.into_iter().map(|l| l - skip).collect();
+        let plan = plan_for(&self.model.model, &lengths, self.rows_per_forward());
         let sorted = masks.select(&plan.order);
         let mut out = Vec::with_capacity(masks.len());
         for piece in &plan.pieces {
@@ -354,7 +379,8 @@ impl LmValue {
     }
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let batch = self.layout.build(masks, self.model.model.device())?;
+        let mut batch = self.layout.build_after(masks, self.model.model.device(), self.cached_prefix())?;
+        batch.input.past = self.prefix.clone();
         let hidden = self.model.model.forward(&batch.input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
         let n_prompt = self.prompt.ids.len();
