@@ -55,7 +55,7 @@ fn main() {
             token_mode: TokenMode::Attention,
             ..Default::default()
         };
-        let f = LmValue::from_tokens(lm.clone(), token_prompt(&lm, len).unwrap(), opts).unwrap();
+        let f = LmValue::from_tokens(lm.clone(), token_prompt(&lm, 0, len).unwrap(), opts).unwrap();
         assert_eq!(f.prompt().ids.len(), len, "prompt length");
         let n = f.n_players();
         // Warm up (allocator, thread pool, caches).

@@ -223,11 +223,13 @@ pub const BENCH_TEXT: &str = "The history of the city begins with a small fishin
     from the north and the south met to exchange salt, wool and grain. Over the centuries the village grew \
     into a market town, then into a walled city with a cathedral, a university and a busy port. ";
 
-/// A prompt of exactly `len` tokens of [`BENCH_TEXT`], each token a player.
-pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, SetupError> {
-    let ids = lm.encode(&BENCH_TEXT.repeat(len / 40 + 2)).map_err(|e| SetupError::Invalid(e.to_string()))?;
-    let spans = (0..len).map(TokenSpan::token).collect();
-    TokenizedPrompt::new(ids[..len].to_vec(), spans)
+/// A prompt of exactly `fixed + len` tokens of [`BENCH_TEXT`]: `fixed` fixed ones (a template's
+/// stand-in), then `len` players, one a token.
+pub fn token_prompt(lm: &LoadedModel, fixed: usize, len: usize) -> Result<TokenizedPrompt, SetupError> {
+    let all = fixed + len;
+    let ids = lm.encode(&BENCH_TEXT.repeat(all / 40 + 2)).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let spans = (fixed..all).map(TokenSpan::token).collect();
+    TokenizedPrompt::new(ids[..all].to_vec(), spans)
 }
 
 /// The model `spex bench throughput` runs: a loaded model, prompted with [`BENCH_TEXT`], or
@@ -236,12 +238,23 @@ pub fn token_prompt(lm: &LoadedModel, len: usize) -> Result<TokenizedPrompt, Set
 pub struct BenchModel {
     lm: Arc<LoadedModel>,
     random: bool,
+    /// Fixed tokens before the players of every prompt.
+    template: usize,
+    /// [`LmOptions::reuse_prefix`].
+    reuse_prefix: bool,
 }
 
 impl BenchModel {
     /// A loaded model.
     pub fn loaded(lm: Arc<LoadedModel>) -> Self {
-        BenchModel { lm, random: false }
+        BenchModel { lm, random: false, template: 0, reuse_prefix: true }
+    }
+
+    /// The same model (shared, not drawn again) with `tokens` fixed tokens (a chat template's
+    /// stand-in) before the players of every causal-LM prompt, run once or in every row
+    /// ([`LmOptions::reuse_prefix`]).
+    pub fn with_template(&self, tokens: usize, reuse_prefix: bool) -> Self {
+        BenchModel { lm: self.lm.clone(), random: self.random, template: tokens, reuse_prefix }
     }
 
     /// Random weights of `shape` (one of [`llama::SHAPES`] or [`bert::SHAPES`]) drawn on the
@@ -263,19 +276,28 @@ impl BenchModel {
         let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
         let source = format!("random weights, {shape} shape").into();
         let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source });
-        Ok(BenchModel { lm, random: true })
+        Ok(BenchModel { lm, random: true, template: 0, reuse_prefix: true })
+    }
+
+    /// Fixed tokens before the players of every causal-LM prompt ([`BenchModel::with_template`]).
+    pub fn template(&self) -> usize {
+        self.template
     }
 
     /// The value function of a `len`-token prompt on a causal LM, every token a player
-    /// (attention masking), scoring the log-probability of a 4-token target.
+    /// (attention masking) after the template's fixed tokens, scoring the log-probability of a
+    /// 4-token target.
     pub fn value(&self, len: usize) -> Result<LmValue, SetupError> {
+        let (fixed, reuse_prefix) = (self.template, self.reuse_prefix);
         if !self.random {
-            let options = LmOptions { target: Target::Text(" a walled city".into()), ..LmOptions::default() };
-            return LmValue::from_tokens(self.lm.clone(), token_prompt(&self.lm, len)?, options);
+            let target = Target::Text(" a walled city".into());
+            let options = LmOptions { target, reuse_prefix, ..LmOptions::default() };
+            return LmValue::from_tokens(self.lm.clone(), token_prompt(&self.lm, fixed, len)?, options);
         }
-        let ids = self.random_ids(len, len + 4);
-        let prompt = TokenizedPrompt::new(ids[..len].to_vec(), (0..len).map(TokenSpan::token).collect())?;
-        let options = LmOptions { target: Target::Tokens(ids[len..].to_vec()), ..LmOptions::default() };
+        let all = fixed + len;
+        let ids = self.random_ids(len, all + 4);
+        let prompt = TokenizedPrompt::new(ids[..all].to_vec(), (fixed..all).map(TokenSpan::token).collect())?;
+        let options = LmOptions { target: Target::Tokens(ids[all..].to_vec()), reuse_prefix, ..LmOptions::default() };
         LmValue::from_tokens(self.lm.clone(), prompt, options)
     }
 
@@ -283,11 +305,14 @@ impl BenchModel {
     /// masking): random weights score class 1 of their head, with a fixed `[CLS]`-like token
     /// before the players; a loaded model the cosine to the whole of [`BENCH_TEXT`].
     pub fn encoder_value(&self, len: usize) -> Result<EncoderValue, SetupError> {
+        if self.template > 0 {
+            return Err(SetupError::Invalid("a template of fixed tokens applies to causal LMs".into()));
+        }
         if !self.random {
             let metric = EncoderMetric::Cosine { reference: BENCH_TEXT.into() };
             return EncoderValue::from_tokens(
                 self.lm.clone(),
-                token_prompt(&self.lm, len)?,
+                token_prompt(&self.lm, 0, len)?,
                 EncoderOptions::new(metric),
             );
         }
@@ -319,6 +344,10 @@ impl BenchModel {
 pub struct ThroughputRow {
     /// Prompt tokens (each a player).
     pub prompt_tokens: usize,
+    /// Fixed tokens before them ([`BenchModel::with_template`]).
+    pub template_tokens: usize,
+    /// Whether the template ran once ([`LmOptions::reuse_prefix`]).
+    pub prefix_cache: bool,
     /// Masks per batch.
     pub batch: usize,
     /// Masks evaluated (design and held-out).
@@ -374,6 +403,8 @@ pub fn throughput_row(
     let wall = stats.wall_seconds;
     Ok(ThroughputRow {
         prompt_tokens: len,
+        template_tokens: model.template,
+        prefix_cache: model.reuse_prefix,
         batch,
         masks: stats.masks,
         queries_per_second: stats.masks as f64 / wall,
@@ -386,16 +417,34 @@ pub fn throughput_row(
     })
 }
 
-/// The throughput rows as a table.
+/// The throughput rows as a table; with a template, a column says how many fixed tokens came
+/// first and whether they ran once (`+25 once`) or in every row (`+25 rows`).
 pub fn format_throughput_table(rows: &[ThroughputRow]) -> String {
+    let templated = rows.iter().any(|r| r.template_tokens > 0);
+    let template = |r: &ThroughputRow| match (templated, r.prefix_cache) {
+        (false, _) => String::new(),
+        (true, cached) => {
+            format!(" {:>10}", format!("+{} {}", r.template_tokens, if cached { "once" } else { "rows" }))
+        }
+    };
     let mut s = format!(
-        "{:>7} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  device\n",
-        "tokens", "batch", "masks", "queries/s", "tokens/s", "ms/query", "overhead", "idle", "decode s"
+        "{:>7}{} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  device\n",
+        "tokens",
+        if templated { format!(" {:>10}", "template") } else { String::new() },
+        "batch",
+        "masks",
+        "queries/s",
+        "tokens/s",
+        "ms/query",
+        "overhead",
+        "idle",
+        "decode s"
     );
     for r in rows {
         s += &format!(
-            "{:>7} {:>6} {:>6} {:>10.2} {:>10.0} {:>9.1} {:>8.2}% {:>8.2}% {:>9.3}  {}\n",
+            "{:>7}{} {:>6} {:>6} {:>10.2} {:>10.0} {:>9.1} {:>8.2}% {:>8.2}% {:>9.3}  {}\n",
             r.prompt_tokens,
+            template(r),
             r.batch,
             r.masks,
             r.queries_per_second,

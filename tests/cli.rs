@@ -327,19 +327,12 @@ fn resume_takes_the_run_directory_itself() {
 /// default model's architecture, with figures that agree with each other.
 #[test]
 fn bench_throughput_runs_on_random_weights_of_a_shape() {
-    let out = ok(&[
-        "bench",
-        "throughput",
-        "--shape",
-        "smollm2-135m",
-        "--lengths",
-        "6",
-        "--batches",
-        "64",
-        "--budget",
-        "60",
-        "--json",
-    ]);
+    let bench = |extra: &[&str]| {
+        let base =
+            ["bench", "throughput", "--shape", "smollm2-135m", "--lengths", "6", "--batches", "64", "--budget", "60"];
+        ok(&[&base[..], extra].concat())
+    };
+    let out = bench(&["--json"]);
     let rows: Value = serde_json::from_str(&out).unwrap();
     let row = &rows.as_array().unwrap()[0];
     // 60 design masks, 100 held out (the least `default_holdout` gives).
@@ -351,6 +344,8 @@ fn bench_throughput_runs_on_random_weights_of_a_shape() {
     assert!((qps * ms / 1e3 - 1.0).abs() < 1e-9 && qps > 0.0, "{row}");
     assert!((row["tokens_per_second"].as_f64().unwrap() - 6.0 * qps).abs() < 1e-6 * qps, "{row}");
     assert!(row["device"].as_str().unwrap().starts_with("cpu"), "{row}");
+    let table = bench(&["--template", "4"]);
+    assert!(table.contains("template") && table.contains("+4 once"), "{table}");
     let err = fails(&["bench", "throughput", "--shape", "llama-70b"]);
     assert!(err.contains("expected one of smollm2-135m, llama-1b, bert-base"), "{err}");
     let err = fails(&["bench", "throughput", "--shape", "llama-1b", "--model", "x"]);

@@ -80,6 +80,17 @@ fn bench_inputs_on_random_weights_are_fixed_per_length() {
     let masks = random_masks(10, 3, 4);
     let v = a.evaluate_masks(masks.as_slice()).unwrap();
     assert!(v.iter().all(|x| x.is_finite() && *x < 0.0), "{v:?}");
+    // A template: 6 fixed tokens before the same 10 players, 5 of them run once; the cache off
+    // runs them in every row and gives the same values (the same weights: each `random` draws
+    // new ones).
+    let (once, rows) = (model.with_template(6, true), model.with_template(6, false));
+    let (t, u) = (once.value(10).unwrap(), rows.value(10).unwrap());
+    assert_eq!((t.player_labels().len(), t.layout().ids.len(), t.cached_prefix(), u.cached_prefix()), (10, 20, 5, 0));
+    assert!(t.layout().owners[..6].iter().all(Option::is_none) && t.layout().owners[6..16].iter().all(Option::is_some));
+    let (x, y) = (t.evaluate_masks(masks.as_slice()).unwrap(), u.evaluate_masks(masks.as_slice()).unwrap());
+    for (x, y) in x.iter().zip(&y) {
+        assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{x} vs {y}");
+    }
 }
 
 #[test]
@@ -124,6 +135,11 @@ fn random_bert_weights_have_the_documented_statistics() {
 fn bench_inputs_on_a_random_bert_score_its_head() {
     let model = BenchModel::random("bert-base", ComputeDevice::Cpu).unwrap();
     assert!(model.value(10).is_err(), "an encoder has no LM target");
+    assert!(BenchModel::random("bert-base", ComputeDevice::Cpu)
+        .unwrap()
+        .with_template(3, true)
+        .encoder_value(10)
+        .is_err());
     let (a, b) = (model.encoder_value(10).unwrap(), model.encoder_value(10).unwrap());
     assert_eq!(a.player_labels().len(), 10);
     // Position 0 is fixed (the head reads it); the ten players follow, the same ids every time.

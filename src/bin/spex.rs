@@ -544,6 +544,13 @@ enum BenchCommand {
         /// Design masks per run (ProxySPEX; held-out masks come on top).
         #[arg(long, default_value_t = 256)]
         budget: usize,
+        /// Fixed tokens before the players of every causal-LM prompt (a chat template's
+        /// stand-in), run once through the prefix cache.
+        #[arg(long, default_value_t = 0)]
+        template: usize,
+        /// Run the template in every row instead (for comparison).
+        #[arg(long, requires = "template")]
+        no_prefix_cache: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -637,7 +644,10 @@ fn run(cli: Cli) -> Result<()> {
             let stdin = std::io::stdin();
             Ok(driver::serve(stdin.lock(), std::io::stdout().lock(), &mut demo::demo_game())?)
         }
-        Command::Bench { what: BenchCommand::Throughput { model, shape, device, lengths, batches, budget, json } } => {
+        Command::Bench {
+            what:
+                BenchCommand::Throughput { model, shape, device, lengths, batches, budget, template, no_prefix_cache, json },
+        } => {
             let model = match shape {
                 Some(shape) => spex::bench::BenchModel::random(&shape, device)?,
                 None => {
@@ -646,6 +656,7 @@ fn run(cli: Cli) -> Result<()> {
                     spex::bench::BenchModel::loaded(lm)
                 }
             };
+            let model = model.with_template(template, !no_prefix_cache);
             bench_throughput(&model, device, &lengths, &batches, budget, json)
         }
         Command::Bench { what: BenchCommand::Decode { n, terms, degree, budget, json } } => {
