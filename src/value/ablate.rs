@@ -99,10 +99,10 @@ impl Layout {
         if masks.is_empty() {
             return Err(ModelError::Input("empty batch of masks".into()));
         }
-        if skip > self.fixed_prefix() {
+        let fixed = self.fixed_prefix();
+        if skip > fixed {
             return Err(ModelError::Input(format!(
-                "a prefix cache of {skip} positions holds more than the {} fixed ones",
-                self.fixed_prefix()
+                "a prefix cache of {skip} positions holds more than the {fixed} fixed ones"
             )));
         }
         let b = masks.len();

@@ -434,8 +434,9 @@ pub fn build_on(
     let head_mode = if spec.head_mean { HeadMode::Mean } else { HeadMode::Zero };
     let device = device.resolve();
     let fingerprint = fingerprint(identity, spec, device);
-    check_metric_options(spec, model.model.lm_head().is_some())?;
-    if model.model.lm_head().is_none() {
+    let causal = model.model.lm_head().is_some();
+    check_metric_options(spec, causal)?;
+    if !causal {
         let reference = spec.reference.clone().unwrap_or_else(|| format!("{}{text}{}", spec.prefix, spec.suffix));
         let metric = EncoderMetric::Cosine { reference: reference.clone() };
         let options = EncoderOptions { token_players, heads, token_mode, head_mode, ..EncoderOptions::new(metric) };
