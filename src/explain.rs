@@ -43,7 +43,7 @@ pub enum ExplainError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The number of values matches neither the design nor the design plus the held-out masks.
-    #[error("expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}")]
+    #[error("{}", value_count_text(*design, *all, *found))]
     ValueCount {
         /// Design masks.
         design: usize,
@@ -52,6 +52,14 @@ pub enum ExplainError {
         /// Values given.
         found: usize,
     },
+}
+
+fn value_count_text(design: usize, all: usize, found: usize) -> String {
+    if all == design {
+        format!("expected {design} values (one per mask; the design has no held-out masks), got {found}")
+    } else {
+        format!("expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}")
+    }
 }
 
 /// Builds and runs explanations. Defaults: SPEX, the reference's budget (`b = 8`), seed 0,

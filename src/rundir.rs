@@ -43,6 +43,14 @@ pub enum RunDirError {
     /// A merge found no shard stores, or shards that do not make up a whole run.
     #[error("{0}")]
     Merge(String),
+    /// The directory holds files a run writes but no run: they are someone else's.
+    #[error("{dir} holds {files} but no spex run; a run there would overwrite them: choose another output directory")]
+    Foreign {
+        /// The directory.
+        dir: PathBuf,
+        /// The files that would be overwritten, comma-separated.
+        files: String,
+    },
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -112,6 +120,10 @@ pub struct InputText {
     pub spans: Vec<Option<[usize; 2]>>,
 }
 
+/// The files a run writes in its directory besides its sample stores.
+pub const RUN_FILES: [&str; 7] =
+    ["design.json", "run.json", "values.txt", "result.json", "interactions.csv", "shapiq.json", "report.html"];
+
 /// An open run directory.
 pub struct RunDir {
     dir: PathBuf,
@@ -135,6 +147,7 @@ impl RunDir {
     ) -> Result<(Self, Store), RunDirError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let run = RunDir { dir: dir.to_path_buf() };
+        run.refuse_foreign_files()?;
         let path = run.store_path(shard);
         let header = StoreHeader {
             format: STORE_FORMAT.into(),
@@ -162,6 +175,24 @@ impl RunDir {
         plan.save(&run.design_path()).map_err(io_err(&run.design_path()))?;
         run.write_json(&run.dir.join("run.json"), info)?;
         Ok((run, store))
+    }
+
+    /// Refuses a directory that holds some of [`RUN_FILES`] but neither a run description nor a
+    /// sample store: a run would overwrite files it did not write.
+    fn refuse_foreign_files(&self) -> Result<(), RunDirError> {
+        let holds_store = std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))?.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("samples.") && name.ends_with(".store")
+        });
+        if holds_store || self.info().is_some() {
+            return Ok(());
+        }
+        let clashes: Vec<&str> = RUN_FILES.into_iter().filter(|f| self.dir.join(f).exists()).collect();
+        if clashes.is_empty() {
+            return Ok(());
+        }
+        Err(RunDirError::Foreign { dir: self.dir.clone(), files: clashes.join(", ") })
     }
 
     /// The shard stores of this directory, for `spex merge`: they must together hold every batch
@@ -204,6 +235,7 @@ impl RunDir {
 
     /// Writes a report file `name` in the directory.
     pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf, RunDirError> {
+        debug_assert!(RUN_FILES.contains(&name), "{name} is missing from RUN_FILES");
         let path = self.dir.join(name);
         std::fs::write(&path, contents).map_err(io_err(&path))?;
         Ok(path)
@@ -282,5 +314,28 @@ mod tests {
             open(&tmp.path().join("none"), &plan(0), "f", StartMode::Resume),
             Err(RunDirError::NothingToResume(_))
         ));
+    }
+
+    #[test]
+    fn files_of_a_directory_without_a_run_are_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mine");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "kept").unwrap();
+        // Files a run does not write are no obstacle.
+        drop(open(&dir, &plan(0), "f", StartMode::Fresh).unwrap());
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("result.json"), "my own").unwrap();
+        std::fs::write(other.join("report.html"), "my own").unwrap();
+        for mode in [StartMode::Fresh, StartMode::Force] {
+            let err = open(&other, &plan(0), "f", mode).err().unwrap();
+            assert!(matches!(&err, RunDirError::Foreign { files, .. } if files == "result.json, report.html"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(other.join("result.json")).unwrap(), "my own");
+        assert_eq!(std::fs::read_dir(&other).unwrap().count(), 2, "nothing was written");
+        // The run's own directory, finished or not, opens as before.
+        assert!(open(&dir, &plan(0), "f", StartMode::Force).is_ok());
+        assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "kept");
     }
 }

@@ -103,6 +103,9 @@ fn parse_line(line: &str, number: usize) -> Result<SweepInput, String> {
     if !valid {
         return Err(format!("id {id:?} must be letters, digits, '.', '_' or '-' (it names a directory)"));
     }
+    if id.starts_with("sweep.") && id.ends_with(".json") {
+        return Err(format!("id {id:?} is the name of the sweep's summary file"));
+    }
     let spec = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
     Ok(SweepInput { id, spec })
 }
@@ -177,13 +180,24 @@ pub enum SweepEvent<'a> {
     Finished(&'a InputOutcome),
 }
 
-/// Runs the inputs of this shard one after another; returns every outcome (also written to
-/// `out/sweep.json`, or `out/sweep.shard-I-of-K.json` for a shard).
+/// What a sweep did.
+#[derive(Debug)]
+pub struct SweepReport {
+    /// Every input of this shard's outcome, in input order.
+    pub outcomes: Vec<InputOutcome>,
+    /// The summary file: `out/sweep.json`, or `out/sweep.shard-I-of-K.json` for a shard.
+    pub summary: PathBuf,
+    /// Why the summary could not be written after the last input, if it could not (every
+    /// input's own directory holds its result all the same).
+    pub summary_error: Option<std::io::Error>,
+}
+
+/// Runs the inputs of this shard one after another, rewriting the summary after each.
 pub fn run(
     inputs: &[SweepInput],
     options: &SweepOptions<'_>,
     events: &mut (dyn FnMut(SweepEvent<'_>) + Send),
-) -> Vec<InputOutcome> {
+) -> SweepReport {
     let mine: Vec<&SweepInput> = inputs
         .iter()
         .enumerate()
@@ -192,7 +206,8 @@ pub fn run(
         .collect();
     let mut models = Models::default();
     let mut outcomes = Vec::new();
-    let _ = std::fs::create_dir_all(&options.out);
+    let summary = summary_path(&options.out, options.shard);
+    let mut summary_error = std::fs::create_dir_all(&options.out).err();
     for (index, input) in mine.iter().enumerate() {
         events(SweepEvent::Start { id: &input.id, index, count: mine.len() });
         let clock = Instant::now();
@@ -205,10 +220,10 @@ pub fn run(
         events(SweepEvent::Finished(&outcome));
         outcomes.push(outcome);
         // A summary that cannot be written loses nothing: every input's own directory holds its
-        // result; the next input tries again.
-        let _ = write_summary(&options.out, options.shard, &outcomes);
+        // result; the next input tries again, and the last failure is reported.
+        summary_error = write_summary(&summary, &outcomes).err();
     }
-    outcomes
+    SweepReport { outcomes, summary, summary_error }
 }
 
 fn failed(id: &str, dir: &Path, error: String) -> InputOutcome {
@@ -326,16 +341,21 @@ fn summarise(id: &str, dir: &Path, status: &str, result: &crate::report::ResultF
     }
 }
 
-/// Writes the summary atomically (a temporary file renamed over it).
-fn write_summary(out: &Path, shard: Shard, outcomes: &[InputOutcome]) -> std::io::Result<()> {
-    let name = if shard == Shard::ALL {
+/// The summary file of `shard` in sweep directory `out`.
+fn summary_path(out: &Path, shard: Shard) -> PathBuf {
+    out.join(if shard == Shard::ALL {
         "sweep.json".to_string()
     } else {
         format!("sweep.shard-{}-of-{}.json", shard.index, shard.count)
-    };
-    let tmp = out.join(format!(".{name}.tmp"));
+    })
+}
+
+/// Writes the summary atomically (a temporary file renamed over it).
+fn write_summary(path: &Path, outcomes: &[InputOutcome]) -> std::io::Result<()> {
+    let name = path.file_name().expect("the summary has a file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, serde_json::to_string_pretty(outcomes).expect("serialises") + "\n")?;
-    std::fs::rename(&tmp, out.join(name))
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -366,6 +386,8 @@ mod tests {
             ("{\"prompt\": \"x\"}\n{\"prompt\": 3}\n", 2, "invalid type"),
             ("{\"prompt\": \"x\", \"player\": \"words\"}", 1, "unknown field `player`"),
             ("{\"id\": \"../x\", \"prompt\": \"x\"}", 1, "names a directory"),
+            ("{\"id\": \"sweep.json\", \"prompt\": \"x\"}", 1, "summary file"),
+            ("{\"id\": \"sweep.shard-0-of-2.json\", \"prompt\": \"x\"}", 1, "summary file"),
             ("{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"a\", \"prompt\": \"y\"}", 2, "used twice"),
             ("not json", 1, "expected"),
         ] {
@@ -374,5 +396,45 @@ mod tests {
             assert!(e.to_string().contains(says), "{text}: {e}");
         }
         assert!(matches!(parse("# nothing\n"), Err(SweepError::Empty(_))));
+    }
+
+    /// The summary is written after every input, and a summary that cannot be written is
+    /// reported, not passed over.
+    #[test]
+    fn the_summary_is_written_or_its_failure_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("no-model");
+        let inputs: Vec<SweepInput> = ["a", "b"]
+            .map(|id| SweepInput {
+                id: id.into(),
+                spec: InputSpec { model: Some(missing.clone()), ..InputSpec::new("x") },
+            })
+            .into();
+        let plan_for = |n: usize| PlanSpec::new(n);
+        let options = |out: PathBuf| SweepOptions {
+            out,
+            device: ComputeDevice::Cpu,
+            force: false,
+            shard: Shard::ALL,
+            batch_size: None,
+            sync_every: 1,
+            plan_for: &plan_for,
+            index: Index::Fbii,
+            max_order: None,
+            top: 3,
+        };
+        let report = run(&inputs, &options(tmp.path().join("ok")), &mut |_| {});
+        assert!(report.summary_error.is_none());
+        let written: Vec<InputOutcome> =
+            serde_json::from_str(&std::fs::read_to_string(&report.summary).unwrap()).unwrap();
+        assert_eq!(
+            written.iter().map(|o| (o.id.as_str(), o.status.as_str())).collect::<Vec<_>>(),
+            [("a", "failed"), ("b", "failed")]
+        );
+        let blocked = tmp.path().join("blocked");
+        std::fs::create_dir_all(blocked.join("sweep.json")).unwrap();
+        let report = run(&inputs, &options(blocked), &mut |_| {});
+        assert_eq!(report.outcomes.len(), 2);
+        assert!(report.summary_error.is_some(), "a directory in the summary's place must be reported");
     }
 }

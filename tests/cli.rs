@@ -240,11 +240,14 @@ fn bad_run_options_are_refused_before_any_query() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--batch-size", "0"], "at least 1, not 0"),
         (&["--sync-every", "0"], "at least 1, not 0"),
         (&["--degree", "0"], "degree 0"),
         (&["--index", "sii", "--max-order", "0"], "needs max_order >= 1"),
+        // Driver options mean nothing to the demo.
+        (&["--n", "7"], "'--demo' cannot be used with '--n <N>'"),
+        (&["--timeout", "5"], "'--demo' cannot be used with '--timeout <TIMEOUT>'"),
     ];
     for (extra, expected) in cases {
         let args: Vec<&str> = ["explain", "--demo", "--quiet", "--out", o].iter().chain(extra).copied().collect();
@@ -252,6 +255,31 @@ fn bad_run_options_are_refused_before_any_query() {
         assert!(err.contains(expected), "{extra:?}: {err}");
         assert!(!out.exists(), "{extra:?} wrote a run directory");
     }
+}
+
+#[test]
+fn a_driver_timeout_is_a_positive_number_of_seconds() {
+    for bad in ["0", "nan", "inf", "-1", "soon"] {
+        let err = fails(&["explain", "--oracle", "true", "--n", "3", "--quiet", "--timeout", bad]);
+        assert!(err.contains("--timeout"), "{bad}: {err}");
+    }
+}
+
+/// A directory holding files a run writes, but no run, is someone else's: nothing is overwritten.
+#[test]
+fn a_run_never_overwrites_files_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("result.json"), "my own").unwrap();
+    for extra in [&[][..], &["--force"]] {
+        let args: Vec<&str> =
+            ["explain", "--demo", "--quiet", "--out", mine.to_str().unwrap()].iter().chain(extra).copied().collect();
+        let err = fails(&args);
+        assert!(err.contains("holds result.json but no spex run"), "{extra:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(mine.join("result.json")).unwrap(), "my own");
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1);
 }
 
 #[test]

@@ -268,9 +268,15 @@ fn bad_input_is_a_typed_error() {
         TrainConfig { lr: Some(f64::NAN), ..cfg.clone() },
         TrainConfig { l2: -1.0, ..cfg.clone() },
         TrainConfig { model: ModelKind::Mlp { hidden: 0 }, ..cfg.clone() },
+        TrainConfig { steps: 0, ..cfg.clone() },
     ] {
         assert!(matches!(new(&train, &train, &spec(Some(0)), bad), DataError::Config(_)));
     }
+    // A step size that diverges is named, not passed on as NaN values.
+    let huge = TrainConfig { lr: Some(1e300), ..cfg.clone() };
+    let rows = masks(10, 4, 1);
+    let e = DataValue::new(&train, &train, &spec(Some(0)), huge, &CPU).unwrap().evaluate(rows.as_slice()).unwrap_err();
+    assert!(e.to_string().contains("training diverged"), "{e}");
     let mut f = DataValue::new(&train, &train, &spec(Some(0)), cfg, &CPU).unwrap();
     let narrow = MaskBatch::parse_rows(["101"]).unwrap();
     let e = f.evaluate(narrow.as_slice()).unwrap_err();

@@ -349,7 +349,7 @@ fn no_python_means_a_clear_fetch_error_with_the_manual_command() {
 /// replacement is named as such.
 #[test]
 fn value_options_that_do_not_fit_the_model_are_refused() {
-    use spex::value::setup::{self, ComputeDevice, InputSpec, TokenAblation};
+    use spex::value::setup::{self, ComputeDevice, InputSpec, Players, TokenAblation};
     let (llama, bert) = (tiny_llama(5), tiny_bert(3));
     let base = || InputSpec::new("the cat sat");
     let cases = [
@@ -362,6 +362,13 @@ fn value_options_that_do_not_fit_the_model_are_refused() {
         ),
         (&bert, InputSpec { target: Some(" mat".into()), ..base() }, "applies to causal LMs"),
         (&bert, InputSpec { logit_diff: Some(("a".into(), "b".into())), ..base() }, "applies to causal LMs"),
+        (&llama, InputSpec { logit_diff: Some((" the".into(), " the".into())), ..base() }, "the same token"),
+        (
+            &llama,
+            InputSpec { players: Players::Heads, token_mode: TokenAblation::Remove, ..base() },
+            "applies to token players",
+        ),
+        (&bert, InputSpec { head_mean: true, ..base() }, "applies to head players"),
     ];
     for (m, spec, expected) in cases {
         let err = setup::build_on((*m).clone(), "m", &spec, ComputeDevice::Cpu).err().expect("refused").to_string();
@@ -369,7 +376,10 @@ fn value_options_that_do_not_fit_the_model_are_refused() {
     }
     // The same options where they fit are accepted.
     let spec = InputSpec { max_new_tokens: 0, target: Some(" the".into()), ..base() };
-    assert!(setup::build_on(llama, "m", &spec, ComputeDevice::Cpu).is_ok());
+    assert!(setup::build_on(llama.clone(), "m", &spec, ComputeDevice::Cpu).is_ok());
+    let heads =
+        InputSpec { players: Players::WordsHeads, head_mean: true, token_mode: TokenAblation::Replace, ..base() };
+    setup::build_on(llama, "m", &heads, ComputeDevice::Cpu).unwrap();
     assert!(setup::build_on(bert, "m", &InputSpec { reference: Some("a dog".into()), ..base() }, ComputeDevice::Cpu)
         .is_ok());
 }

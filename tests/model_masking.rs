@@ -340,6 +340,34 @@ fn the_prefix_cache_changes_no_value() {
     assert_eq!(LmValue::new(fx.hf.clone(), &p, heads).unwrap().cached_prefix(), 0);
 }
 
+/// Greedy generation with its KV cache picks, at every step, the argmax of a full forward of
+/// everything so far (the definition), on both decoder families and the GGUF's RoPE layout.
+#[test]
+fn cached_greedy_generation_is_the_argmax_of_full_forwards() {
+    let (fx, (_d, _w, g2)) = (llama(), gpt2());
+    for (name, m) in [("llama", &fx.hf), ("llama-gguf", &fx.gguf), ("gpt2", &g2)] {
+        let prompt = m.encode("the cat sat on").unwrap();
+        let out = m.generate_greedy(&prompt, 12).unwrap();
+        assert!(out.len() == 12 || m.eos_ids.contains(out.last().unwrap()), "{name}: stopped early at {out:?}");
+        let mut ids = prompt.clone();
+        for (step, &token) in out.iter().enumerate() {
+            let hidden = m.model.forward(&ModelInput::single(&ids)).unwrap().hidden;
+            let logits: Vec<f32> = model::ops::logits_at(&hidden, m.model.lm_head().unwrap(), &[(0, ids.len() - 1)])
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            // A near tie could fairly go either way in f32; these weights have none.
+            assert!(logits[order[0]] - logits[order[1]] > 1e-4, "{name}: step {step} is a near tie");
+            assert_eq!(token as usize, order[0], "{name}: step {step} of {out:?}");
+            ids.push(token);
+        }
+    }
+}
+
 #[test]
 fn remove_mode_equals_forward_of_the_shortened_sequence() {
     let fx = llama();

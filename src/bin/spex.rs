@@ -138,7 +138,7 @@ struct ExplainArgs {
     #[arg(long)]
     oracle: Option<String>,
     /// Players (required with --oracle).
-    #[arg(long, requires = "oracle")]
+    #[arg(long, requires = "oracle", conflicts_with = "demo")]
     n: Option<usize>,
     #[command(flatten)]
     input: InputArgs,
@@ -147,8 +147,8 @@ struct ExplainArgs {
     #[command(flatten)]
     show: ShowArgs,
     /// Seconds to wait for a driver's answer to one batch before giving up.
-    #[arg(long)]
-    timeout: Option<f64>,
+    #[arg(long, requires = "oracle", conflicts_with = "demo", value_parser = positive_seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -176,15 +176,16 @@ struct InputArgs {
     /// tokens+heads or words+heads.
     #[arg(long, default_value = "words")]
     players: Players,
-    /// How an ablated token is removed: attention (hidden from every query), replace (by the
-    /// unknown/mask/pad token) or remove.
+    /// How an ablated token is removed (token players): attention (hidden from every query),
+    /// replace (by the unknown/mask/pad token) or remove.
     #[arg(long, default_value = "attention")]
     token_mode: TokenAblation,
     /// With --token-mode replace: the single-token text put in place of ablated tokens
     /// [default: the model's unknown, mask or pad token].
     #[arg(long)]
     replace_with: Option<String>,
-    /// How an ablated head is removed: zero its output, or replace it by its mean over positions.
+    /// How an ablated head is removed (head players): zero its output, or replace it by its mean
+    /// over positions.
     #[arg(long, value_enum, default_value = "zero")]
     head_mode: HeadModeArg,
     /// Causal LMs: the continuation whose log-probability is the value [default: the model's
@@ -353,6 +354,23 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(0) => Err("a number of at least 1, not 0".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("a number of at least 1, not {s:?}")),
+    }
+}
+
+/// `x` with four decimals, or in scientific notation where four decimals would mislead.
+fn four_digits(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e5).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// A positive, finite number of seconds (`Duration::from_secs_f64` panics on NaN and infinity).
+fn positive_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() && x < 1e9 => Ok(Duration::from_secs_f64(x)),
+        _ => Err(format!("a positive number of seconds, not {s:?}")),
     }
 }
 
@@ -686,7 +704,7 @@ fn explain(args: ExplainArgs) -> Result<()> {
         (None, _) => (demo::WORDS.len(), RunInfo::new("demo").with_players(demo::WORDS.map(String::from).to_vec())),
     };
     let plan = Plan::new(args.plan.spec(n))?;
-    let timeout = args.timeout.map(Duration::from_secs_f64);
+    let timeout = args.timeout;
     let oracle = args.oracle.clone();
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
         Ok(match &oracle {
@@ -704,9 +722,6 @@ const MODEL_BUDGET: usize = 1200;
 /// `spex explain` on a model: builds the input's game (the model answers once, unablated, to
 /// fix the target), then runs it.
 fn explain_model(args: ExplainArgs) -> Result<()> {
-    if args.timeout.is_some() {
-        bail!("--timeout applies to --oracle drivers");
-    }
     let spec = args.input.spec()?;
     let quiet = args.run.log_mode() == LogMode::Quiet;
     if !quiet {
@@ -749,7 +764,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
     };
     let log = args.log;
     let bar = Progress::new(log, 0);
-    let outcomes = spex::sweep::run(&inputs, &options, &mut |event| match event {
+    let report = spex::sweep::run(&inputs, &options, &mut |event| match event {
         SweepEvent::Start { id, index, count } => {
             bar.bar.reset();
             match log {
@@ -769,13 +784,16 @@ fn sweep(args: SweepArgs) -> Result<()> {
         }
     });
     bar.finish();
+    let outcomes = &report.outcomes;
     let failed = outcomes.iter().filter(|o| o.status == "failed").count();
-    println!(
-        "{} inputs: {} explained, {failed} failed; summary in {}",
-        outcomes.len(),
-        outcomes.len() - failed,
-        args.out.display()
-    );
+    let summary = match &report.summary_error {
+        None => format!("summary in {}", report.summary.display()),
+        Some(e) => format!("the summary {} could not be written: {e}", report.summary.display()),
+    };
+    println!("{} inputs: {} explained, {failed} failed; {summary}", outcomes.len(), outcomes.len() - failed);
+    if let Some(e) = &report.summary_error {
+        bail!("writing the summary {}: {e} (each input's run directory holds its result)", report.summary.display());
+    }
     if failed > 0 {
         bail!(
             "{failed} of {} inputs failed (see above); rerun the same command once fixed: finished inputs are \
@@ -938,7 +956,7 @@ fn data(args: DataArgs) -> Result<()> {
         _ => format!("mean loss over the {} test examples", test.rows()),
     };
     println!(
-        "data: {} training examples, {} features, {} classes; {}, {} steps of size {:.4}; value: {what}",
+        "data: {} training examples, {} features, {} classes; {}, {} steps of size {}; value: {what}",
         train.rows(),
         train.dim,
         train.classes.len(),
@@ -947,7 +965,7 @@ fn data(args: DataArgs) -> Result<()> {
             ModelKind::Mlp { hidden } => format!("MLP with {hidden} hidden units"),
         },
         args.steps,
-        value.trainer().learning_rate()
+        four_digits(value.trainer().learning_rate())
     );
     let function = format!(
         "data train={} ({}) test={} ({}) encoder={} label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \

@@ -183,6 +183,20 @@ impl KvPrefix {
         self.len == 0
     }
 
+    /// `prefix` (or nothing) followed by `len` tokens whose keys and values `layers` a batch-1
+    /// forward behind it captured ([`ForwardOutput::kv`]).
+    fn followed_by(prefix: Option<&KvPrefix>, len: usize, layers: Vec<(Tensor, Tensor)>) -> Result<Self, ModelError> {
+        let Some(prefix) = prefix else { return Ok(KvPrefix { len, layers }) };
+        let cat = |p: &Tensor, t: &Tensor| Tensor::cat(&[p, t], 2)?.contiguous();
+        let layers = prefix
+            .layers
+            .iter()
+            .zip(&layers)
+            .map(|((pk, pv), (k, v))| Ok((cat(pk, k)?, cat(pv, v)?)))
+            .collect::<Result<_, candle_core::Error>>()?;
+        Ok(KvPrefix { len: prefix.len + len, layers })
+    }
+
     /// Layer `layer`'s keys and values `[B, Hkv, L, D]` of a batch, behind the prefix's.
     fn extend(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         let (b, hkv, _, d) = k.dims4()?;
@@ -556,21 +570,26 @@ impl LoadedModel {
     }
 
     /// Greedy continuation of `prompt_ids`: up to `max_new_tokens` tokens, stopping after an EOS
-    /// id. Returns the new tokens only (the EOS included if one was produced).
+    /// id. Returns the new tokens only (the EOS included if one was produced). Each new token is
+    /// one forward of that token against the keys and values of all before it (a KV cache).
     pub fn generate_greedy(&self, prompt_ids: &[u32], max_new_tokens: usize) -> Result<Vec<u32>, ModelError> {
         let head =
             self.model.lm_head().ok_or_else(|| ModelError::Input("greedy generation needs a causal LM".into()))?;
-        let mut ids = prompt_ids.to_vec();
-        let mut out = Vec::new();
-        for _ in 0..max_new_tokens {
-            let h = self.model.forward(&ModelInput::single(&ids))?.hidden;
-            let logits = ops::logits_at(&h, head, &[(0, ids.len() - 1)])?.squeeze(0)?;
+        let (mut past, mut step, mut out) = (None::<Arc<KvPrefix>>, prompt_ids.to_vec(), Vec::new());
+        while out.len() < max_new_tokens {
+            let start = past.as_ref().map_or(0, |p| p.len) as u32;
+            let positions: Vec<u32> = (start..start + step.len() as u32).collect();
+            let rows = ModelInput::rows(1, step.len(), step.clone(), positions, None, None);
+            let forward = self.model.forward(&ModelInput { past: past.clone(), capture_kv: true, ..rows })?;
+            let logits = ops::logits_at(&forward.hidden, head, &[(0, step.len() - 1)])?.squeeze(0)?;
             let next = logits.argmax(0)?.to_scalar::<u32>()?;
-            ids.push(next);
             out.push(next);
             if self.eos_ids.contains(&next) {
                 break;
             }
+            let kv = forward.kv.expect("keys and values were asked for");
+            past = Some(Arc::new(KvPrefix::followed_by(past.as_deref(), step.len(), kv)?));
+            step = vec![next];
         }
         Ok(out)
     }

@@ -417,9 +417,7 @@ pub fn build_on(
         _ => Vec::new(),
     };
     let token_players = spec.players != Players::Heads;
-    if spec.replace_with.is_some() && spec.token_mode != TokenAblation::Replace {
-        return Err(SetupError::Invalid("a replacement token applies to --token-mode replace".into()));
-    }
+    check_ablation_options(spec, token_players, !heads.is_empty())?;
     let n_heads = heads.len();
     let token_mode = match spec.token_mode {
         TokenAblation::Attention => TokenMode::Attention,
@@ -448,10 +446,7 @@ pub fn build_on(
         return Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input });
     }
     let metric = match &spec.logit_diff {
-        Some((a, b)) => LmMetric::LogitDiff {
-            a: single_token(&model, a, "a logit difference")?,
-            b: single_token(&model, b, "a logit difference")?,
-        },
+        Some((a, b)) => logit_diff(&model, a, b)?,
         None => LmMetric::TargetLogProb,
     };
     let target = match &spec.target {
@@ -502,6 +497,21 @@ pub fn marked_spans(marked: &str) -> Result<(String, Vec<std::ops::Range<usize>>
     Ok((text, spans))
 }
 
+/// Refuses ablation options that no player of the input uses: they would be silently ignored.
+fn check_ablation_options(spec: &InputSpec, token_players: bool, head_players: bool) -> Result<(), SetupError> {
+    let refuse = |what: &str| Err(SetupError::Invalid(what.into()));
+    if spec.replace_with.is_some() && spec.token_mode != TokenAblation::Replace {
+        return refuse("a replacement token applies to --token-mode replace");
+    }
+    if !token_players && spec.token_mode != TokenAblation::Attention {
+        return refuse("a token mode applies to token players; with --players heads the prompt is never ablated");
+    }
+    if !head_players && spec.head_mean {
+        return refuse("--head-mode mean applies to head players (heads, tokens+heads, words+heads)");
+    }
+    Ok(())
+}
+
 /// Refuses value options the model cannot use: they would be silently ignored.
 fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError> {
     let refuse = |what: &str| Err(SetupError::Invalid(what.into()));
@@ -515,6 +525,18 @@ fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError
         return refuse("the greedy answer needs at least 1 new token (max_new_tokens 0)");
     }
     Ok(())
+}
+
+/// The logit difference of the single-token texts `a` and `b`, which must be two tokens (the
+/// same one twice would score 0 on every mask).
+fn logit_diff(model: &LoadedModel, a: &str, b: &str) -> Result<LmMetric, SetupError> {
+    let (a_id, b_id) = (single_token(model, a, "a logit difference")?, single_token(model, b, "a logit difference")?);
+    if a_id == b_id {
+        return Err(SetupError::Invalid(format!(
+            "{a:?} and {b:?} are the same token ({a_id}); a logit difference of a token with itself is 0 on every mask"
+        )));
+    }
+    Ok(LmMetric::LogitDiff { a: a_id, b: b_id })
 }
 
 /// The one token of `text`, which `what` (e.g. "a logit difference") needs.

@@ -114,6 +114,12 @@ pub enum DataError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
+    /// Training produced non-finite logits: the step size is too large for the data.
+    #[error("training diverged (non-finite logits) with step size {lr:e}: use a smaller learning rate")]
+    Diverged {
+        /// The step size used.
+        lr: f64,
+    },
     /// A mask has the wrong number of players.
     #[error("masks have {found} players but there are {expected} training examples")]
     MaskWidth {
@@ -304,6 +310,9 @@ impl DataValue {
         let c = self.trainer.classes();
         let rows = self.test_x.len() / self.trainer.dim().max(1);
         let z = self.trainer.train(masks)?.logits(&self.test_x, rows)?;
+        if z.iter().any(|v| !v.is_finite()) {
+            return Err(DataError::Diverged { lr: self.trainer.learning_rate() });
+        }
         Ok(z.chunks_exact(rows * c).map(|model| self.value(model, c)).collect())
     }
 

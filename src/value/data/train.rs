@@ -500,6 +500,11 @@ fn check_config(config: &TrainConfig) -> Result<(), DataError> {
     if let ModelKind::Mlp { hidden: 0 } = config.model {
         return bad("the MLP needs at least one hidden unit".into());
     }
+    if config.steps == 0 {
+        return bad(
+            "training needs at least one gradient step: with 0 every subset's value is the initial model's".into()
+        );
+    }
     if let Some(lr) = config.lr {
         if !(lr.is_finite() && lr > 0.0) {
             return bad(format!("the learning rate must be a positive number, not {lr}"));
