@@ -277,7 +277,12 @@ impl Store {
             return mismatch(&what);
         }
         if h.batch_size != header.batch_size {
-            return mismatch("batch size");
+            // `--batch-size auto` differs between devices: say what continues the store.
+            let what = format!(
+                "batch size (stored: {}; this run: {}; --batch-size {} continues it)",
+                h.batch_size, header.batch_size, h.batch_size
+            );
+            return mismatch(&what);
         }
         if h.shard != header.shard {
             return mismatch("shard");

@@ -56,6 +56,10 @@ fn bad_text_example_files_name_the_line() {
         ("{\"text\": \" \", \"label\": \"a\"}\n", "line 1: empty text"),
         ("{\"text\": \"x\", \"label\": [1]}\n", "line 1: label must be a string or a number"),
         ("# nothing\n", "no data rows"),
+        (
+            "{\"text\": \"x\", \"label\": 1, \"id\": \"a\"}\n\n{\"text\": \"y\", \"label\": 0, \"id\": \"a\"}\n",
+            "line 3: id \"a\" is already that of line 1",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let e = read_text_examples(&path).unwrap_err().to_string();

@@ -88,7 +88,7 @@ pub enum FeatureError {
     /// A matrix passed in directly is inconsistent.
     #[error("{0}")]
     Shape(String),
-    /// A line of a text-examples file is not a valid example.
+    /// A line of an examples file is not a valid example.
     #[error("{source_name} line {line}: {message}")]
     BadLine {
         /// The file.
@@ -169,6 +169,25 @@ impl fmt::Display for Column {
             Column::Name(s) => write!(f, "{s:?}"),
             Column::Index(i) => write!(f, "{i}"),
             Column::Last => f.write_str("last"),
+        }
+    }
+}
+
+/// The ids of an examples file so far, by line: ids name the players, so a repeated one is an
+/// error naming both lines.
+#[derive(Default)]
+pub(crate) struct UniqueIds(std::collections::HashMap<String, usize>);
+
+impl UniqueIds {
+    /// Records `id` of 1-based `line`; an error if an earlier line has it.
+    pub(crate) fn check(&mut self, id: &str, line: usize, source_name: &str) -> Result<(), FeatureError> {
+        match self.0.insert(id.to_string(), line) {
+            Some(first) => Err(FeatureError::BadLine {
+                source_name: source_name.to_string(),
+                line,
+                message: format!("id {id:?} is already that of line {first}; ids name the examples and must be unique"),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -308,7 +327,7 @@ impl Features {
                 message: format!("{width} columns and none is left for features"),
             });
         }
-        let (mut x, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut x, mut labels, mut ids, mut seen) = (Vec::new(), Vec::new(), Vec::new(), UniqueIds::default());
         for (line, fields) in lines {
             if fields.len() != width {
                 return Err(FeatureError::Ragged { source_name: src(), line, found: fields.len(), expected: width });
@@ -328,7 +347,10 @@ impl Features {
             }
             labels.push(fields[label].to_string());
             ids.push(match id {
-                Some(c) => fields[c].to_string(),
+                Some(c) => {
+                    seen.check(fields[c], line, &src())?;
+                    fields[c].to_string()
+                }
                 None => ids.len().to_string(),
             });
         }
@@ -501,6 +523,12 @@ mod tests {
         let opts = CsvOptions { label: Column::Name("nope".into()), ..CsvOptions::default() };
         let e = Features::parse_csv("a,b\n1,2\n", &opts, "t.csv").unwrap_err();
         assert!(e.to_string().contains("no column \"nope\" (label column)"), "{e}");
+        let ids = CsvOptions { id: Some(Column::Name("name".into())), ..CsvOptions::default() };
+        let e = Features::parse_csv("name,x,y\nann,1,0\nbob,2,1\nann,3,1\n", &ids, "t.csv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.csv line 4: id \"ann\" is already that of line 2; ids name the examples and must be unique"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::features::{FeatureError, Features};
+use super::features::{FeatureError, Features, UniqueIds};
 use crate::model::{LoadedModel, ModelInput};
 use crate::value::encoder::mean_pool_normalized;
 
@@ -41,7 +41,7 @@ pub fn read_text_examples(path: &Path) -> Result<Vec<TextExample>, FeatureError>
     let source_name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| FeatureError::Read { source_name: source_name.clone(), message: e.to_string() })?;
-    let mut examples = Vec::new();
+    let (mut examples, mut seen) = (Vec::new(), UniqueIds::default());
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -54,6 +54,9 @@ pub fn read_text_examples(path: &Path) -> Result<Vec<TextExample>, FeatureError>
         }
         if example.label.trim().is_empty() {
             return Err(bad("empty label".into()));
+        }
+        if let Some(id) = &example.id {
+            seen.check(id, i + 1, &source_name)?;
         }
         examples.push(example);
     }
