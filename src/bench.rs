@@ -396,7 +396,13 @@ pub fn throughput_row(
     let mut f = Some(f as Box<dyn ValueFunction>);
     let mut start = || Ok(f.take().expect("started once"));
     let (_, outcome) =
-        runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {})?;
+        runner::run(&plan, &RunInfo::new("bench"), &run, &mut start, &DecoderConfig::default(), &mut |_| {}).map_err(
+            |e| match e {
+                // The store is a scratch file: its advice to resume does not apply.
+                runner::RunError::Engine { error, .. } => anyhow::Error::new(error),
+                e => e.into(),
+            },
+        )?;
     let RunOutcome::Complete { explanation, stats } = outcome else { anyhow::bail!("an unsharded run completes") };
     let t = &explanation.timings;
     let after = t.decode_seconds + t.faithfulness_seconds;

@@ -51,6 +51,22 @@ pub enum RunDirError {
         /// The files that would be overwritten, comma-separated.
         files: String,
     },
+    /// Another store in the directory belongs to another run: the two could never be merged.
+    #[error(
+        "{other} in {dir} belongs to another run (its {what} differs); the shards of one run share every \
+         option: use another directory, or remove that store"
+    )]
+    OtherRun {
+        /// The directory.
+        dir: PathBuf,
+        /// The other run's store.
+        other: PathBuf,
+        /// What differs.
+        what: &'static str,
+    },
+    /// A batch size of 0 was asked for.
+    #[error("a batch size of 0: every batch needs at least one mask")]
+    ZeroBatch,
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -145,6 +161,9 @@ impl RunDir {
         mode: StartMode,
         sync_every: usize,
     ) -> Result<(Self, Store), RunDirError> {
+        if batch_size == 0 {
+            return Err(RunDirError::ZeroBatch);
+        }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let run = RunDir { dir: dir.to_path_buf() };
         run.refuse_foreign_files()?;
@@ -157,6 +176,7 @@ impl RunDir {
             batch_size,
             shard,
         };
+        run.refuse_other_runs(&header, &path)?;
         match mode {
             StartMode::Force => {
                 for file in [path.clone(), run.result_path(), run.values_path()] {
@@ -180,12 +200,7 @@ impl RunDir {
     /// Refuses a directory that holds some of [`RUN_FILES`] but neither a run description nor a
     /// sample store: a run would overwrite files it did not write.
     fn refuse_foreign_files(&self) -> Result<(), RunDirError> {
-        let holds_store = std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))?.flatten().any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("samples.") && name.ends_with(".store")
-        });
-        if holds_store || self.info().is_some() {
+        if !self.store_paths()?.is_empty() || self.info().is_some() {
             return Ok(());
         }
         let clashes: Vec<&str> = RUN_FILES.into_iter().filter(|f| self.dir.join(f).exists()).collect();
@@ -195,26 +210,45 @@ impl RunDir {
         Err(RunDirError::Foreign { dir: self.dir.clone(), files: clashes.join(", ") })
     }
 
-    /// The shard stores of this directory, for `spex merge`: they must together hold every batch
-    /// of one run.
-    pub fn open_shards(dir: &Path) -> Result<(Self, Vec<Store>), RunDirError> {
-        let run = RunDir { dir: dir.to_path_buf() };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io_err(dir))?
+    /// The sample stores in the directory (every `*.store`), sorted.
+    fn store_paths(&self) -> Result<Vec<PathBuf>, RunDirError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io_err(&self.dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "store"))
             .collect();
         paths.sort();
+        Ok(paths)
+    }
+
+    /// Refuses to start beside a store of another run (a shard started with other options):
+    /// the two could never be merged, and `design.json` would describe only one of them. Other
+    /// stores are only read, since their shards may be running; one whose header cannot be read
+    /// yet (being created) is passed over.
+    fn refuse_other_runs(&self, header: &StoreHeader, own: &Path) -> Result<(), RunDirError> {
+        for path in self.store_paths()?.into_iter().filter(|p| p != own) {
+            let Ok(other) = Store::read(&path) else { continue };
+            if let Some(what) = header.run_difference(other.header()) {
+                return Err(RunDirError::OtherRun { dir: self.dir.clone(), other: path, what });
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard stores of this directory, for `spex merge`: they must together hold every batch
+    /// of one run. They are only read: a shard may still be running.
+    pub fn open_shards(dir: &Path) -> Result<(Self, Vec<Store>), RunDirError> {
+        let run = RunDir { dir: dir.to_path_buf() };
+        let paths = run.store_paths()?;
         if paths.is_empty() {
             return Err(RunDirError::Merge(format!("{} holds no sample stores", dir.display())));
         }
-        let stores = paths.iter().map(|p| Store::open(p, 1)).collect::<Result<Vec<_>, _>>()?;
+        let stores = paths.iter().map(|p| Store::read(p)).collect::<Result<Vec<_>, _>>()?;
         let first = stores[0].header();
         for s in &stores[1..] {
-            let h = s.header();
-            if h.plan != first.plan || h.function != first.function || h.batch_size != first.batch_size {
+            if let Some(what) = first.run_difference(s.header()) {
                 return Err(RunDirError::Merge(format!(
-                    "{} and {} belong to different runs",
+                    "{} and {} belong to different runs (their {what} differs)",
                     stores[0].path().display(),
                     s.path().display()
                 )));
@@ -314,6 +348,9 @@ mod tests {
             open(&tmp.path().join("none"), &plan(0), "f", StartMode::Resume),
             Err(RunDirError::NothingToResume(_))
         ));
+        let zero = RunDir::open(&tmp.path().join("zero"), &plan(0), &info("f"), 0, Shard::ALL, StartMode::Fresh, 1);
+        assert!(matches!(zero, Err(RunDirError::ZeroBatch)));
+        assert!(!tmp.path().join("zero").exists());
     }
 
     #[test]

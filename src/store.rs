@@ -95,6 +95,20 @@ impl StoreHeader {
     pub fn owned_batches(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.num_batches()).filter(|&b| self.shard.owns(b))
     }
+
+    /// What differs if `other` is not a store of the same run (its shard aside): the design,
+    /// the value function or the batch size.
+    pub fn run_difference(&self, other: &StoreHeader) -> Option<&'static str> {
+        if self.plan != other.plan {
+            Some("design")
+        } else if self.function != other.function {
+            Some("value function")
+        } else if self.batch_size != other.batch_size {
+            Some("batch size")
+        } else {
+            None
+        }
+    }
 }
 
 /// Why a store could not be used.
@@ -152,7 +166,8 @@ pub enum StoreError {
 /// An open store: its header, the batches it holds, and a handle to append more.
 pub struct Store {
     path: PathBuf,
-    file: File,
+    /// `None` for a store only read ([`Store::read`]).
+    file: Option<File>,
     header: StoreHeader,
     batches: BTreeMap<usize, Vec<f64>>,
     sync_every: usize,
@@ -210,7 +225,7 @@ impl Store {
         file.write_all(&bytes).and_then(|_| file.sync_all()).map_err(io)?;
         Ok(Store {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             header,
             batches: BTreeMap::new(),
             sync_every: sync_every.max(1),
@@ -225,21 +240,7 @@ impl Store {
         let mut file = OpenOptions::new().read(true).append(true).open(path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let (header, mut at) = parse_header(path, &bytes)?;
-        let mut batches = BTreeMap::new();
-        while at < bytes.len() {
-            let Some((batch, values, len)) = decode_record(&bytes[at..]) else { break };
-            check_record(path, &header, batch, &values)?;
-            if let Some(old) = batches.insert(batch, values) {
-                if old != batches[&batch] {
-                    return Err(StoreError::Inconsistent {
-                        path: path.to_path_buf(),
-                        reason: format!("batch {batch} is stored twice with different values"),
-                    });
-                }
-            }
-            at += len;
-        }
+        let (header, batches, at) = parse_store(path, &bytes)?;
         let dropped_bytes = (bytes.len() - at) as u64;
         if dropped_bytes > 0 {
             // Keep what is cut off, so nothing is destroyed silently.
@@ -251,12 +252,38 @@ impl Store {
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Store {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             header,
             batches,
             sync_every: sync_every.max(1),
             unsynced: 0,
             dropped_bytes,
+        })
+    }
+
+    /// Reads a store without changing it, for a store another process may be writing (a shard
+    /// still running while `spex merge` or a sibling shard looks at it): a torn or half-written
+    /// tail is left alone and not counted. The result cannot be appended to.
+    pub fn read(path: &Path) -> Result<Self, StoreError> {
+        let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let (header, batches, _) = parse_store(path, &bytes)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            file: None,
+            header,
+            batches,
+            sync_every: 1,
+            unsynced: 0,
+            dropped_bytes: 0,
+        })
+    }
+
+    /// The file to append to; an error for a store only read.
+    fn file(&mut self) -> Result<&mut File, StoreError> {
+        let path = &self.path;
+        self.file.as_mut().ok_or_else(|| StoreError::Inconsistent {
+            path: path.clone(),
+            reason: "the store was opened read-only".into(),
         })
     }
 
@@ -323,21 +350,20 @@ impl Store {
             return Ok(());
         }
         let record = encode_record(batch, values);
-        let stored = self.batches.len();
-        let failed = |source| StoreError::Write { path: self.path.clone(), batch, stored, source };
-        write_record(&mut self.file, &record).map_err(failed)?;
-        self.unsynced += 1;
-        if self.unsynced >= self.sync_every {
-            self.file.sync_data().map_err(failed)?;
-            self.unsynced = 0;
-        }
+        let (stored, path) = (self.batches.len(), self.path.clone());
+        let failed = |source| StoreError::Write { path, batch, stored, source };
+        let sync = self.unsynced + 1 >= self.sync_every;
+        let file = self.file()?;
+        write_record(file, &record).and_then(|_| if sync { file.sync_data() } else { Ok(()) }).map_err(failed)?;
+        self.unsynced = if sync { 0 } else { self.unsynced + 1 };
         self.batches.insert(batch, values.to_vec());
         Ok(())
     }
 
     /// Makes every appended batch durable.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+        let path = self.path.clone();
+        self.file()?.sync_data().map_err(|source| StoreError::Io { path, source })?;
         self.unsynced = 0;
         Ok(())
     }
@@ -381,6 +407,26 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, usize), Store
         return Err(not(&format!("format {:?}, expected {STORE_FORMAT:?}", header.format)));
     }
     Ok((header, 16 + len))
+}
+
+/// The header and intact batches of a store's `bytes`, and where the intact part ends.
+fn parse_store(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, BTreeMap<usize, Vec<f64>>, usize), StoreError> {
+    let (header, mut at) = parse_header(path, bytes)?;
+    let mut batches = BTreeMap::new();
+    while at < bytes.len() {
+        let Some((batch, values, len)) = decode_record(&bytes[at..]) else { break };
+        check_record(path, &header, batch, &values)?;
+        if let Some(old) = batches.insert(batch, values) {
+            if old != batches[&batch] {
+                return Err(StoreError::Inconsistent {
+                    path: path.to_path_buf(),
+                    reason: format!("batch {batch} is stored twice with different values"),
+                });
+            }
+        }
+        at += len;
+    }
+    Ok((header, batches, at))
 }
 
 fn check_record(path: &Path, header: &StoreHeader, batch: usize, values: &[f64]) -> Result<(), StoreError> {

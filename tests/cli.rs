@@ -378,4 +378,8 @@ fn bench_throughput_runs_on_random_weights_of_a_shape() {
     assert!(err.contains("expected one of smollm2-135m, llama-1b, bert-base"), "{err}");
     let err = fails(&["bench", "throughput", "--shape", "llama-1b", "--model", "x"]);
     assert!(err.contains("cannot be used with"), "{err}");
+    for (option, value) in [("--batches", "8,0"), ("--lengths", "0")] {
+        let err = fails(&["bench", "throughput", "--shape", "smollm2-135m", option, value]);
+        assert!(err.contains("at least 1, not 0"), "{option} {value}: {err}");
+    }
 }

@@ -118,9 +118,22 @@ fn sharded_runs_merged_equal_the_unsharded_run() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // A shard of another run is refused before it writes anything.
+    let design = read(&sharded.join("design.json"));
+    let o = run(&demo_args(&sharded, &["--method", "proxyspex", "--shard", "1/3", "--seed", "5"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("belongs to another run (its design differs)"), "{err}");
+    assert_eq!(read(&sharded.join("design.json")), design);
+    assert!(!sharded.join("samples.shard-1-of-3.store").exists());
     assert!(run(&demo_args(&sharded, &["--method", "proxyspex", "--shard", "1/3"])).status.success());
+    // A merge only reads: a half-written record of a shard still running stays where it is.
+    let shard0 = sharded.join("samples.shard-0-of-3.store");
+    let mut bytes = std::fs::read(&shard0).unwrap();
+    bytes.extend_from_slice(&[0x44, 0x52, 0x43, 0x52, 7]);
+    std::fs::write(&shard0, &bytes).unwrap();
     let o = merge();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&shard0).unwrap(), bytes);
     assert_eq!(read(&sharded.join("values.txt")), read(&whole.join("values.txt")));
     let a: Value = serde_json::from_str(&read(&whole.join("result.json"))).unwrap();
     let b: Value = serde_json::from_str(&read(&sharded.join("result.json"))).unwrap();

@@ -554,10 +554,10 @@ enum BenchCommand {
         #[arg(long, default_value = "auto")]
         device: ComputeDevice,
         /// Prompt lengths in tokens (every token a player).
-        #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
+        #[arg(long, value_delimiter = ',', default_value = "16,64,128", value_parser = at_least_one)]
         lengths: Vec<usize>,
         /// Masks per batch.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32,128", value_parser = at_least_one)]
         batches: Vec<usize>,
         /// Design masks per run (ProxySPEX; held-out masks come on top).
         #[arg(long, default_value_t = 256)]
@@ -734,7 +734,10 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
     let game = setup::build_on(model, &identity, &spec, args.input.device)?;
     let device = game.device;
     println!("explaining: {}", game.input.text);
-    println!("players: {} {}; value: {}", game.players.len(), spec.players, game.scored);
+    let (n, kind) = (game.players.len(), spec.players.to_string());
+    // "1 sentence", not "1 sentences".
+    let kind = if n == 1 { kind.trim_end_matches('s') } else { &kind };
+    println!("players: {n} {kind}; value: {}", game.scored);
     let plan = Plan::new(args.plan.spec_or(game.players.len(), Method::Auto, MODEL_BUDGET))?;
     let info = game.info();
     let mut value = Some(game.value);
