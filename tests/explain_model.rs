@@ -95,8 +95,9 @@ fn bad_model_input_fails_clearly_before_anything_is_written() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["explain", "--demo", "--prompt", "hi"], "drop them with --demo or --oracle"),
+        (&["explain", "--prompt", "a b", "--target", " c", "--max-new-tokens", "2"], "cannot be used with"),
         (&["explain", "--prompt", "   "], "empty"),
         (&["explain", "--model", "/no/such/model.gguf"], "/no/such/model.gguf"),
         (
@@ -114,6 +115,14 @@ fn bad_model_input_fails_clearly_before_anything_is_written() {
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    // The encoder has no greedy answer to cut short.
+    if let Ok(Some(encoder)) = spex::model::cache::MINILM.cached() {
+        let out = tmp.path().join("encoder");
+        let o =
+            spex(&["explain", "--model", encoder.to_str().unwrap(), "--prompt", "a b", "--max-new-tokens", "2"], &out);
+        assert!(stderr(&o).contains("--max-new-tokens applies to causal LMs"), "{}", stderr(&o));
+        assert!(!out.exists());
     }
 }
 

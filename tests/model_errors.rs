@@ -369,6 +369,7 @@ fn value_options_that_do_not_fit_the_model_are_refused() {
             "applies to token players",
         ),
         (&bert, InputSpec { head_mean: true, ..base() }, "applies to head players"),
+        (&bert, InputSpec { reference: Some(" ".into()), ..base() }, "the reference text is empty"),
     ];
     for (m, spec, expected) in cases {
         let err = setup::build_on((*m).clone(), "m", &spec, ComputeDevice::Cpu).err().expect("refused").to_string();

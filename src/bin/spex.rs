@@ -193,7 +193,7 @@ struct InputArgs {
     #[arg(long)]
     target: Option<String>,
     /// Tokens of the greedy answer [default: 1 for the built-in example, else 5].
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["target", "logit_diff"])]
     max_new_tokens: Option<usize>,
     /// Causal LMs: the value is logit(A) − logit(B) of the next token (single-token texts).
     #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "target")]
@@ -731,6 +731,9 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
         );
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
+    if args.input.max_new_tokens.is_some() && !model.model.info().causal {
+        bail!("--max-new-tokens applies to causal LMs (the greedy answer); an encoder is scored by cosine similarity");
+    }
     let game = setup::build_on(model, &identity, &spec, args.input.device)?;
     let device = game.device;
     println!("explaining: {}", game.input.text);

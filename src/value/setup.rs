@@ -518,6 +518,9 @@ fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError
     if causal && spec.reference.is_some() {
         return refuse("a reference text applies to encoder models (cosine similarity); this model is a causal LM");
     }
+    if spec.reference.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(SetupError::Empty("the reference text is empty".into()));
+    }
     if !causal && (spec.target.is_some() || spec.logit_diff.is_some()) {
         return refuse("a target or a logit difference applies to causal LMs; an encoder is scored by cosine similarity to a reference text");
     }
