@@ -59,6 +59,24 @@ fn hard_decoding_and_no_refit_also_recover_noise_free() {
     assert!(o.exact_support && o.r2 > 0.999 && o.max_coef_error < 1e-9);
 }
 
+/// A refit beyond its work limit is skipped, said so, and leaves exactly the peeled values.
+#[test]
+fn a_refit_too_large_is_skipped_and_reported() {
+    let n = 64;
+    let truth = planted_fourier(n, 20, 3, &mut rng(4, 10));
+    let (b, t) = choose_parameters(n, 10_000, 5).unwrap();
+    let design = SpexDesign::new(n, b, t, &mut rng(4, 0)).unwrap();
+    let values = PlantedGame::new(truth, 0.3, rng(4, 11)).evaluate(design.masks().as_slice()).unwrap();
+    let with = |config: SpexDecoderConfig| decode(&design, &values, &config).unwrap();
+    let refit = with(SpexDecoderConfig::default());
+    let skipped = with(SpexDecoderConfig { refit_max_work: 1e6, ..Default::default() });
+    let peeled = with(SpexDecoderConfig { refit: false, ..Default::default() });
+    assert!(!refit.diagnostics.refit_skipped && skipped.diagnostics.refit_skipped);
+    assert!(!peeled.diagnostics.refit_skipped, "no refit asked for is not a skipped one");
+    assert_eq!(skipped.fourier, peeled.fourier);
+    assert_ne!(skipped.fourier, refit.fourier, "under noise the refit moves the coefficients");
+}
+
 #[test]
 fn noise_degrades_gracefully() {
     let config = SpexDecoderConfig::default();

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use spex::explain::Explanation;
 use spex::io::{read_masks, read_values, write_masks};
-use spex::plan::{default_holdout, DecoderConfig, Design, Method, Plan, PlanSpec};
+use spex::plan::{default_holdout, DecoderConfig, Design, Diagnostics, Method, Plan, PlanSpec};
 use spex::report::{write_reports, ResultFile};
 use spex::rundir::{RunDir, RunInfo, StartMode};
 use spex::runner::{self, RunOptions, RunOutcome};
@@ -1142,6 +1142,15 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
     );
     if let Some(choice) = &result.choice {
         println!("{choice}");
+    }
+    if let Diagnostics::Spex(d) = &result.diagnostics {
+        if d.refit_skipped {
+            println!(
+                "note: the least-squares refit of the {} recovered terms on {} samples was skipped as too large; \
+                 the peeled values stand",
+                d.peeled, result.budget.used
+            );
+        }
     }
     // `+ 0.0` turns a negative zero into a positive one for printing.
     println!(

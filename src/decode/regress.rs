@@ -34,14 +34,36 @@ pub struct Gram {
     xty_rot: DVector<f64>,
 }
 
+/// Entries of the design matrix built at once by [`Gram::of_fourier_features`] (32 MiB of f64).
+const FEATURE_BLOCK_ENTRIES: usize = 1 << 22;
+
 impl Gram {
     /// Prepares the regression of `y` on the columns of `x`.
     pub fn new(x: &DMatrix<f64>, y: &[f64]) -> Self {
-        let y = DVector::from_column_slice(y);
-        // `transpose() * x` goes through the blocked GEMM (matrixmultiply); `tr_mul` takes one
-        // dot product per entry, several times slower once the support has hundreds of columns.
-        let xtx = x.transpose() * x;
-        let xty = x.tr_mul(&y);
+        let mut xtx = DMatrix::zeros(x.ncols(), x.ncols());
+        let mut xty = DVector::zeros(x.ncols());
+        accumulate(&mut xtx, &mut xty, x, y);
+        Gram::from_normal_equations(xtx, xty)
+    }
+
+    /// The same as `Gram::new(&fourier_features(masks, support), y)`, accumulated over blocks of
+    /// rows: memory for `XᵀX` and one block, never the whole `rows × k` design matrix.
+    pub fn of_fourier_features(masks: MaskSlice<'_>, support: &[Subset], y: &[f64]) -> Self {
+        Gram::of_fourier_features_by(masks, support, y, (FEATURE_BLOCK_ENTRIES / support.len().max(1)).max(1))
+    }
+
+    fn of_fourier_features_by(masks: MaskSlice<'_>, support: &[Subset], y: &[f64], block: usize) -> Self {
+        let k = support.len();
+        let mut xtx = DMatrix::zeros(k, k);
+        let mut xty = DVector::zeros(k);
+        for start in (0..masks.len()).step_by(block) {
+            let end = (start + block).min(masks.len());
+            accumulate(&mut xtx, &mut xty, &fourier_features(masks.slice(start..end), support), &y[start..end]);
+        }
+        Gram::from_normal_equations(xtx, xty)
+    }
+
+    fn from_normal_equations(xtx: DMatrix<f64>, xty: DVector<f64>) -> Self {
         let eig = SymmetricEigen::new(xtx);
         let xty_rot = eig.eigenvectors.tr_mul(&xty);
         Gram { eig, xty_rot }
@@ -65,6 +87,14 @@ impl Gram {
         );
         (&self.eig.eigenvectors * scaled).iter().copied().collect()
     }
+}
+
+/// Adds `xᵀx` and `xᵀy` of a block of rows.
+fn accumulate(xtx: &mut DMatrix<f64>, xty: &mut DVector<f64>, x: &DMatrix<f64>, y: &[f64]) {
+    // `gemm` on the transpose goes through the blocked GEMM (matrixmultiply); `tr_mul` takes one
+    // dot product per entry, several times slower once the support has hundreds of columns.
+    xtx.gemm(1.0, &x.transpose(), x, 1.0);
+    *xty += x.tr_mul(&DVector::from_column_slice(y));
 }
 
 /// Result of [`ridge_cv`].
@@ -174,6 +204,30 @@ mod tests {
         }
         mse /= x.nrows() as f64;
         assert!((fit.loo_mse - mse).abs() < 1e-10 * mse.max(1.0), "{} vs {}", fit.loo_mse, mse);
+    }
+
+    #[test]
+    fn the_blocked_gram_of_fourier_features_is_the_whole_one() {
+        use crate::mask::{Mask, MaskBatch};
+        let n = 9;
+        let mut masks = MaskBatch::new(n);
+        for r in 0..300usize {
+            let bits: Vec<bool> = (0..n).map(|i| (r * 2654435761 >> i) % 3 == 0).collect();
+            masks.push(Mask::from_bools(&bits).as_ref()).unwrap();
+        }
+        let pairs = (0..n as u32).flat_map(|i| (i + 1..n as u32).map(move |j| Subset::from_sorted(vec![i, j])));
+        let support: Vec<Subset> = [Subset::empty()]
+            .into_iter()
+            .chain((0..n as u32).map(|i| Subset::from_sorted(vec![i])))
+            .chain(pairs)
+            .collect();
+        let y: Vec<f64> = (0..300).map(|r| ((r * 37) % 17) as f64 - 8.0).collect();
+        let whole = Gram::new(&fourier_features(masks.as_slice(), &support), &y).solve(0.0);
+        // Blocks of 7 rows, the last one short.
+        let blocked = Gram::of_fourier_features_by(masks.as_slice(), &support, &y, 7).solve(0.0);
+        for (a, b) in whole.iter().zip(&blocked) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
     }
 
     #[test]

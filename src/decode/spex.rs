@@ -8,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::regress::{fourier_features, Gram};
+use super::regress::Gram;
 use super::DecodeError;
 use crate::design::spex::SpexDesign;
 use crate::subset::Subset;
@@ -34,6 +34,16 @@ pub struct SpexDecoderConfig {
     /// Refit the recovered support by least squares on all samples (the reference reports the
     /// peeled values as they are).
     pub refit: bool,
+    /// Largest refit attempted, in multiply-adds: `samples · k²` for the Gram matrix of `k`
+    /// recovered terms plus `10 · k³` for its eigendecomposition. A larger one would take CPU
+    /// hours (a dense function of thousands of players); its peeled values stand, and
+    /// [`SpexDiagnostics::refit_skipped`] says so.
+    #[serde(default = "default_refit_max_work")]
+    pub refit_max_work: f64,
+}
+
+fn default_refit_max_work() -> f64 {
+    2e11
 }
 
 impl Default for SpexDecoderConfig {
@@ -45,6 +55,7 @@ impl Default for SpexDecoderConfig {
             max_iterations: 100,
             noise_sd: 0.0,
             refit: true,
+            refit_max_work: default_refit_max_work(),
         }
     }
 }
@@ -70,6 +81,9 @@ pub struct SpexDiagnostics {
     pub peel_seconds: f64,
     /// Seconds spent in the least-squares refit (0 without refit).
     pub refit_seconds: f64,
+    /// Whether the refit was skipped as too large ([`SpexDecoderConfig::refit_max_work`]).
+    #[serde(default)]
+    pub refit_skipped: bool,
 }
 
 /// Output of [`decode`].
@@ -125,9 +139,13 @@ pub fn decode_bins(
 
     let mut fourier = Fourier::from_pairs(design.n(), peeled);
     if config.refit {
-        let clock = Instant::now();
-        fourier = refit(design, values, &fourier);
-        diag.refit_seconds = clock.elapsed().as_secs_f64();
+        let (rows, k) = (values.len() as f64, fourier.len() as f64 + 1.0);
+        diag.refit_skipped = rows * k * k + 10.0 * k.powi(3) > config.refit_max_work;
+        if !diag.refit_skipped {
+            let clock = Instant::now();
+            fourier = refit(design, values, &fourier);
+            diag.refit_seconds = clock.elapsed().as_secs_f64();
+        }
     }
     Ok(SpexDecoded { fourier, diagnostics: diag })
 }
@@ -320,9 +338,7 @@ fn refit(design: &SpexDesign, values: &[f64], peeled: &Fourier) -> Fourier {
         support.push(Subset::empty());
     }
     support.sort();
-    let masks = design.masks();
-    let x = fourier_features(masks.as_slice(), &support);
-    let coef = Gram::new(&x, values).solve(0.0);
+    let coef = Gram::of_fourier_features(design.masks().as_slice(), &support, values).solve(0.0);
     let mut out = Fourier::from_pairs(design.n(), support.into_iter().zip(coef));
     out.prune(0.0);
     out
