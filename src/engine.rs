@@ -84,6 +84,9 @@ pub enum EngineError {
     /// The sink failed (e.g. the store could not be written).
     #[error("{0}")]
     Sink(String),
+    /// The caller asked to stop (Ctrl-C) before the next batch.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// How a run went, for `spex bench` and the result's timings.
@@ -125,7 +128,9 @@ impl RunStats {
 
 /// Evaluates `batches` (ids into a run of `total` masks cut into batches of `batch_size`) with
 /// `f`, handing each result to `sink` on a separate thread. `queue` bounds the batches buffered
-/// between stages. Stops at the first error; every batch finished before it reaches the sink.
+/// between stages. Stops at the first error, or before the next batch once `cancel` is set
+/// ([`EngineError::Interrupted`]); every batch finished before reaches the sink.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     f: &mut dyn ValueFunction,
     source: &dyn MaskSource,
@@ -133,6 +138,7 @@ pub fn run(
     batch_size: usize,
     batches: &[usize],
     queue: usize,
+    cancel: Option<&AtomicBool>,
     sink: &mut (dyn FnMut(BatchDone) -> Result<(), String> + Send),
 ) -> Result<RunStats, EngineError> {
     let batch_size = batch_size.max(1);
@@ -144,7 +150,7 @@ pub fn run(
     let outcome = std::thread::scope(|scope| {
         scope.spawn(|| produce(source, total, batch_size, batches, &stop, mask_tx));
         let sink_thread = scope.spawn(|| consume(done_rx, sink, &stop));
-        let worked = work(f, mask_rx, done_tx, &stop, &mut stats);
+        let worked = work(f, mask_rx, done_tx, (&stop, cancel), &mut stats);
         let sunk = sink_thread.join().expect("sink thread does not panic");
         worked.and(sunk.map_err(EngineError::Sink))
     });
@@ -172,11 +178,13 @@ fn produce(
     }
 }
 
+/// The worker: `stop` is the pipeline's own flag (set by whichever stage ends first), `cancel`
+/// the caller's.
 fn work(
     f: &mut dyn ValueFunction,
     rx: Receiver<(usize, usize, MaskBatch)>,
     tx: Sender<BatchDone>,
-    stop: &AtomicBool,
+    (stop, cancel): (&AtomicBool, Option<&AtomicBool>),
     stats: &mut RunStats,
 ) -> Result<(), EngineError> {
     let result = (|| loop {
@@ -185,6 +193,9 @@ fn work(
         stats.worker_wait_seconds += waited.elapsed().as_secs_f64();
         if stop.load(Ordering::Relaxed) {
             return Ok(()); // the sink failed; it reports why
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(EngineError::Interrupted);
         }
         let clock = Instant::now();
         let end = start + masks.len();
@@ -248,7 +259,7 @@ mod tests {
         let m = masks(10);
         let mut f = count;
         let mut seen = vec![];
-        let stats = run(&mut f, &m, 10, 4, &[2, 0], 2, &mut |b| {
+        let stats = run(&mut f, &m, 10, 4, &[2, 0], 2, None, &mut |b| {
             seen.push((b.batch, b.start, b.values));
             Ok(())
         })
@@ -267,7 +278,7 @@ mod tests {
             vec![1.0; if calls == 2 { s.len() - 1 } else { s.len() }]
         };
         let mut sunk = vec![];
-        let err = run(&mut f, &m, 10, 4, &[0, 1, 2], 1, &mut |b| {
+        let err = run(&mut f, &m, 10, 4, &[0, 1, 2], 1, None, &mut |b| {
             sunk.push(b.batch);
             Ok(())
         })
@@ -275,7 +286,7 @@ mod tests {
         assert_eq!(err.to_string(), "batch 1: the value function returned 3 values for 4 masks");
         assert_eq!(sunk, vec![0]);
         let mut nan = |s: MaskSlice<'_>| vec![f64::NAN; s.len()];
-        let err = run(&mut nan, &m, 10, 4, &[1], 1, &mut |_| Ok(())).unwrap_err();
+        let err = run(&mut nan, &m, 10, 4, &[1], 1, None, &mut |_| Ok(())).unwrap_err();
         assert!(matches!(err, EngineError::NonFinite { batch: 1, index: 4, .. }), "{err}");
     }
 
@@ -284,7 +295,7 @@ mod tests {
         let m = masks(40);
         let mut f = count;
         let mut evaluated = 0;
-        let err = run(&mut f, &m, 40, 4, &(0..10).collect::<Vec<_>>(), 1, &mut |b| {
+        let err = run(&mut f, &m, 40, 4, &(0..10).collect::<Vec<_>>(), 1, None, &mut |b| {
             evaluated += 1;
             if b.batch == 2 {
                 Err("disk full".into())
@@ -295,5 +306,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "disk full");
         assert!(evaluated <= 3, "the sink kept receiving after failing");
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_before_its_next_batch() {
+        let m = masks(40);
+        let cancel = AtomicBool::new(false);
+        let mut evaluated = 0;
+        let mut f = |s: MaskSlice<'_>| {
+            evaluated += 1;
+            if evaluated == 3 {
+                cancel.store(true, Ordering::Relaxed); // Ctrl-C during the third batch
+            }
+            count(s)
+        };
+        let mut sunk = vec![];
+        let err = run(&mut f, &m, 40, 4, &(0..10).collect::<Vec<_>>(), 1, Some(&cancel), &mut |b| {
+            sunk.push(b.batch);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, EngineError::Interrupted), "{err}");
+        assert_eq!(sunk, vec![0, 1, 2], "the batch under way finishes and is kept");
     }
 }

@@ -137,7 +137,7 @@ impl Explainer {
         let total = plan.total_masks();
         let batches: Vec<usize> = (0..total.div_ceil(self.batch_size)).collect();
         let mut collector = Collector::new(&plan);
-        let stats = engine::run(f, &plan, total, self.batch_size, &batches, 2, &mut |done| {
+        let stats = engine::run(f, &plan, total, self.batch_size, &batches, 2, None, &mut |done| {
             collector.push(done.start, &done.values);
             Ok(())
         })?;

@@ -4,6 +4,8 @@
 //! are thin layers over this module.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::{self, EngineError, RunStats};
@@ -28,6 +30,9 @@ pub struct RunOptions {
     pub sync_every: usize,
     /// Batches buffered between pipeline stages.
     pub queue: usize,
+    /// Set (from a Ctrl-C handler, another thread) to stop before the next batch: the run ends
+    /// with [`RunError::Interrupted`], every batch before it stored.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl RunOptions {
@@ -40,6 +45,7 @@ impl RunOptions {
             batch_size: 256,
             sync_every: 1,
             queue: 4,
+            cancel: None,
         }
     }
 }
@@ -100,6 +106,19 @@ pub enum RunError {
         /// The store.
         store: PathBuf,
     },
+    /// The run was stopped (Ctrl-C) between batches; what was stored before is kept.
+    #[error(
+        "interrupted: {stored} of {total} batches are kept in {}; run the same command with --resume to continue",
+        store.display()
+    )]
+    Interrupted {
+        /// Batches safely stored.
+        stored: usize,
+        /// Batches of the run (or shard).
+        total: usize,
+        /// The store.
+        store: PathBuf,
+    },
     /// Decoding failed.
     #[error(transparent)]
     Explain(#[from] ExplainError),
@@ -150,23 +169,24 @@ fn evaluate(
     let total: usize = header.owned_batches().map(|b| header.batch_len(b)).sum();
     let mut done = total - missing.iter().map(|&b| header.batch_len(b)).sum::<usize>();
     let (clock, mut session) = (Instant::now(), 0usize);
-    let outcome = engine::run(f, plan, plan.total_masks(), options.batch_size, missing, options.queue, &mut |batch| {
-        store.append(batch.batch, &batch.values).map_err(|e| e.to_string())?;
-        collector.push(batch.start, &batch.values);
-        done += batch.values.len();
-        session += batch.values.len();
-        let masks_per_second = session as f64 / clock.elapsed().as_secs_f64().max(1e-9);
-        progress(&Progress { batch: batch.batch, done, total, masks_per_second });
-        Ok(())
-    });
+    let cancel = options.cancel.as_deref();
+    let outcome =
+        engine::run(f, plan, plan.total_masks(), options.batch_size, missing, options.queue, cancel, &mut |batch| {
+            store.append(batch.batch, &batch.values).map_err(|e| e.to_string())?;
+            collector.push(batch.start, &batch.values);
+            done += batch.values.len();
+            session += batch.values.len();
+            let masks_per_second = session as f64 / clock.elapsed().as_secs_f64().max(1e-9);
+            progress(&Progress { batch: batch.batch, done, total, masks_per_second });
+            Ok(())
+        });
     let synced = store.sync();
     let stored = store.batches().len();
     let path = store.path().to_path_buf();
-    let stats = outcome.map_err(|error| RunError::Engine {
-        error,
-        stored,
-        total: header.owned_batches().count(),
-        store: path,
+    let owned = header.owned_batches().count();
+    let stats = outcome.map_err(|error| match error {
+        EngineError::Interrupted => RunError::Interrupted { stored, total: owned, store: path },
+        error => RunError::Engine { error, stored, total: owned, store: path },
     })?;
     synced.map_err(RunDirError::from)?;
     Ok(stats)

@@ -169,7 +169,7 @@ pub struct Store {
     /// `None` for a store only read ([`Store::read`]).
     file: Option<File>,
     header: StoreHeader,
-    batches: BTreeMap<usize, Vec<f64>>,
+    batches: Batches,
     sync_every: usize,
     unsynced: usize,
     /// Bytes cut off a torn tail when the store was opened (0 if none).
@@ -409,8 +409,11 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, usize), Store
     Ok((header, 16 + len))
 }
 
+/// Stored batches by id.
+type Batches = BTreeMap<usize, Vec<f64>>;
+
 /// The header and intact batches of a store's `bytes`, and where the intact part ends.
-fn parse_store(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, BTreeMap<usize, Vec<f64>>, usize), StoreError> {
+fn parse_store(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, Batches, usize), StoreError> {
     let (header, mut at) = parse_header(path, bytes)?;
     let mut batches = BTreeMap::new();
     while at < bytes.len() {

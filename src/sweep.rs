@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ use crate::model::LoadedModel;
 use crate::plan::{DecoderConfig, Plan, PlanSpec};
 use crate::report::write_reports;
 use crate::rundir::{RunInfo, StartMode};
-use crate::runner::{self, Progress, RunOptions, RunOutcome};
+use crate::runner::{self, Progress, RunError, RunOptions, RunOutcome};
 use crate::store::Shard;
 use crate::transform::Index;
 use crate::value::setup::{self, ComputeDevice, InputSpec};
@@ -133,6 +134,9 @@ pub struct SweepOptions<'a> {
     pub max_order: Option<usize>,
     /// Interactions kept in each summary entry.
     pub top: usize,
+    /// Set (Ctrl-C) to stop the sweep after the current batch of the current input; the inputs
+    /// after it are not started.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What became of one input.
@@ -222,6 +226,9 @@ pub fn run(
         // A summary that cannot be written loses nothing: every input's own directory holds its
         // result; the next input tries again, and the last failure is reported.
         summary_error = write_summary(&summary, &outcomes).err();
+        if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
     }
     SweepReport { outcomes, summary, summary_error }
 }
@@ -280,13 +287,19 @@ fn explain_one(
         StartMode::Fresh
     };
     let batch_size = options.batch_size.unwrap_or_else(|| game.device.model_batch_rows());
-    let run = RunOptions { mode, batch_size, sync_every: options.sync_every, ..RunOptions::new(dir) };
+    let run = RunOptions {
+        mode,
+        batch_size,
+        sync_every: options.sync_every,
+        cancel: options.cancel.clone(),
+        ..RunOptions::new(dir)
+    };
     let mut value = Some(game.value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };
     let decoder = DecoderConfig::default();
     let (run_dir, outcome) =
         runner::run(&plan, &info, &run, &mut start, &decoder, &mut |p| events(SweepEvent::Batch(p)))
-            .map_err(|e| e.to_string())?;
+            .map_err(sweep_error)?;
     let RunOutcome::Complete { explanation, .. } = outcome else { unreachable!("a sweep input is never sharded") };
     let interactions = explanation
         .interactions(options.index, options.max_order.unwrap_or(explanation.degree))
@@ -294,6 +307,20 @@ fn explain_one(
     let result =
         write_reports(&run_dir, &explanation, &interactions, Some(&info), options.top).map_err(|e| e.to_string())?;
     Ok(summarise(&input.id, dir, "done", &result, options.top))
+}
+
+/// A run's error as a sweep reports it: a sweep resumes by being rerun as it was (it has no
+/// `--resume`).
+fn sweep_error(e: RunError) -> String {
+    match e {
+        RunError::Engine { error, stored, total, .. } => {
+            format!("{error} ({stored} of {total} batches are kept; rerun the sweep to continue)")
+        }
+        RunError::Interrupted { stored, total, .. } => {
+            format!("interrupted ({stored} of {total} batches are kept; rerun the sweep to continue)")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// The outcome of an input whose result an earlier sweep wrote for the same model, input and
@@ -422,6 +449,7 @@ mod tests {
             index: Index::Fbii,
             max_order: None,
             top: 3,
+            cancel: None,
         };
         let report = run(&inputs, &options(tmp.path().join("ok")), &mut |_| {});
         assert!(report.summary_error.is_none());

@@ -99,6 +99,35 @@ fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
     }
 }
 
+/// Ctrl-C (SIGINT) stops a run after its current batch, names what is kept and how to go on,
+/// and the resumed run equals an uninterrupted one.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_between_batches_with_the_resume_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reference, out) = (tmp.path().join("reference"), tmp.path().join("run"));
+    assert!(run(&explain_args(&reference, &[])).status.success());
+    let child = Command::new(SPEX).args(explain_args(&out, &[])).stderr(Stdio::piped()).spawn().unwrap();
+    // The store exists once the run is under way (the handler is installed before).
+    for _ in 0..200 {
+        if out.join("samples.store").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("stopping after the current batch"), "{err}");
+    assert!(err.contains("interrupted: ") && err.contains("run the same command with --resume"), "{err}");
+    let kept = Store::open(&out.join("samples.store"), 1).unwrap().batches().len();
+    assert!((1..30).contains(&kept), "{kept} batches kept");
+    assert!(run(&explain_args(&out, &["--resume"])).status.success());
+    assert_eq!(read(&out.join("values.txt")), read(&reference.join("values.txt")));
+}
+
 #[test]
 fn sharded_runs_merged_equal_the_unsharded_run() {
     let tmp = tempfile::tempdir().unwrap();

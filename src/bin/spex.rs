@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -327,8 +329,31 @@ impl RunArgs {
             batch_size: self.batch_size.rows(auto_batch),
             sync_every: self.sync_every,
             queue: 4,
+            cancel: Some(interrupt_flag()),
         })
     }
+}
+
+/// The flag a first Ctrl-C sets, so that a run stops after its current batch with the resume
+/// advice (the handler is installed on first use); a second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let seen = flag.clone();
+        let installed = ctrlc::set_handler(move || {
+            if seen.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after the current batch (Ctrl-C again stops at once)");
+        });
+        if let Err(e) = installed {
+            // Without the handler Ctrl-C still stops the run, only without the message.
+            eprintln!("note: Ctrl-C will stop at once ({e})");
+        }
+        flag
+    })
+    .clone()
 }
 
 /// `--batch-size auto|N`.
@@ -767,6 +792,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         index: args.show.index,
         max_order: args.show.max_order,
         top: args.show.top,
+        cancel: Some(interrupt_flag()),
     };
     let log = args.log;
     let bar = Progress::new(log, 0);

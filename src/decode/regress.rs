@@ -212,7 +212,7 @@ mod tests {
         let n = 9;
         let mut masks = MaskBatch::new(n);
         for r in 0..300usize {
-            let bits: Vec<bool> = (0..n).map(|i| (r * 2654435761 >> i) % 3 == 0).collect();
+            let bits: Vec<bool> = (0..n).map(|i| ((r * 2654435761) >> i) % 3 == 0).collect();
             masks.push(Mask::from_bools(&bits).as_ref()).unwrap();
         }
         let pairs = (0..n as u32).flat_map(|i| (i + 1..n as u32).map(move |j| Subset::from_sorted(vec![i, j])));
