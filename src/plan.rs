@@ -443,8 +443,12 @@ impl Plan {
 
     /// Writes the design file.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(&self.to_file()).expect("plan serialises");
-        std::fs::write(path, text + "\n")
+        std::fs::write(path, self.to_json())
+    }
+
+    /// The text of the design file [`save`](Plan::save) writes.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.to_file()).expect("plan serialises") + "\n"
     }
 
     /// Reads a design file.

@@ -110,6 +110,61 @@ fn design_rejects_bad_parameters() {
     );
 }
 
+#[test]
+fn design_never_replaces_another_design_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("m.txt");
+    let m = masks.to_str().unwrap();
+    let first = ["design", "--n", "8", "--budget", "1000", "--out", m];
+    ok(&first);
+    let before = std::fs::read_to_string(&masks).unwrap();
+    // The same design again is harmless; another one would orphan values computed for the first.
+    ok(&first);
+    let err = fails(&["design", "--n", "8", "--budget", "1000", "--seed", "1", "--out", m]);
+    assert!(err.contains("holds another design") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&masks).unwrap(), before);
+    ok(&["design", "--n", "8", "--budget", "1000", "--seed", "1", "--out", m, "--force"]);
+    assert_ne!(std::fs::read_to_string(&masks).unwrap(), before);
+    // A file that is no masks file is not overwritten either.
+    let other = dir.path().join("values.txt");
+    std::fs::write(&other, "1\n2\n").unwrap();
+    let err = fails(&["design", "--n", "8", "--budget", "1000", "--out", other.to_str().unwrap()]);
+    assert!(err.contains("is not the masks file of a design"), "{err}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "1\n2\n");
+}
+
+#[test]
+fn decode_says_when_no_interaction_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("m.txt");
+    let m = masks.to_str().unwrap();
+    ok(&["design", "--n", "6", "--method", "exhaustive", "--out", m]);
+    let rows = read_masks(&masks, None).unwrap();
+    let v = dir.path().join("v.txt");
+    // A function of no player.
+    std::fs::write(&v, "2\n".repeat(rows.len())).unwrap();
+    let out = ok(&["decode", "--masks", m, "--values", v.to_str().unwrap()]);
+    assert!(out.contains("none (every one is zero)") && !out.contains("note: R²"), "{out}");
+    let out = ok(&["decode", "--masks", m, "--values", v.to_str().unwrap(), "--max-order", "0"]);
+    assert!(out.contains("none (order 0 holds only the empty set)"), "{out}");
+}
+
+#[test]
+fn a_poor_fit_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("m.txt");
+    let m = masks.to_str().unwrap();
+    ok(&["design", "--n", "12", "--method", "uniform", "--budget", "400", "--out", m]);
+    // Values no sparse low-order sum fits: a hash of each mask.
+    let values: String = (0..read_masks(&masks, None).unwrap().len())
+        .map(|i| format!("{}\n", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60))
+        .collect();
+    let v = dir.path().join("v.txt");
+    std::fs::write(&v, values).unwrap();
+    let out = ok(&["decode", "--masks", m, "--values", v.to_str().unwrap()]);
+    assert!(out.contains("note: R² below 0.5"), "{out}");
+}
+
 fn oracle_cmd(script: &str) -> String {
     format!("SPEX={SPEX}; {script}")
 }

@@ -541,6 +541,9 @@ struct DesignArgs {
     /// Masks file to write; the design file goes to FILE.design.json.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a masks or design file of another design at --out.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -1080,8 +1083,13 @@ fn design(args: DesignArgs) -> Result<()> {
         ),
         format!("design file: {}", design_path(&args.out).display()),
     ];
+    let design_file = plan.to_json();
+    if !args.force {
+        check_design_out(&args.out, &design_file)?;
+    }
     write_masks(&args.out, &header, &[design_masks.as_slice(), plan.holdout().as_slice()])?;
-    plan.save(&design_path(&args.out)).with_context(|| format!("writing {}", design_path(&args.out).display()))?;
+    std::fs::write(design_path(&args.out), design_file)
+        .with_context(|| format!("writing {}", design_path(&args.out).display()))?;
     println!("{}", plan_line(&plan));
     println!(
         "wrote {} masks to {} and the design to {}",
@@ -1090,6 +1098,29 @@ fn design(args: DesignArgs) -> Result<()> {
         design_path(&args.out).display()
     );
     Ok(())
+}
+
+/// Refuses to replace files at `out` unless they are this very design (`design_file` is the new
+/// design file's text): values computed for the old masks would otherwise decode, silently wrong,
+/// against the new design.
+fn check_design_out(out: &Path, design_file: &str) -> Result<()> {
+    let design = design_path(out);
+    match std::fs::read_to_string(&design) {
+        Ok(old) if old == design_file => Ok(()),
+        Ok(_) => bail!(
+            "{} holds another design; values computed for the masks in {} would no longer match it. \
+             Choose another --out, or pass --force to replace both",
+            design.display(),
+            out.display()
+        ),
+        Err(_) if out.exists() => bail!(
+            "{} exists and is not the masks file of a design (no {} beside it); \
+             choose another --out, or pass --force to replace it",
+            out.display(),
+            design.display()
+        ),
+        Err(_) => Ok(()),
+    }
 }
 
 fn design_path(masks: &Path) -> PathBuf {
@@ -1156,6 +1187,9 @@ fn result_file(explanation: &Explanation, show: &ShowArgs) -> Result<ResultFile>
     Ok(ResultFile::new(explanation, &interactions, None))
 }
 
+/// Faithfulness below which the summary warns that the explanation fits poorly.
+const LOW_R2: f64 = 0.5;
+
 fn print_summary(result: &ResultFile, show: &ShowArgs) {
     let r2 = match result.faithfulness.r2 {
         Some(r2) => format!("R² = {r2:.4} on {} held-out masks", result.faithfulness.masks),
@@ -1168,6 +1202,12 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
     );
     if let Some(choice) = &result.choice {
         println!("{choice}");
+    }
+    if result.faithfulness.r2.is_some_and(|r2| r2 < LOW_R2) {
+        println!(
+            "note: R² below {LOW_R2}: these interactions explain little of the held-out values; \
+             a larger --budget or another --method may fit better"
+        );
     }
     if let Diagnostics::Spex(d) = &result.diagnostics {
         if d.refit_skipped {
@@ -1186,9 +1226,16 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
     );
     println!("top {} interactions ({}, order ≤ {}):", show.top, result.index, result.max_order);
     let mut out = std::io::stdout().lock();
-    for e in result.interactions.iter().filter(|e| !e.players.is_empty()).take(show.top) {
+    let shown = result.interactions.iter().filter(|e| !e.players.is_empty()).take(show.top);
+    let mut any = false;
+    for e in shown {
         let names = e.names.as_ref().map(|n| format!("  {}", n.join(" "))).unwrap_or_default();
         let _ = writeln!(out, "  {:>+10.4}  {}{names}", e.value, e.players);
+        any = true;
+    }
+    if !any && show.top > 0 {
+        let why = if result.max_order == 0 { "order 0 holds only the empty set" } else { "every one is zero" };
+        let _ = writeln!(out, "  none ({why})");
     }
 }
 
