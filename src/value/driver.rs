@@ -73,9 +73,11 @@ impl Driver {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
-        // A reader thread lets the wait for an answer time out.
+        // A reader thread lets the wait for an answer time out. Blank lines (a stray `print()`)
+        // carry nothing and are skipped, as `serve` skips them in requests.
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            let lines = BufReader::new(stdout).lines();
+            for line in lines.filter(|l| !l.as_ref().is_ok_and(|l| l.trim().is_empty())) {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -136,11 +138,29 @@ impl Driver {
     }
 }
 
+/// The position of the first value of a response that is well formed but for NaN, Infinity or
+/// null values, so that the error can name the mask.
+fn missing_value(line: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Lenient {
+        values: Vec<Option<f64>>,
+    }
+    let lenient = line.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
+    let response: Lenient = serde_json::from_str(&lenient).ok()?;
+    response.values.iter().position(Option::is_none)
+}
+
 /// Parses a response line for request `id` expecting `count` values.
 fn parse_response(line: &str, id: u64, count: usize) -> Result<Vec<f64>, ValueError> {
     let shown: String = line.chars().take(200).collect();
-    let response: Response = serde_json::from_str(line).map_err(|e| {
-        failed(format!("malformed answer to batch {id}: {e}; the line was: {shown:?} (drivers must print only protocol lines on stdout)"))
+    let response: Response = serde_json::from_str(line).map_err(|e| match missing_value(line) {
+        Some(i) => failed(format!(
+            "answer to batch {id}: value {i} (of mask {i} in the batch) is NaN, Infinity or null; every value must be \
+             a finite number (Python's json.dumps writes NaN and Infinity, which JSON cannot hold)"
+        )),
+        None => failed(format!(
+            "malformed answer to batch {id}: {e}; the line was: {shown:?} (drivers must print only protocol lines on stdout)"
+        )),
     })?;
     if response.id != id {
         return Err(failed(format!("the driver answered id {} where batch {id} was expected", response.id)));
@@ -216,12 +236,23 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_from_the_driver_are_skipped() {
+        let script = r#"while read -r l; do echo; echo ' '; echo '{"id":0,"values":[7]}'; done"#;
+        let mut driver = Driver::spawn(script, Some(Duration::from_secs(30))).unwrap();
+        let masks = MaskBatch::parse_rows(["10"]).unwrap();
+        assert_eq!(driver.evaluate(masks.as_slice()).unwrap(), vec![7.0]);
+    }
+
+    #[test]
     fn responses_are_checked() {
         assert_eq!(parse_response("{\"id\":1,\"values\":[1,2]}", 1, 2).unwrap(), vec![1.0, 2.0]);
         let msg = |line: &str| parse_response(line, 1, 2).unwrap_err().to_string();
         assert!(msg("hello").contains("malformed answer to batch 1"));
         assert!(msg("{\"id\":2,\"values\":[1,2]}").contains("answered id 2"));
         assert!(msg("{\"id\":1,\"values\":[1]}").contains("returned 1 values for the 2 masks"));
-        assert!(msg("{\"id\":1,\"values\":[1,null]}").contains("malformed"));
+        assert!(msg("{\"id\":1,\"values\":[1,null]}").contains("value 1 (of mask 1 in the batch) is NaN"));
+        assert!(msg("{\"id\": 1, \"values\": [NaN, 2]}").contains("value 0 (of mask 0 in the batch)"));
+        assert!(msg("{\"id\": 1, \"values\": [1, -Infinity]}").contains("value 1 "));
+        assert!(msg("{\"id\": 1, \"values\": [1, \"NaN\"]}").contains("malformed"));
     }
 }
