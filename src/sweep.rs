@@ -107,7 +107,8 @@ fn parse_line(line: &str, number: usize) -> Result<SweepInput, String> {
     if id.starts_with("sweep.") && id.ends_with(".json") {
         return Err(format!("id {id:?} is the name of the sweep's summary file"));
     }
-    let spec = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
+    // The path names the field at fault ("logit_diff: invalid length 1, …").
+    let spec = serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
     Ok(SweepInput { id, spec })
 }
 

@@ -134,6 +134,26 @@ fn design_never_replaces_another_design_unasked() {
 }
 
 #[test]
+fn small_games_default_to_the_exact_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = |args: &[&str]| {
+        let masks = dir.path().join("m.txt");
+        ok(&[&["design", "--out", masks.to_str().unwrap(), "--force"], args].concat());
+        json(&dir.path().join("m.txt.design.json"))
+    };
+    // 2^8 masks are fewer than SPEX's default design for n = 8 (16 128), and exact.
+    let d = design(&["--n", "8"]);
+    assert_eq!((d["method"].as_str(), d["masks"].as_u64()), (Some("exhaustive"), Some(256)));
+    // A budget below 2^n, or more players than fit, keeps SPEX.
+    assert_eq!(design(&["--n", "9", "--budget", "500"])["method"], "spex");
+    assert_eq!(design(&["--n", "20"])["method"], "spex");
+    // An explicit exhaustive needs no --budget.
+    assert_eq!(design(&["--n", "13", "--method", "exhaustive"])["masks"], 8192);
+    // The demo shows SPEX, although its 2^14 masks would fit.
+    assert!(ok(&["explain", "--demo", "--out", dir.path().join("demo").to_str().unwrap(), "-q"]).starts_with("spex:"));
+}
+
+#[test]
 fn decode_says_when_no_interaction_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     let masks = dir.path().join("m.txt");

@@ -54,7 +54,7 @@ fn bad_text_example_files_name_the_line() {
     for (text, says) in [
         ("{\"text\": \"ok\", \"label\": \"a\"}\n{\"text\": \"x\"}\n", "line 2: missing field `label`"),
         ("{\"text\": \" \", \"label\": \"a\"}\n", "line 1: empty text"),
-        ("{\"text\": \"x\", \"label\": [1]}\n", "line 1: label must be a string or a number"),
+        ("{\"text\": \"x\", \"label\": [1]}\n", "line 1: label: must be a string or a number"),
         ("# nothing\n", "no data rows"),
         (
             "{\"text\": \"x\", \"label\": 1, \"id\": \"a\"}\n\n{\"text\": \"y\", \"label\": 0, \"id\": \"a\"}\n",

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use spex::decode::exhaustive;
 use spex::explain::Explanation;
 use spex::io::{read_masks, read_values, write_masks};
 use spex::plan::{default_holdout, DecoderConfig, Design, Diagnostics, Method, Plan, PlanSpec};
@@ -77,11 +78,12 @@ impl Command {
 #[derive(Args, Clone)]
 struct PlanArgs {
     /// Method: spex, proxyspex, uniform (random masks + LASSO, the baseline), exhaustive (all
-    /// 2^n masks, exact) or auto [default: auto for models, spex otherwise].
+    /// 2^n masks, exact) or auto [default: auto for models, spex for --demo; otherwise
+    /// exhaustive where all 2^n masks fit the budget, else spex].
     #[arg(long)]
     method: Option<Method>,
     /// Most design masks to query [default: 1 200 for models; otherwise the reference's b = 8
-    /// design for spex, 5 000 for the other methods].
+    /// design for spex, 2^n for exhaustive, 5 000 for the other methods].
     #[arg(long)]
     budget: Option<usize>,
     /// Seed of every random choice.
@@ -96,11 +98,26 @@ struct PlanArgs {
 }
 
 impl PlanArgs {
-    /// The plan for `n` players with the defaults of functions other than models.
-    fn spec(&self, n: usize) -> PlanSpec {
-        let method = self.method.unwrap_or(Method::Spex);
-        let default = PlanSpec::new(n);
-        self.spec_or(n, method, if method == Method::Spex { default.budget } else { 5000 })
+    /// The plan for `n` players with the defaults of functions other than models: SPEX at the
+    /// reference's budget or, with `exact_if_it_fits`, the exact table where all 2^n masks fit
+    /// that budget (it is exact, and no larger than the SPEX design the budget allows).
+    fn spec(&self, n: usize, exact_if_it_fits: bool) -> PlanSpec {
+        let spex_budget = PlanSpec::new(n).budget;
+        let all_masks = (n <= exhaustive::MAX_PLAYERS).then(|| 1usize << n);
+        let method = self.method.unwrap_or_else(|| {
+            let fits = all_masks.is_some_and(|all| all <= self.budget.unwrap_or(spex_budget));
+            if fits && exact_if_it_fits {
+                Method::Exhaustive
+            } else {
+                Method::Spex
+            }
+        });
+        let budget = match method {
+            Method::Spex => spex_budget,
+            Method::Exhaustive => all_masks.unwrap_or(usize::MAX),
+            _ => 5000,
+        };
+        self.spec_or(n, method, budget)
     }
 
     /// The plan for `n` players, with the method and budget used when none is given.
@@ -379,6 +396,17 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(0) => Err("a number of at least 1, not 0".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("a number of at least 1, not {s:?}")),
+    }
+}
+
+/// `x` with four decimals, without the sign of a value that rounds to zero (rounding noise such
+/// as -1e-17 would print as "-0.0000").
+fn unsigned_zero(x: f64) -> String {
+    let text = format!("{x:.4}");
+    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+        text.trim_start_matches('-').to_string()
+    } else {
+        text
     }
 }
 
@@ -731,7 +759,8 @@ fn explain(args: ExplainArgs) -> Result<()> {
         (Some(_), None) => bail!("--oracle needs --n, the number of players"),
         (None, _) => (demo::WORDS.len(), RunInfo::new("demo").with_players(demo::WORDS.map(String::from).to_vec())),
     };
-    let plan = Plan::new(args.plan.spec(n))?;
+    // The demo shows SPEX at work, so it keeps SPEX although its 2^14 masks would fit.
+    let plan = Plan::new(args.plan.spec(n, args.oracle.is_some()))?;
     let timeout = args.timeout;
     let oracle = args.oracle.clone();
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
@@ -1024,7 +1053,7 @@ fn data(args: DataArgs) -> Result<()> {
         args.test_index,
         if device == ComputeDevice::Cuda { " device=cuda" } else { "" }
     );
-    let plan = Plan::new(args.plan.spec(train.rows()))?;
+    let plan = Plan::new(args.plan.spec(train.rows(), true))?;
     let info = RunInfo::new(function).with_players(player_names(&train));
     let mut value = Some(value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> {
@@ -1072,7 +1101,7 @@ fn fingerprint(path: &Path) -> Result<String> {
 }
 
 fn design(args: DesignArgs) -> Result<()> {
-    let plan = Plan::new(args.plan.spec(args.n))?;
+    let plan = Plan::new(args.plan.spec(args.n, true))?;
     let design_masks = plan.design_masks();
     let header = vec![
         format!("spex design: method={} n={} seed={}", plan.spec().method, plan.n(), plan.spec().seed),
@@ -1218,11 +1247,10 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
             );
         }
     }
-    // `+ 0.0` turns a negative zero into a positive one for printing.
     println!(
-        "value with every player ablated {:.4}, with every player kept {:.4}",
-        result.baseline + 0.0,
-        result.value_all_kept + 0.0
+        "value with every player ablated {}, with every player kept {}",
+        unsigned_zero(result.baseline),
+        unsigned_zero(result.value_all_kept)
     );
     println!("top {} interactions ({}, order ≤ {}):", show.top, result.index, result.max_order);
     let mut out = std::io::stdout().lock();

@@ -32,7 +32,7 @@ fn label_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => Ok(s),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!("label must be a string or a number, not {other}"))),
+        other => Err(serde::de::Error::custom(format!("must be a string or a number, not {other}"))),
     }
 }
 
@@ -48,7 +48,9 @@ pub fn read_text_examples(path: &Path) -> Result<Vec<TextExample>, FeatureError>
             continue;
         }
         let bad = |message: String| FeatureError::BadLine { source_name: source_name.clone(), line: i + 1, message };
-        let example: TextExample = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let mut json = serde_json::Deserializer::from_str(line);
+        // The path names the field at fault ("label: invalid type: …").
+        let example: TextExample = serde_path_to_error::deserialize(&mut json).map_err(|e| bad(e.to_string()))?;
         if example.text.trim().is_empty() {
             return Err(bad("empty text".into()));
         }
