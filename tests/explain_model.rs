@@ -121,7 +121,7 @@ fn bad_model_input_fails_clearly_before_anything_is_written() {
         let out = tmp.path().join("encoder");
         let o =
             spex(&["explain", "--model", encoder.to_str().unwrap(), "--prompt", "a b", "--max-new-tokens", "2"], &out);
-        assert!(stderr(&o).contains("--max-new-tokens applies to causal LMs"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("(--max-new-tokens) applies to causal LMs"), "{}", stderr(&o));
         assert!(!out.exists());
     }
 }

@@ -345,7 +345,8 @@ fn no_python_means_a_clear_fetch_error_with_the_manual_command() {
 }
 
 /// Value options the model cannot use are refused, not ignored: a reference text for a causal LM,
-/// a target or logit difference for an encoder, a greedy answer of no tokens; a multi-token
+/// a target or logit difference for an encoder, a greedy answer of no tokens, a greedy length
+/// where no greedy answer is made; a multi-token
 /// replacement is named as such.
 #[test]
 fn value_options_that_do_not_fit_the_model_are_refused() {
@@ -354,7 +355,13 @@ fn value_options_that_do_not_fit_the_model_are_refused() {
     let base = || InputSpec::new("the cat sat");
     let cases = [
         (&llama, InputSpec { reference: Some("a dog".into()), ..base() }, "applies to encoder models"),
-        (&llama, InputSpec { max_new_tokens: 0, ..base() }, "at least 1 new token"),
+        (&llama, InputSpec { max_new_tokens: Some(0), ..base() }, "at least 1 new token"),
+        (&bert, InputSpec { max_new_tokens: Some(2), ..base() }, "applies to causal LMs (the greedy answer)"),
+        (
+            &llama,
+            InputSpec { max_new_tokens: Some(2), target: Some(" mat".into()), ..base() },
+            "no greedy answer is made",
+        ),
         (
             &llama,
             InputSpec { token_mode: TokenAblation::Replace, replace_with: Some(" the cat".into()), ..base() },
@@ -376,7 +383,7 @@ fn value_options_that_do_not_fit_the_model_are_refused() {
         assert!(err.contains(expected), "{expected:?}: {err}");
     }
     // The same options where they fit are accepted.
-    let spec = InputSpec { max_new_tokens: 0, target: Some(" the".into()), ..base() };
+    let spec = InputSpec { max_new_tokens: Some(2), ..base() };
     assert!(setup::build_on(llama.clone(), "m", &spec, ComputeDevice::Cpu).is_ok());
     let heads =
         InputSpec { players: Players::WordsHeads, head_mean: true, token_mode: TokenAblation::Replace, ..base() };

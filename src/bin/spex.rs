@@ -237,15 +237,20 @@ enum HeadModeArg {
 }
 
 impl InputArgs {
+    /// Whether the input is the built-in example (no text given).
+    fn is_example(&self) -> bool {
+        self.prompt.is_none() && self.input_file.is_none()
+    }
+
     /// The input described, with the built-in example when no text is given.
     fn spec(&self) -> Result<InputSpec> {
-        let (prompt, example) = match (&self.prompt, &self.input_file) {
-            (Some(p), _) => (p.clone(), false),
+        let prompt = match (&self.prompt, &self.input_file) {
+            (Some(p), _) => p.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                (text.trim_end_matches(['\n', '\r']).to_string(), false)
+                text.trim_end_matches(['\n', '\r']).to_string()
             }
-            (None, None) => (EXAMPLE_PROMPT.to_string(), true),
+            (None, None) => EXAMPLE_PROMPT.to_string(),
         };
         let logit_diff = self.logit_diff.as_ref().map(|v| (v[0].clone(), v[1].clone()));
         Ok(InputSpec {
@@ -256,7 +261,7 @@ impl InputArgs {
             token_mode: self.token_mode,
             head_mean: self.head_mode == HeadModeArg::Mean,
             target: self.target.clone(),
-            max_new_tokens: self.max_new_tokens.unwrap_or(if example { 1 } else { 5 }),
+            max_new_tokens: self.max_new_tokens,
             logit_diff,
             reference: self.reference.clone(),
             replace_with: self.replace_with.clone(),
@@ -779,7 +784,7 @@ const MODEL_BUDGET: usize = 1200;
 /// `spex explain` on a model: builds the input's game (the model answers once, unablated, to
 /// fix the target), then runs it.
 fn explain_model(args: ExplainArgs) -> Result<()> {
-    let spec = args.input.spec()?;
+    let mut spec = args.input.spec()?;
     let quiet = args.run.log_mode() == LogMode::Quiet;
     if !quiet {
         eprintln!(
@@ -788,8 +793,10 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
         );
     }
     let (model, identity) = setup::load_model(spec.model.as_deref())?;
-    if args.input.max_new_tokens.is_some() && !model.model.info().causal {
-        bail!("--max-new-tokens applies to causal LMs (the greedy answer); an encoder is scored by cosine similarity");
+    let greedy = model.model.info().causal && spec.target.is_none() && spec.logit_diff.is_none();
+    if args.input.is_example() && greedy {
+        // The built-in example asks for one word.
+        spec.max_new_tokens.get_or_insert(1);
     }
     let game = setup::build_on(model, &identity, &spec, args.input.device)?;
     let device = game.device;

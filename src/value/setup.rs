@@ -257,9 +257,11 @@ pub struct InputSpec {
     /// Causal LMs: the continuation scored; `None` = the model's greedy answer.
     #[serde(default)]
     pub target: Option<String>,
-    /// Length of the greedy answer, in tokens.
-    #[serde(default = "default_max_new_tokens")]
-    pub max_new_tokens: usize,
+    /// Length of the greedy answer, in tokens (`None`: [`DEFAULT_MAX_NEW_TOKENS`]). Refused
+    /// where no greedy answer is made (beside `target` or `logit_diff`, or for an encoder).
+    // Serialised as the length used, so that fingerprints do not tell "5" from "not given".
+    #[serde(default, serialize_with = "greedy_length")]
+    pub max_new_tokens: Option<usize>,
     /// Causal LMs: score `logit(a) − logit(b)` of the next token instead (two single-token texts).
     #[serde(default)]
     pub logit_diff: Option<(String, String)>,
@@ -279,8 +281,11 @@ fn default_players() -> Players {
 fn default_token_mode() -> TokenAblation {
     TokenAblation::Attention
 }
-fn default_max_new_tokens() -> usize {
-    5
+/// Tokens of the greedy answer when [`InputSpec::max_new_tokens`] is not given.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 5;
+
+fn greedy_length<S: serde::Serializer>(length: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(length.unwrap_or(DEFAULT_MAX_NEW_TOKENS) as u64)
 }
 
 impl InputSpec {
@@ -295,7 +300,7 @@ impl InputSpec {
             token_mode: default_token_mode(),
             head_mean: false,
             target: None,
-            max_new_tokens: default_max_new_tokens(),
+            max_new_tokens: None,
             logit_diff: None,
             reference: None,
             replace_with: None,
@@ -451,7 +456,7 @@ pub fn build_on(
     };
     let target = match &spec.target {
         Some(text) => Target::Text(text.clone()),
-        None => Target::Greedy { max_new_tokens: spec.max_new_tokens },
+        None => Target::Greedy { max_new_tokens: spec.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS) },
     };
     let options = LmOptions {
         token_players,
@@ -524,7 +529,15 @@ fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError
     if !causal && (spec.target.is_some() || spec.logit_diff.is_some()) {
         return refuse("a target or a logit difference applies to causal LMs; an encoder is scored by cosine similarity to a reference text");
     }
-    if causal && spec.target.is_none() && spec.logit_diff.is_none() && spec.max_new_tokens == 0 {
+    if spec.max_new_tokens.is_some() {
+        if !causal {
+            return refuse("max_new_tokens (--max-new-tokens) applies to causal LMs (the greedy answer); an encoder is scored by cosine similarity");
+        }
+        if spec.target.is_some() || spec.logit_diff.is_some() {
+            return refuse("max_new_tokens (--max-new-tokens) sets the greedy answer's length; with a target or a logit difference no greedy answer is made");
+        }
+    }
+    if causal && spec.target.is_none() && spec.logit_diff.is_none() && spec.max_new_tokens == Some(0) {
         return refuse("the greedy answer needs at least 1 new token (max_new_tokens 0)");
     }
     Ok(())
@@ -558,6 +571,17 @@ fn single_token(model: &LoadedModel, text: &str, what: &str) -> Result<u32, Setu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unset_greedy_length_fingerprints_as_the_default() {
+        // Runs stored before the length became optional keep their fingerprint.
+        let spec = InputSpec::new("a b");
+        let five = InputSpec { max_new_tokens: Some(DEFAULT_MAX_NEW_TOKENS), ..spec.clone() };
+        let print = |s: &InputSpec| fingerprint("m", s, ComputeDevice::Cpu);
+        assert_eq!(print(&spec), print(&five));
+        assert!(print(&spec).contains("\"max_new_tokens\":5,"), "{}", print(&spec));
+        assert_ne!(print(&spec), print(&InputSpec { max_new_tokens: Some(1), ..spec.clone() }));
+    }
 
     #[test]
     fn auto_batch_rows_per_device() {
