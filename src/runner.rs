@@ -192,19 +192,33 @@ fn evaluate(
     Ok(stats)
 }
 
+/// Why the stores in `dir` cannot be merged: the shard owning batch `missing` has no store, or
+/// has not finished.
+fn merge_gap(dir: &std::path::Path, stores: &[Store], missing: usize) -> String {
+    let header = stores[0].header();
+    let owner = Shard { index: missing % header.shard.count, count: header.shard.count };
+    match stores.iter().find(|s| s.header().shard == owner) {
+        Some(store) => format!(
+            "shard {owner} is unfinished: {} of its {} batches are in {}; continue it (its command with --resume), \
+             then merge",
+            store.batches().len(),
+            store.header().owned_batches().count(),
+            store.path().display()
+        ),
+        None => format!(
+            "shard {owner} has not started: {} holds no store of it; run it (the other shards' command with \
+             --shard {owner}), then merge",
+            dir.display()
+        ),
+    }
+}
+
 /// Decodes a sharded run from the shard stores in `dir`, once they hold every batch together.
 pub fn merge(dir: &std::path::Path, decoder: &DecoderConfig) -> Result<(RunDir, Explanation), RunError> {
     let (run, stores) = RunDir::open_shards(dir)?;
     let plan = Plan::from_file(&stores[0].header().plan).map_err(ExplainError::from)?;
     let refs: Vec<&Store> = stores.iter().collect();
-    let values = Store::assemble(&refs).map_err(|missing| {
-        RunDirError::Merge(format!(
-            "the {} stores in {} do not hold batch {missing} (of {}); run the shard that owns it",
-            stores.len(),
-            dir.display(),
-            stores[0].header().num_batches()
-        ))
-    })?;
+    let values = Store::assemble(&refs).map_err(|missing| RunDirError::Merge(merge_gap(dir, &stores, missing)))?;
     run.write_values(&values)?;
     let mut collector = Collector::new(&plan);
     collector.push(0, &values);

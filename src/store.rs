@@ -48,6 +48,13 @@ impl Shard {
     }
 }
 
+impl std::fmt::Display for Shard {
+    /// `i/k`, as `--shard` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 impl std::str::FromStr for Shard {
     type Err = String;
     /// Parses `i/k` with `0 ≤ i < k`.

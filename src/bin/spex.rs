@@ -903,9 +903,8 @@ fn run_and_report(
     match outcome {
         RunOutcome::ShardDone { stats, store } => {
             println!(
-                "shard {}/{} done: {} masks in {:.1} s stored in {}; when every shard is done, run `spex merge {}`",
-                options.shard.index,
-                options.shard.count,
+                "shard {} done: {} masks in {:.1} s stored in {}; when every shard is done, run `spex merge {}`",
+                options.shard,
                 stats.masks,
                 stats.wall_seconds,
                 store.display(),
