@@ -457,4 +457,24 @@ fn bench_throughput_runs_on_random_weights_of_a_shape() {
         let err = fails(&["bench", "throughput", "--shape", "smollm2-135m", option, value]);
         assert!(err.contains("at least 1, not 0"), "{option} {value}: {err}");
     }
+    // A configuration the model cannot take fails alone: the figures measured still print.
+    let o = common::cli::spex(&[
+        "bench",
+        "throughput",
+        "--shape",
+        "bert-base",
+        "--lengths",
+        "600,6",
+        "--batches",
+        "64",
+        "--budget",
+        "60",
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("600 tokens, batch 64: failed: ") && stderr.contains("1 of 2 configurations failed"),
+        "{stderr}"
+    );
+    assert!(stdout.lines().any(|l| l.split_whitespace().take(2).eq(["6", "64"])), "{stdout}");
 }

@@ -1292,17 +1292,32 @@ fn bench_throughput(
     json: bool,
 ) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("spex-bench-{}", std::process::id()));
-    let mut rows = Vec::new();
+    let (mut rows, mut failed) = (Vec::new(), 0);
     for &len in lengths {
         for &batch in batches {
             let row = spex::bench::throughput_row(model, len, batch, budget, &dir, device);
             let _ = std::fs::remove_dir_all(&dir);
-            let row = row.with_context(|| format!("{len} tokens, batch {batch}"))?;
-            eprintln!("{len} tokens, batch {batch}: {:.2} queries/s", row.queries_per_second);
-            rows.push(row);
+            // A configuration that fails (too long for the model, out of memory) is reported and
+            // the others still run and print: a long benchmark keeps what it measured.
+            match row {
+                Ok(row) => {
+                    eprintln!("{len} tokens, batch {batch}: {:.2} queries/s", row.queries_per_second);
+                    rows.push(row);
+                }
+                Err(e) => {
+                    eprintln!("{len} tokens, batch {batch}: failed: {e:#}");
+                    failed += 1;
+                }
+            }
         }
     }
-    print_rows(&rows, json, spex::bench::format_throughput_table)
+    if !rows.is_empty() {
+        print_rows(&rows, json, spex::bench::format_throughput_table)?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} configurations failed (see above)", lengths.len() * batches.len());
+    }
+    Ok(())
 }
 
 fn bench_curve(
