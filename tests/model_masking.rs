@@ -290,6 +290,10 @@ fn every_player_owns_whole_tokens_of_the_player_text() {
             other => panic!("{prefix:?} + {text:?} + {suffix:?}: {other:?}"),
         }
     }
+    // Byte-level tokens of one character ("é" is two bytes, no merge joins them) are told apart.
+    let p = Prompt::new("the é").with_unit(Unit::Tokens);
+    let f = LmValue::new(m.clone(), &p, LmOptions { target: target3(&m), ..Default::default() }).unwrap();
+    assert_eq!(f.player_labels(), ["t", "he", "é(1/2)", "é(2/2)"]);
     // A marked part inside a token ("at" of " cat") would silently not be a player.
     let p = Prompt::new("the cat").with_unit(Unit::Spans(vec![0..3, 5..7]));
     match LmValue::new(m.clone(), &p, LmOptions { target: target3(&m), ..Default::default() }) {

@@ -328,7 +328,25 @@ pub fn tokenize_prompt(tokenizer: &Tokenizer, prompt: &Prompt) -> Result<Tokeniz
     if spans.is_empty() {
         return Err(SetupError::Empty("no token of the player text became a player".into()));
     }
+    if units.is_none() {
+        number_split_characters(&mut spans);
+    }
     TokenizedPrompt::new(ids, spans)
+}
+
+/// Labels token players that share one text range (byte-level tokens of one character, e.g.
+/// "首" in two tokens) as "首(1/2)", "首(2/2)", so that no two players read the same.
+fn number_split_characters(spans: &mut [TokenSpan]) {
+    let mut i = 0;
+    while i < spans.len() {
+        let same = spans[i..].iter().take_while(|s| s.text == spans[i].text).count();
+        if same > 1 {
+            for (k, span) in spans[i..i + same].iter_mut().enumerate() {
+                span.label = format!("{}({}/{same})", span.label, k + 1);
+            }
+        }
+        i += same;
+    }
 }
 
 /// Byte ranges of the whitespace-separated words of `text`.
