@@ -67,6 +67,17 @@ pub enum RunDirError {
     /// A batch size of 0 was asked for.
     #[error("a batch size of 0: every batch needs at least one mask")]
     ZeroBatch,
+    /// Writing a finished run's values or reports failed; every sample is in the store.
+    #[error(
+        "{path}: {source}\nevery sample is kept in the run's store; once this is fixed, run the same command \
+         again: it writes the files from the store without querying anything"
+    )]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -147,6 +158,10 @@ pub struct RunDir {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
     move |source| RunDirError::Io { path: path.to_path_buf(), source }
+}
+
+fn output_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
+    move |source| RunDirError::Output { path: path.to_path_buf(), source }
 }
 
 impl RunDir {
@@ -267,18 +282,18 @@ impl RunDir {
         std::fs::write(path, text).map_err(io_err(path))
     }
 
-    /// Writes a report file `name` in the directory.
+    /// Writes a report file `name` of the finished run in the directory.
     pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf, RunDirError> {
         debug_assert!(RUN_FILES.contains(&name), "{name} is missing from RUN_FILES");
         let path = self.dir.join(name);
-        std::fs::write(&path, contents).map_err(io_err(&path))?;
+        std::fs::write(&path, contents).map_err(output_err(&path))?;
         Ok(path)
     }
 
     /// Writes `values.txt`: every value of the run, one per line, full precision.
     pub fn write_values(&self, values: &[f64]) -> Result<(), RunDirError> {
         let text: String = values.iter().map(|v| format!("{v:?}\n")).collect();
-        std::fs::write(self.values_path(), text).map_err(io_err(&self.values_path()))
+        std::fs::write(self.values_path(), text).map_err(output_err(&self.values_path()))
     }
 
     /// The directory.

@@ -174,6 +174,27 @@ fn sharded_runs_merged_equal_the_unsharded_run() {
     assert_eq!(b["players"][3], "like", "merge keeps the players' names");
 }
 
+/// A report that cannot be written (here: a directory in its place; a full disk alike) says that
+/// every sample is kept, and rerunning the command writes it without querying again.
+#[test]
+fn a_report_that_cannot_be_written_loses_no_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    assert!(run(&demo_args(&out, &[])).status.success());
+    let values = read(&out.join("values.txt"));
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    std::fs::create_dir(out.join("report.html")).unwrap();
+    let o = run(&demo_args(&out, &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("report.html: "), "{err}");
+    assert!(err.contains("every sample is kept in the run's store") && err.contains("run the same command again"));
+    std::fs::remove_dir(out.join("report.html")).unwrap();
+    let o = run(&demo_args(&out, &[]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("report.html").is_file());
+    assert_eq!(read(&out.join("values.txt")), values);
+}
+
 #[test]
 fn finished_runs_leave_every_report() {
     let tmp = tempfile::tempdir().unwrap();
