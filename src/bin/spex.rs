@@ -1254,7 +1254,9 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
         }
     }
     println!(
-        "value with every player ablated {}, with every player kept {}",
+        // The recovered representation's values, not measurements: far from the sampled masks
+        // (ProxySPEX's, SPEX's) they can be extrapolations.
+        "the interactions give {} with every player ablated, {} with every player kept",
         unsigned_zero(result.baseline),
         unsigned_zero(result.value_all_kept)
     );
