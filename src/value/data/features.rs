@@ -77,6 +77,23 @@ pub enum FeatureError {
         /// The columns there are.
         available: String,
     },
+    /// A column given by name is named twice in the header.
+    #[error(
+        "{source_name}: the header names two columns {column} ({what}), at 0-based positions {} and {}; \
+         give the position instead",
+        positions.0,
+        positions.1
+    )]
+    AmbiguousColumn {
+        /// The file.
+        source_name: String,
+        /// The column as given.
+        column: String,
+        /// What it was meant to be (label or id column).
+        what: &'static str,
+        /// The first two columns of that name.
+        positions: (usize, usize),
+    },
     /// Label and id are the same column, or no column is left for features.
     #[error("{source_name}: {message}")]
     Columns {
@@ -406,19 +423,34 @@ fn resolve_column(
     source_name: &str,
     what: &'static str,
 ) -> Result<usize, FeatureError> {
+    let named: Vec<usize> = match (column, names) {
+        (Column::Name(name), Some(n)) => (0..n.len()).filter(|&i| n[i] == *name).collect(),
+        _ => Vec::new(),
+    };
+    if let [first, second, ..] = named[..] {
+        // Taking the first silently could make a feature of the intended label.
+        return Err(FeatureError::AmbiguousColumn {
+            source_name: source_name.to_string(),
+            column: column.to_string(),
+            what,
+            positions: (first, second),
+        });
+    }
     let found = match column {
         Column::Last => Some(width - 1),
         Column::Index(i) => Some(*i).filter(|&i| i < width),
-        Column::Name(name) => names
-            .and_then(|n| n.iter().position(|h| h == name))
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < width)),
+        Column::Name(name) => named.first().copied().or_else(|| name.parse::<usize>().ok().filter(|&i| i < width)),
     };
     found.ok_or_else(|| FeatureError::NoSuchColumn {
         source_name: source_name.to_string(),
         column: column.to_string(),
         what,
         available: match names {
-            Some(n) => format!("columns {}", n.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+            Some(n) => format!(
+                "columns {} (0-based positions 0..{})",
+                n.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                width - 1
+            ),
             None => format!("{width} columns (0-based positions 0..{}) and no header", width - 1),
         },
     })
@@ -523,6 +555,19 @@ mod tests {
         let opts = CsvOptions { label: Column::Name("nope".into()), ..CsvOptions::default() };
         let e = Features::parse_csv("a,b\n1,2\n", &opts, "t.csv").unwrap_err();
         assert!(e.to_string().contains("no column \"nope\" (label column)"), "{e}");
+        assert!(e.to_string().contains("columns \"a\", \"b\" (0-based positions 0..1)"), "{e}");
+        // A name the header gives twice could make a feature of the label.
+        let opts = CsvOptions { label: Column::Name("y".into()), ..CsvOptions::default() };
+        let e = Features::parse_csv(
+            "x,y,y
+1,a,2
+2,b,3
+",
+            &opts,
+            "t.csv",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("names two columns \"y\" (label column), at 0-based positions 1 and 2"), "{e}");
         let ids = CsvOptions { id: Some(Column::Name("name".into())), ..CsvOptions::default() };
         let e = Features::parse_csv("name,x,y\nann,1,0\nbob,2,1\nann,3,1\n", &ids, "t.csv").unwrap_err();
         assert_eq!(
