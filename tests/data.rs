@@ -258,6 +258,11 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(new(&train, &train, &spec(None), cfg.clone()), DataError::NeedsTestIndex(Target::Margin)));
     let other = Features::from_labels(vec![1.0; 3], 3, &["c0"], None).unwrap();
     assert!(matches!(new(&train, &other, &spec(Some(0)), cfg.clone()), DataError::FeatureCount { train: 2, test: 3 }));
+    // Headers that name the columns in another order: matched by position, they would mislead.
+    let named = |names: [&str; 2]| Features { feature_names: Some(names.map(String::from).to_vec()), ..train.clone() };
+    let e = new(&named(["a", "b"]), &named(["b", "a"]), &spec(Some(0)), cfg.clone());
+    assert!(matches!(&e, DataError::FeatureNames { train, test } if train == "a, b" && test == "b, a"), "{e}");
+    assert!(DataValue::new(&named(["a", "b"]), &train, &spec(Some(0)), cfg.clone(), &CPU).is_ok());
     let unseen = Features::from_labels(vec![1.0, 2.0], 2, &["zebra"], None).unwrap();
     let e = new(&train, &unseen, &spec(Some(0)), cfg.clone());
     assert!(matches!(&e, DataError::UnknownLabel { label, .. } if label == "zebra"), "{e}");

@@ -243,6 +243,8 @@ pub struct Features {
     pub ids: Vec<String>,
     /// Class names, in index order.
     pub classes: Vec<String>,
+    /// Names of the feature columns, from a CSV header (`None` without one).
+    pub feature_names: Option<Vec<String>>,
 }
 
 impl Features {
@@ -275,7 +277,7 @@ impl Features {
                 classes.len()
             )));
         }
-        Ok(Features { x, dim, y, ids, classes })
+        Ok(Features { x, dim, y, ids, classes, feature_names: None })
     }
 
     /// A matrix with one label (any text) per row; the classes are the distinct labels, sorted
@@ -374,7 +376,9 @@ impl Features {
         if labels.is_empty() {
             return Err(FeatureError::Empty { source_name: src() });
         }
-        Features::from_labels(x, feature_columns.len(), &labels, Some(ids))
+        let mut features = Features::from_labels(x, feature_columns.len(), &labels, Some(ids))?;
+        features.feature_names = names.map(|n| feature_columns.iter().map(|&c| n[c].clone()).collect());
+        Ok(features)
     }
 
     /// Number of rows.
@@ -516,6 +520,7 @@ mod tests {
     fn header_auto_labels_and_ids() {
         let f = parse("a,b,label\n1,2,cat\n# comment\n\n3,4.5,dog\r\n5,6,cat\n").unwrap();
         assert_eq!((f.rows(), f.dim), (3, 2));
+        assert_eq!(f.feature_names, Some(vec!["a".to_string(), "b".to_string()]));
         assert_eq!(f.x, vec![1.0, 2.0, 3.0, 4.5, 5.0, 6.0]);
         assert_eq!(f.classes, vec!["cat", "dog"]);
         assert_eq!(f.y, vec![0, 1, 0]);

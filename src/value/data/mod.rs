@@ -90,6 +90,17 @@ pub enum DataError {
         /// Test features.
         test: usize,
     },
+    /// Training and test headers name the feature columns differently.
+    #[error(
+        "the test examples' feature columns ({test}) are not the training examples' ({train}); columns are \
+         matched by position, so their names must agree, in order"
+    )]
+    FeatureNames {
+        /// Training feature names, comma-separated.
+        train: String,
+        /// Test feature names, comma-separated.
+        test: String,
+    },
     /// A test example's label is not a class of the training set, and the target needs it.
     #[error("test example {row} has the label {label:?}, which no training example has (classes: {classes})")]
     UnknownLabel {
@@ -241,6 +252,12 @@ impl DataValue {
     ) -> Result<Self, DataError> {
         if test.dim != train.dim {
             return Err(DataError::FeatureCount { train: train.dim, test: test.dim });
+        }
+        if let (Some(a), Some(b)) = (&train.feature_names, &test.feature_names) {
+            // Features are matched by position: swapped columns would score silently wrong.
+            if a != b {
+                return Err(DataError::FeatureNames { train: a.join(", "), test: b.join(", ") });
+            }
         }
         let rows: Vec<usize> = match (spec.test, spec.target) {
             (Some(index), _) if index >= test.rows() => return Err(DataError::TestIndex { index, rows: test.rows() }),
