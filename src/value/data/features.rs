@@ -3,9 +3,10 @@
 //!
 //! A CSV file holds one example per line: numeric feature columns, one label column (any text;
 //! the classes are its distinct values) and optionally an id column. Blank lines and lines
-//! starting with `#` are skipped. Fields are separated by commas and trimmed; a field wrapped in
-//! double quotes loses them (quoted commas are not supported). Every error names the file, the
-//! line (1-based, as an editor shows it) and, where there is one, the column.
+//! starting with `#` are skipped. Fields are separated by commas and trimmed; a field in double
+//! quotes may hold commas and doubled quotes (RFC 4180, as pandas and spreadsheets write them).
+//! Every error names the file, the line (1-based, as an editor shows it) and, where there is
+//! one, the column.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -306,13 +307,8 @@ impl Features {
     /// Parses CSV text; `source_name` names it in errors.
     pub fn parse_csv(text: &str, options: &CsvOptions, source_name: &str) -> Result<Self, FeatureError> {
         let src = || source_name.to_string();
-        let mut lines = text
-            .split('\n')
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
-            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .map(|(i, l)| (i, split_fields(l)))
-            .peekable();
+        let records = csv_records(text, source_name)?;
+        let mut lines = records.iter().map(|(line, r)| (*line, r.iter().collect::<Vec<&str>>())).peekable();
         let Some((_, first)) = lines.peek().cloned() else {
             return Err(FeatureError::Empty { source_name: src() });
         };
@@ -407,13 +403,29 @@ fn class_names<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
     names
 }
 
-fn split_fields(line: &str) -> Vec<&str> {
-    line.split(',')
-        .map(|f| {
-            let f = f.trim();
-            f.strip_prefix('"').and_then(|g| g.strip_suffix('"')).unwrap_or(f)
-        })
-        .collect()
+/// The records of CSV text with their 1-based line numbers, fields trimmed; quoted fields may
+/// hold commas (RFC 4180, as pandas writes them). Blank lines and lines starting with `#` are
+/// skipped.
+fn csv_records(text: &str, source_name: &str) -> Result<Vec<(usize, csv::StringRecord)>, FeatureError> {
+    // Comment lines become blank ones, so that line numbers stay those of the file (the csv
+    // crate's own comments must start in the first column; ours may be indented).
+    let text: Vec<&str> = text.split('\n').map(|l| if l.trim_start().starts_with('#') { "" } else { l }).collect();
+    let text = text.join("\n");
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true) // ragged lines get this module's own error
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = Vec::new();
+    for record in reader.records() {
+        let record =
+            record.map_err(|e| FeatureError::Read { source_name: source_name.to_string(), message: e.to_string() })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        if !record.iter().all(str::is_empty) {
+            records.push((line, record));
+        }
+    }
+    Ok(records)
 }
 
 fn parse_number(field: &str) -> Option<f64> {
@@ -541,6 +553,13 @@ mod tests {
             (vec!["ann".into(), "bob".into()], vec![1.0, 2.0], vec![0, 1])
         );
         assert_eq!(f.label(1), "1");
+        // Quoted fields hold commas and quotes.
+        let opts = CsvOptions { id: Some(Column::Name("name".into())), ..CsvOptions::default() };
+        let f =
+            Features::parse_csv("name,x,label\n\"Smith, J\",1,\"yes, \"\"sure\"\"\"\n\"Doe\", 2 ,no\n", &opts, "t.csv")
+                .unwrap();
+        assert_eq!((f.ids.clone(), f.x.clone()), (vec!["Smith, J".into(), "Doe".into()], vec![1.0, 2.0]));
+        assert_eq!(f.classes, vec!["no", "yes, \"sure\""]);
     }
 
     #[test]
