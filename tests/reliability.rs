@@ -108,12 +108,14 @@ fn ctrl_c_stops_between_batches_with_the_resume_advice() {
     let (reference, out) = (tmp.path().join("reference"), tmp.path().join("run"));
     assert!(run(&explain_args(&reference, &[])).status.success());
     let child = Command::new(SPEX).args(explain_args(&out, &[])).stderr(Stdio::piped()).spawn().unwrap();
-    // The store exists once the run is under way (the handler is installed before).
-    for _ in 0..200 {
-        if out.join("samples.store").exists() {
+    // Interrupt once a batch is stored (the handler is installed before the store is created):
+    // a Ctrl-C before the first batch would rightly keep none. Store::read only reads.
+    let stored = || Store::read(&out.join("samples.store")).map_or(0, |s| s.batches().len());
+    for _ in 0..400 {
+        if stored() >= 1 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(25));
     }
     // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
