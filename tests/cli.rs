@@ -116,8 +116,10 @@ fn design_never_replaces_another_design_unasked() {
     let masks = dir.path().join("m.txt");
     let m = masks.to_str().unwrap();
     let first = ["design", "--n", "8", "--budget", "1000", "--out", m];
-    ok(&first);
+    let out = ok(&first);
     let before = std::fs::read_to_string(&masks).unwrap();
+    // The size written is said (a design for n = 100 000 players is gigabytes).
+    assert!(out.contains(&format!("masks ({:.1} kB) to", before.len() as f64 / 1e3)), "{out}");
     // The same design again is harmless; another one would orphan values computed for the first.
     ok(&first);
     let err = fails(&["design", "--n", "8", "--budget", "1000", "--seed", "1", "--out", m]);

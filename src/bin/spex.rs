@@ -415,6 +415,21 @@ fn unsigned_zero(x: f64) -> String {
     }
 }
 
+/// A file size for people: "512 B", "3.4 MB", "6.7 GB" (powers of 1 000).
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let (mut size, mut unit) = (bytes as f64, 0);
+    while size >= 1000.0 && unit + 1 < units.len() {
+        size /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{size:.1} {}", units[unit])
+    }
+}
+
 /// `x` with four decimals, or in scientific notation where four decimals would mislead.
 fn four_digits(x: f64) -> String {
     if x == 0.0 || (1e-3..1e5).contains(&x.abs()) {
@@ -1126,9 +1141,11 @@ fn design(args: DesignArgs) -> Result<()> {
     std::fs::write(design_path(&args.out), design_file)
         .with_context(|| format!("writing {}", design_path(&args.out).display()))?;
     println!("{}", plan_line(&plan));
+    let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     println!(
-        "wrote {} masks to {} and the design to {}",
+        "wrote {} masks ({}) to {} and the design to {}",
         plan.budget_used() + plan.holdout().len(),
+        human_bytes(size),
         args.out.display(),
         design_path(&args.out).display()
     );
