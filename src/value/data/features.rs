@@ -582,15 +582,7 @@ mod tests {
         assert!(e.to_string().contains("columns \"a\", \"b\" (0-based positions 0..1)"), "{e}");
         // A name the header gives twice could make a feature of the label.
         let opts = CsvOptions { label: Column::Name("y".into()), ..CsvOptions::default() };
-        let e = Features::parse_csv(
-            "x,y,y
-1,a,2
-2,b,3
-",
-            &opts,
-            "t.csv",
-        )
-        .unwrap_err();
+        let e = Features::parse_csv("x,y,y\n1,a,2\n2,b,3\n", &opts, "t.csv").unwrap_err();
         assert!(e.to_string().contains("names two columns \"y\" (label column), at 0-based positions 1 and 2"), "{e}");
         let ids = CsvOptions { id: Some(Column::Name("name".into())), ..CsvOptions::default() };
         let e = Features::parse_csv("name,x,y\nann,1,0\nbob,2,1\nann,3,1\n", &ids, "t.csv").unwrap_err();
