@@ -537,7 +537,7 @@ fn check_metric_options(spec: &InputSpec, causal: bool) -> Result<(), SetupError
             return refuse("max_new_tokens (--max-new-tokens) sets the greedy answer's length; with a target or a logit difference no greedy answer is made");
         }
     }
-    if causal && spec.target.is_none() && spec.logit_diff.is_none() && spec.max_new_tokens == Some(0) {
+    if causal && spec.max_new_tokens == Some(0) {
         return refuse("the greedy answer needs at least 1 new token (max_new_tokens 0)");
     }
     Ok(())
