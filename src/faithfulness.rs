@@ -24,11 +24,19 @@ pub fn r2(predicted: &[f64], actual: &[f64]) -> Option<f64> {
     if actual.is_empty() {
         return None;
     }
-    let mean = actual.iter().sum::<f64>() / actual.len() as f64;
-    let total: f64 = actual.iter().map(|y| (y - mean).powi(2)).sum();
-    let residual: f64 = predicted.iter().zip(actual).map(|(p, y)| (y - p).powi(2)).sum();
+    // R² does not change with the units: in units of the largest value's power of two (an exact
+    // division), squares neither overflow (values of 1e200) nor vanish below the threshold
+    // (values of 1e-20).
+    let largest = actual.iter().fold(0.0f64, |m, y| m.max(y.abs()));
+    if largest == 0.0 {
+        return None;
+    }
+    let unit = 2f64.powi((largest.log2().floor() as i32).clamp(-1000, 1000));
+    let mean = actual.iter().map(|y| y / unit).sum::<f64>() / actual.len() as f64;
+    let total: f64 = actual.iter().map(|y| (y / unit - mean).powi(2)).sum();
+    let residual: f64 = predicted.iter().zip(actual).map(|(p, y)| ((y - p) / unit).powi(2)).sum();
     // Variance indistinguishable from rounding error of the mean: R² is undefined.
-    if total <= 1e-24 * actual.len() as f64 * (1.0 + mean * mean) {
+    if total <= 1e-24 * actual.len() as f64 * mean * mean {
         return None;
     }
     Some(1.0 - residual / total)
@@ -57,6 +65,13 @@ mod tests {
         assert_eq!(r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), Some(1.0));
         assert_eq!(r2(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]), Some(0.0));
         assert_eq!(r2(&[0.0, 0.0], &[5.0, 5.0]), None);
+        assert_eq!(r2(&[0.0, 0.0], &[0.0, 0.0]), None);
         assert_eq!(r2(&[], &[]), None);
+        // The same at any scale: tiny, huge, and a constant with rounding noise.
+        for unit in [1e-100, 1e-20, 1e200] {
+            let r = r2(&[2.0 * unit, 2.0 * unit, 2.0 * unit], &[unit, 2.0 * unit, 3.0 * unit]).unwrap();
+            assert!(r.abs() < 1e-12, "{unit}: {r}");
+        }
+        assert_eq!(r2(&[1.0, 1.0], &[1e20, 1e20 * (1.0 + f64::EPSILON)]), None);
     }
 }

@@ -334,7 +334,28 @@ impl Plan {
 
     /// [`decode`](Self::decode), reusing SPEX block transforms computed while the values
     /// arrived (see [`Plan::streaming_bins`]).
+    ///
+    /// Values of extreme magnitude (largest beyond 2^±[`EXTREME_EXPONENT`]) are decoded scaled
+    /// by a power of two, which is exact: the decoders' sums of squares overflow above about
+    /// 1e154, and their tolerances are set for values far from underflow. The diagnostics are
+    /// then in the scaled units.
     pub fn decode_streamed(
+        &self,
+        values: &[f64],
+        bins: Option<StreamingBins>,
+        config: &DecoderConfig,
+    ) -> Result<Decoded, DecodeError> {
+        let Some(exponent) = extreme_exponent(values) else {
+            return self.decode_as_given(values, bins, config);
+        };
+        let scaled: Vec<f64> = values.iter().map(|v| v * 2f64.powi(-exponent)).collect();
+        // The streamed bins hold the unscaled values; the decoder recomputes them.
+        let mut decoded = self.decode_as_given(&scaled, None, config)?;
+        decoded.fourier.scale(2f64.powi(exponent));
+        Ok(decoded)
+    }
+
+    fn decode_as_given(
         &self,
         values: &[f64],
         bins: Option<StreamingBins>,
@@ -605,6 +626,17 @@ pub enum Diagnostics {
     ProxySpex(ProxyDiagnostics),
     /// From the exhaustive transform.
     Exhaustive(ExhaustiveDiagnostics),
+}
+
+/// Largest magnitude, as a power of two, beyond which [`Plan::decode_streamed`] scales values.
+pub const EXTREME_EXPONENT: i32 = 128;
+
+/// The power of two to scale `values` by, when their largest magnitude is extreme.
+fn extreme_exponent(values: &[f64]) -> Option<i32> {
+    let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let exponent = (largest > 0.0).then(|| largest.log2().floor() as i32)?;
+    // Within ±1000 the factor 2^-exponent is a normal number.
+    (exponent.abs() > EXTREME_EXPONENT).then_some(exponent.clamp(-1000, 1000))
 }
 
 /// A decoded representation and the decoder's report.

@@ -404,12 +404,20 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `x` with four decimals, without the sign of a value that rounds to zero (rounding noise such
-/// as -1e-17 would print as "-0.0000").
-fn unsigned_zero(x: f64) -> String {
-    let text = format!("{x:.4}");
-    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
-        text.trim_start_matches('-').to_string()
+/// How a summary prints its values: four decimals when the largest of them (`largest`, a
+/// magnitude) reads well so, else scientific notation for all (values of 1e-8 printed as
+/// "+0.0000", values of 1e100 as a hundred digits). A value that rounds to zero prints without
+/// its sign: rounding noise such as -1e-17 beside values near 1 would read "-0.0000".
+fn summary_value(x: f64, largest: f64, signed: bool) -> String {
+    let text = match ((1e-3..1e5).contains(&largest) || largest == 0.0, signed) {
+        (true, true) => format!("{x:+.4}"),
+        (true, false) => format!("{x:.4}"),
+        (false, true) => format!("{x:+.3e}"),
+        (false, false) => format!("{x:.3e}"),
+    };
+    let digits = text.trim_start_matches(['-', '+']);
+    if digits.chars().take_while(|c| *c != 'e').all(|c| c == '0' || c == '.') {
+        format!("{}{digits}", if signed { "+" } else { "" })
     } else {
         text
     }
@@ -1270,22 +1278,26 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
             );
         }
     }
+    let shown: Vec<_> = result.interactions.iter().filter(|e| !e.players.is_empty()).take(show.top).collect();
+    let largest = shown
+        .iter()
+        .map(|e| e.value.abs())
+        .chain([result.baseline.abs(), result.value_all_kept.abs()])
+        .fold(0.0, f64::max);
     println!(
         // The recovered representation's values, not measurements: far from the sampled masks
         // (ProxySPEX's, SPEX's) they can be extrapolations.
         "the interactions give {} with every player ablated, {} with every player kept",
-        unsigned_zero(result.baseline),
-        unsigned_zero(result.value_all_kept)
+        summary_value(result.baseline, largest, false),
+        summary_value(result.value_all_kept, largest, false)
     );
     println!("top {} interactions ({}, order ≤ {}):", show.top, result.index, result.max_order);
     let mut out = std::io::stdout().lock();
-    let shown = result.interactions.iter().filter(|e| !e.players.is_empty()).take(show.top);
-    let mut any = false;
-    for e in shown {
+    for e in &shown {
         let names = e.names.as_ref().map(|n| format!("  {}", n.join(" "))).unwrap_or_default();
-        let _ = writeln!(out, "  {:>+10.4}  {}{names}", e.value, e.players);
-        any = true;
+        let _ = writeln!(out, "  {:>10}  {}{names}", summary_value(e.value, largest, true), e.players);
     }
+    let any = !shown.is_empty();
     if !any && show.top > 0 {
         let why = if result.max_order == 0 { "order 0 holds only the empty set" } else { "every one is zero" };
         let _ = writeln!(out, "  none ({why})");

@@ -130,6 +130,11 @@ impl<B: Basis> Sparse<B> {
         self.coefs.keys().map(Subset::len).max().unwrap_or(0)
     }
 
+    /// Multiplies every coefficient by `factor`.
+    pub fn scale(&mut self, factor: f64) {
+        self.coefs.values_mut().for_each(|c| *c *= factor);
+    }
+
     /// Drops coefficients with `|c| <= tol`.
     pub fn prune(&mut self, tol: f64) {
         self.coefs.retain(|_, c| c.abs() > tol);
