@@ -172,6 +172,23 @@ fn decode_says_when_no_interaction_is_shown() {
 }
 
 #[test]
+fn tiny_and_huge_values_print_in_scientific_notation() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("m.txt");
+    let m = masks.to_str().unwrap();
+    ok(&["design", "--n", "4", "--out", m]);
+    let rows = read_masks(&masks, None).unwrap();
+    let v = dir.path().join("v.txt");
+    for (unit, expected) in [(1e-8, "+3.000e-8  {1,2}"), (1e200, "+3.000e200  {1,2}"), (1.0, "+3.0000  {1,2}")] {
+        let values: String =
+            rows.iter().map(|r| format!("{:e}\n", unit * 3.0 * (r.get(1) && r.get(2)) as u8 as f64)).collect();
+        std::fs::write(&v, values).unwrap();
+        let out = ok(&["decode", "--masks", m, "--values", v.to_str().unwrap(), "--index", "moebius"]);
+        assert!(out.contains(expected) && out.contains("R² = 1.0000"), "{unit}: {out}");
+    }
+}
+
+#[test]
 fn a_poor_fit_is_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let masks = dir.path().join("m.txt");
