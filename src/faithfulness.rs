@@ -18,6 +18,14 @@ pub struct Faithfulness {
     pub mse: Option<f64>,
 }
 
+/// `⌊log2 max|v|⌋`, kept within ±1000 so that `2^±exponent` is a normal number; `None` when
+/// every value is 0. Dividing by that power of two is exact, which lets R² and the decoders
+/// ([`crate::plan::Plan::decode_streamed`]) work in units where nothing overflows or vanishes.
+pub(crate) fn largest_power_of_two(values: &[f64]) -> Option<i32> {
+    let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    (largest > 0.0).then(|| (largest.log2().floor() as i32).clamp(-1000, 1000))
+}
+
 /// R² of `predicted` against `actual`; `None` if `actual` has no variance or is empty.
 pub fn r2(predicted: &[f64], actual: &[f64]) -> Option<f64> {
     assert_eq!(predicted.len(), actual.len(), "r2 needs one prediction per value");
@@ -27,11 +35,7 @@ pub fn r2(predicted: &[f64], actual: &[f64]) -> Option<f64> {
     // R² does not change with the units: in units of the largest value's power of two (an exact
     // division), squares neither overflow (values of 1e200) nor vanish below the threshold
     // (values of 1e-20).
-    let largest = actual.iter().fold(0.0f64, |m, y| m.max(y.abs()));
-    if largest == 0.0 {
-        return None;
-    }
-    let unit = 2f64.powi((largest.log2().floor() as i32).clamp(-1000, 1000));
+    let unit = 2f64.powi(largest_power_of_two(actual)?);
     let mean = actual.iter().map(|y| y / unit).sum::<f64>() / actual.len() as f64;
     let total: f64 = actual.iter().map(|y| (y / unit - mean).powi(2)).sum();
     let residual: f64 = predicted.iter().zip(actual).map(|(p, y)| ((y - p) / unit).powi(2)).sum();

@@ -16,6 +16,7 @@ use crate::decode::DecodeError;
 use crate::design::spex::{self, SpexDesign, SpexDesignError};
 use crate::design::{rng, stream, uniform};
 use crate::engine::MaskSource;
+use crate::faithfulness::largest_power_of_two;
 use crate::mask::{Mask, MaskBatch, MaskError};
 use crate::transform::Fourier;
 
@@ -633,10 +634,7 @@ pub const EXTREME_EXPONENT: i32 = 128;
 
 /// The power of two to scale `values` by, when their largest magnitude is extreme.
 fn extreme_exponent(values: &[f64]) -> Option<i32> {
-    let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let exponent = (largest > 0.0).then(|| largest.log2().floor() as i32)?;
-    // Within ±1000 the factor 2^-exponent is a normal number.
-    (exponent.abs() > EXTREME_EXPONENT).then_some(exponent.clamp(-1000, 1000))
+    largest_power_of_two(values).filter(|e| e.abs() > EXTREME_EXPONENT)
 }
 
 /// A decoded representation and the decoder's report.

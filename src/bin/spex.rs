@@ -404,11 +404,11 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-/// How a summary prints its values: four decimals when the largest of them (`largest`, a
-/// magnitude) reads well so, else scientific notation for all (values of 1e-8 printed as
-/// "+0.0000", values of 1e100 as a hundred digits). A value that rounds to zero prints without
+/// `x` among values printed together (`largest` is the largest magnitude among them; `|x|` for
+/// a value on its own): four decimals when `largest` reads well so, else scientific notation
+/// for all (values of 1e-8 printed as "+0.0000", values of 1e100 as a hundred digits). A value that rounds to zero prints without
 /// its sign: rounding noise such as -1e-17 beside values near 1 would read "-0.0000".
-fn summary_value(x: f64, largest: f64, signed: bool) -> String {
+fn four_digits(x: f64, largest: f64, signed: bool) -> String {
     let text = match ((1e-3..1e5).contains(&largest) || largest == 0.0, signed) {
         (true, true) => format!("{x:+.4}"),
         (true, false) => format!("{x:.4}"),
@@ -435,15 +435,6 @@ fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{size:.1} {}", units[unit])
-    }
-}
-
-/// `x` with four decimals, or in scientific notation where four decimals would mislead.
-fn four_digits(x: f64) -> String {
-    if x == 0.0 || (1e-3..1e5).contains(&x.abs()) {
-        format!("{x:.4}")
-    } else {
-        format!("{x:.3e}")
     }
 }
 
@@ -1048,6 +1039,7 @@ fn data(args: DataArgs) -> Result<()> {
         (None, Some(i)) => format!("loss at test example {i} ({}:{})", test.ids[i], test.label(i)),
         _ => format!("mean loss over the {} test examples", test.rows()),
     };
+    let lr = value.trainer().learning_rate();
     println!(
         "data: {} training examples, {} features, {} classes; {}, {} steps of size {}; value: {what}",
         train.rows(),
@@ -1058,7 +1050,7 @@ fn data(args: DataArgs) -> Result<()> {
             ModelKind::Mlp { hidden } => format!("MLP with {hidden} hidden units"),
         },
         args.steps,
-        four_digits(value.trainer().learning_rate())
+        four_digits(lr, lr, false)
     );
     let function = format!(
         "data train={} ({}) test={} ({}) encoder={} label={} id={} header={:?} model={:?} steps={} lr={:?} l2={} \
@@ -1132,6 +1124,7 @@ fn fingerprint(path: &Path) -> Result<String> {
 fn design(args: DesignArgs) -> Result<()> {
     let plan = Plan::new(args.plan.spec(args.n, true))?;
     let design_masks = plan.design_masks();
+    let design = design_path(&args.out);
     let header = vec![
         format!("spex design: method={} n={} seed={}", plan.spec().method, plan.n(), plan.spec().seed),
         format!(
@@ -1139,15 +1132,14 @@ fn design(args: DesignArgs) -> Result<()> {
             plan.budget_used(),
             plan.holdout().len()
         ),
-        format!("design file: {}", design_path(&args.out).display()),
+        format!("design file: {}", design.display()),
     ];
     let design_file = plan.to_json();
     if !args.force {
-        check_design_out(&args.out, &design_file)?;
+        check_design_out(&args.out, &design, &design_file)?;
     }
     write_masks(&args.out, &header, &[design_masks.as_slice(), plan.holdout().as_slice()])?;
-    std::fs::write(design_path(&args.out), design_file)
-        .with_context(|| format!("writing {}", design_path(&args.out).display()))?;
+    std::fs::write(&design, design_file).with_context(|| format!("writing {}", design.display()))?;
     println!("{}", plan_line(&plan));
     let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     println!(
@@ -1155,17 +1147,16 @@ fn design(args: DesignArgs) -> Result<()> {
         plan.budget_used() + plan.holdout().len(),
         human_bytes(size),
         args.out.display(),
-        design_path(&args.out).display()
+        design.display()
     );
     Ok(())
 }
 
-/// Refuses to replace files at `out` unless they are this very design (`design_file` is the new
-/// design file's text): values computed for the old masks would otherwise decode, silently wrong,
-/// against the new design.
-fn check_design_out(out: &Path, design_file: &str) -> Result<()> {
-    let design = design_path(out);
-    match std::fs::read_to_string(&design) {
+/// Refuses to replace the masks file `out` and its design file `design` unless they are this
+/// very design (`design_file` is the new design file's text): values computed for the old masks
+/// would otherwise decode, silently wrong, against the new design.
+fn check_design_out(out: &Path, design: &Path, design_file: &str) -> Result<()> {
+    match std::fs::read_to_string(design) {
         Ok(old) if old == design_file => Ok(()),
         Ok(_) => bail!(
             "{} holds another design; values computed for the masks in {} would no longer match it. \
@@ -1288,17 +1279,16 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
         // The recovered representation's values, not measurements: far from the sampled masks
         // (ProxySPEX's, SPEX's) they can be extrapolations.
         "the interactions give {} with every player ablated, {} with every player kept",
-        summary_value(result.baseline, largest, false),
-        summary_value(result.value_all_kept, largest, false)
+        four_digits(result.baseline, largest, false),
+        four_digits(result.value_all_kept, largest, false)
     );
     println!("top {} interactions ({}, order ≤ {}):", show.top, result.index, result.max_order);
     let mut out = std::io::stdout().lock();
     for e in &shown {
         let names = e.names.as_ref().map(|n| format!("  {}", n.join(" "))).unwrap_or_default();
-        let _ = writeln!(out, "  {:>10}  {}{names}", summary_value(e.value, largest, true), e.players);
+        let _ = writeln!(out, "  {:>10}  {}{names}", four_digits(e.value, largest, true), e.players);
     }
-    let any = !shown.is_empty();
-    if !any && show.top > 0 {
+    if shown.is_empty() && show.top > 0 {
         let why = if result.max_order == 0 { "order 0 holds only the empty set" } else { "every one is zero" };
         let _ = writeln!(out, "  none ({why})");
     }
