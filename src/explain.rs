@@ -26,7 +26,7 @@ use crate::decode::DecodeError;
 use crate::engine::{self, EngineError};
 use crate::faithfulness::Faithfulness;
 use crate::mask::MaskSlice;
-use crate::plan::{default_holdout, Budget, DecoderConfig, Diagnostics, Method, Plan, PlanError, PlanSpec};
+use crate::plan::{Budget, DecoderConfig, Diagnostics, Method, Plan, PlanError, PlanSpec};
 use crate::transform::{interactions, Fourier, Index, IndexError, Interactions};
 use crate::value::ValueFunction;
 
@@ -62,12 +62,17 @@ fn value_count_text(design: usize, all: usize, found: usize) -> String {
     }
 }
 
-/// Builds and runs explanations. Defaults: SPEX, the reference's budget (`b = 8`), seed 0,
-/// degree parameter 5, a tenth of the budget (100 to 1 000) as held-out masks, batches of 1 024.
+/// Builds and runs explanations. Defaults ([`PlanSpec::with_defaults`]): the exact table where
+/// all 2^n masks fit the budget, else SPEX at the reference's budget (`b = 8`); seed 0, degree
+/// parameter 5, a tenth of the budget (100 to 1 000) as held-out masks, batches of 1 024.
 #[derive(Clone, Debug)]
 pub struct Explainer {
-    spec: PlanSpec,
-    holdout_set: bool,
+    n: usize,
+    method: Option<Method>,
+    budget: Option<usize>,
+    seed: u64,
+    degree: usize,
+    holdout: Option<usize>,
     batch_size: usize,
     decoder: DecoderConfig,
 }
@@ -75,40 +80,46 @@ pub struct Explainer {
 impl Explainer {
     /// An explainer for a function of `n` players.
     pub fn new(n: usize) -> Self {
-        Explainer { spec: PlanSpec::new(n), holdout_set: false, batch_size: 1024, decoder: DecoderConfig::default() }
+        let spec = PlanSpec::new(n);
+        Explainer {
+            n,
+            method: None,
+            budget: None,
+            seed: spec.seed,
+            degree: spec.degree,
+            holdout: None,
+            batch_size: 1024,
+            decoder: DecoderConfig::default(),
+        }
     }
 
     /// The method.
     pub fn method(mut self, method: Method) -> Self {
-        self.spec.method = method;
+        self.method = Some(method);
         self
     }
 
     /// Most design masks to query.
     pub fn budget(mut self, budget: usize) -> Self {
-        self.spec.budget = budget;
-        if !self.holdout_set {
-            self.spec.holdout = default_holdout(budget);
-        }
+        self.budget = Some(budget);
         self
     }
 
     /// Seed of every random choice.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.spec.seed = seed;
+        self.seed = seed;
         self
     }
 
     /// SPEX degree parameter `t`: the largest interaction order recoverable.
     pub fn degree(mut self, t: usize) -> Self {
-        self.spec.degree = t;
+        self.degree = t;
         self
     }
 
     /// Held-out masks for the faithfulness score (0 = none, R² not measured).
     pub fn holdout(mut self, masks: usize) -> Self {
-        self.spec.holdout = masks;
-        self.holdout_set = true;
+        self.holdout = Some(masks);
         self
     }
 
@@ -126,7 +137,13 @@ impl Explainer {
 
     /// The plan this explainer would run.
     pub fn plan(&self) -> Result<Plan, ExplainError> {
-        Ok(Plan::new(self.spec.clone())?)
+        Ok(Plan::new(self.spec())?)
+    }
+
+    /// What to plan, with the defaults filled in.
+    pub fn spec(&self) -> PlanSpec {
+        let defaults = PlanSpec::with_defaults(self.n, self.method, self.budget);
+        PlanSpec { seed: self.seed, degree: self.degree, holdout: self.holdout.unwrap_or(defaults.holdout), ..defaults }
     }
 
     /// Queries `f` on every mask of the plan (through the [`engine`] pipeline) and decodes.
@@ -291,5 +308,41 @@ impl Explanation {
     /// The representation's value with every player kept: `Σ_k F(k)(−1)^{|k|}`.
     pub fn value_all_kept(&self) -> f64 {
         self.fourier.iter().map(|(k, v)| if k.len() % 2 == 1 { -v } else { v }).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::MaskRef;
+    use crate::value::PerMask;
+
+    #[test]
+    fn small_functions_default_to_the_exact_table() {
+        let spex_budget = PlanSpec::new(10).budget;
+        assert!(spex_budget > 1 << 10, "the test assumes SPEX's design is larger than the table");
+        let spec = Explainer::new(10).spec();
+        assert_eq!((spec.method, spec.budget), (Method::Exhaustive, 1 << 10));
+        // A budget below 2^n, a method, or many players keep SPEX.
+        assert_eq!(Explainer::new(10).budget(1000).spec().method, Method::Spex);
+        assert_eq!(Explainer::new(10).method(Method::Spex).spec(), PlanSpec::new(10));
+        assert_eq!(Explainer::new(40).spec(), PlanSpec::new(40));
+        let uniform = Explainer::new(10).method(Method::Uniform).holdout(7).seed(4).spec();
+        assert_eq!((uniform.budget, uniform.holdout, uniform.seed), (crate::plan::DEFAULT_SAMPLED_BUDGET, 7, 4));
+    }
+
+    #[test]
+    fn the_default_explanation_of_a_small_function_is_exact() {
+        // A third-order term SPEX's default design would also have to find by peeling.
+        let f = |m: MaskRef<'_>| 1.5 * (m.get(0) && m.get(4) && m.get(6)) as u8 as f64 - 0.5 * m.get(2) as u8 as f64;
+        let explanation = Explainer::new(8).explain(&mut PerMask(f)).unwrap();
+        let moebius = explanation.interactions(Index::Moebius, 8).unwrap();
+        let found: Vec<(Vec<u32>, f64)> =
+            moebius.values.iter().filter(|(_, v)| v.abs() > 1e-12).map(|(s, v)| (s.players().to_vec(), *v)).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        for (players, want) in [(vec![0, 4, 6], 1.5), (vec![2], -0.5)] {
+            let got = found.iter().find(|(s, _)| *s == players).map(|(_, v)| *v);
+            assert!(got.is_some_and(|v| (v - want).abs() < 1e-12), "{players:?}: {got:?}");
+        }
     }
 }

@@ -89,7 +89,34 @@ impl PlanSpec {
         let budget = spex::num_samples(n.max(1), 8, spex::DEFAULT_T).unwrap_or(0);
         PlanSpec { n, method: Method::Spex, budget, seed: 0, degree: spex::DEFAULT_T, holdout: default_holdout(budget) }
     }
+
+    /// Defaults for `n` players where the method, the budget or both may be left open. An open
+    /// method is the exact table when all 2^n masks fit the budget (SPEX's default budget when
+    /// that is open too): it is exact and no larger than the SPEX design that budget allows;
+    /// otherwise SPEX. An open budget is 2^n for the table, the reference's `b = 8` design for
+    /// SPEX, and [`DEFAULT_SAMPLED_BUDGET`] for the other methods.
+    pub fn with_defaults(n: usize, method: Option<Method>, budget: Option<usize>) -> Self {
+        let spex = PlanSpec::new(n);
+        let all_masks = (n <= exhaustive::MAX_PLAYERS).then(|| 1usize << n);
+        let method = method.unwrap_or_else(|| {
+            let fits = all_masks.is_some_and(|all| all <= budget.unwrap_or(spex.budget));
+            if fits {
+                Method::Exhaustive
+            } else {
+                Method::Spex
+            }
+        });
+        let budget = budget.unwrap_or(match method {
+            Method::Spex => spex.budget,
+            Method::Exhaustive => all_masks.unwrap_or(usize::MAX),
+            Method::Uniform | Method::ProxySpex | Method::Auto => DEFAULT_SAMPLED_BUDGET,
+        });
+        PlanSpec { method, budget, holdout: default_holdout(budget), ..spex }
+    }
 }
+
+/// Budget of uniform, ProxySPEX and `auto` plans when none is given.
+pub const DEFAULT_SAMPLED_BUDGET: usize = 5000;
 
 /// Held-out masks by default: a tenth of the budget, at least 100 and at most 1 000 (the
 /// reference's test-set size).

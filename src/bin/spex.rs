@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use spex::decode::exhaustive;
 use spex::explain::Explanation;
 use spex::io::{read_masks, read_values, write_masks};
 use spex::plan::{default_holdout, DecoderConfig, Design, Diagnostics, Method, Plan, PlanSpec};
@@ -98,26 +97,12 @@ struct PlanArgs {
 }
 
 impl PlanArgs {
-    /// The plan for `n` players with the defaults of functions other than models: SPEX at the
-    /// reference's budget or, with `exact_if_it_fits`, the exact table where all 2^n masks fit
-    /// that budget (it is exact, and no larger than the SPEX design the budget allows).
+    /// The plan for `n` players with the defaults of functions other than models
+    /// ([`PlanSpec::with_defaults`]); without `exact_if_it_fits` an open method is SPEX.
     fn spec(&self, n: usize, exact_if_it_fits: bool) -> PlanSpec {
-        let spex_budget = PlanSpec::new(n).budget;
-        let all_masks = (n <= exhaustive::MAX_PLAYERS).then(|| 1usize << n);
-        let method = self.method.unwrap_or_else(|| {
-            let fits = all_masks.is_some_and(|all| all <= self.budget.unwrap_or(spex_budget));
-            if fits && exact_if_it_fits {
-                Method::Exhaustive
-            } else {
-                Method::Spex
-            }
-        });
-        let budget = match method {
-            Method::Spex => spex_budget,
-            Method::Exhaustive => all_masks.unwrap_or(usize::MAX),
-            _ => 5000,
-        };
-        self.spec_or(n, method, budget)
+        let method = self.method.or((!exact_if_it_fits).then_some(Method::Spex));
+        let defaults = PlanSpec::with_defaults(n, method, self.budget);
+        self.spec_or(n, defaults.method, defaults.budget)
     }
 
     /// The plan for `n` players, with the method and budget used when none is given.
