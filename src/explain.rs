@@ -26,7 +26,7 @@ use crate::decode::DecodeError;
 use crate::engine::{self, EngineError};
 use crate::faithfulness::Faithfulness;
 use crate::mask::MaskSlice;
-use crate::plan::{Budget, DecoderConfig, Diagnostics, Method, Plan, PlanError, PlanSpec};
+use crate::plan::{Budget, DecoderConfig, Diagnostics, Extremes, Method, Plan, PlanError, PlanSpec};
 use crate::transform::{interactions, Fourier, Index, IndexError, Interactions};
 use crate::value::ValueFunction;
 
@@ -243,6 +243,9 @@ pub struct Explanation {
     pub faithfulness: Faithfulness,
     /// `(predicted, actual)` value of every held-out mask (the faithfulness figure's points).
     pub holdout: Vec<(f64, f64)>,
+    /// The values measured at the extreme masks, where the run queried them: checks of
+    /// [`baseline`](Self::baseline) and [`value_all_kept`](Self::value_all_kept).
+    pub measured: Extremes<f64>,
     /// The decoder's report.
     pub diagnostics: Diagnostics,
     /// Where the time went.
@@ -285,6 +288,7 @@ impl Explanation {
             fourier: decoded.fourier,
             faithfulness,
             holdout: holdout_points,
+            measured: plan.extreme_masks().map(|i| values.get(i).copied()),
             diagnostics: decoded.diagnostics,
             timings: Timings {
                 decode_seconds,
@@ -344,5 +348,37 @@ mod tests {
             let got = found.iter().find(|(s, _)| *s == players).map(|(_, v)| *v);
             assert!(got.is_some_and(|v| (v - want).abs() < 1e-12), "{players:?}: {got:?}");
         }
+        assert_eq!(explanation.measured, Extremes { all_ablated: Some(0.0), all_kept: Some(1.0) });
+    }
+
+    #[test]
+    fn the_extreme_values_are_measured_where_the_design_queries_them() {
+        let f = |m: MaskRef<'_>| 0.25 + m.count_kept() as f64;
+        let run = |explainer: Explainer| explainer.explain(&mut PerMask(f)).unwrap().measured;
+        // SPEX's design always holds the all-ablated mask (no offset, no delay); a random design of
+        // 40 players holds neither.
+        assert_eq!(run(Explainer::new(20)).all_ablated, Some(0.25));
+        assert_eq!(run(Explainer::new(40).method(Method::Uniform).budget(500)), Extremes::default());
+        // Every mask of 3 players is among 200 random ones.
+        let plan = Explainer::new(3).method(Method::Uniform).budget(200).holdout(0).plan().unwrap();
+        let design = plan.all_masks();
+        let at = plan.extreme_masks();
+        assert_eq!(at.all_ablated.map(|i| design.row(i).count_kept()), Some(0));
+        assert_eq!(at.all_kept.map(|i| design.row(i).count_kept()), Some(3));
+        let values: Vec<f64> = design.iter().map(f).collect();
+        let decoded = Explanation::decode(&plan, &values, &DecoderConfig::default()).unwrap();
+        assert_eq!(decoded.measured, Extremes { all_ablated: Some(0.25), all_kept: Some(3.25) });
+        // Masks found only among the held-out ones are measured only when their values are given:
+        // a seed whose design lacks the empty mask that its held-out masks hold.
+        let with_holdout = (0..)
+            .map(|seed| Explainer::new(8).method(Method::Uniform).budget(100).holdout(2000).seed(seed).plan().unwrap())
+            .find(|plan| plan.extreme_masks().all_ablated.is_some_and(|i| i >= 100))
+            .unwrap();
+        let design_values: Vec<f64> = with_holdout.design_masks().iter().map(f).collect();
+        let decoded = Explanation::decode(&with_holdout, &design_values, &DecoderConfig::default()).unwrap();
+        assert_eq!(decoded.measured.all_ablated, None);
+        let all_values: Vec<f64> = with_holdout.all_masks().iter().map(f).collect();
+        let decoded = Explanation::decode(&with_holdout, &all_values, &DecoderConfig::default()).unwrap();
+        assert_eq!(decoded.measured.all_ablated, Some(0.25));
     }
 }

@@ -226,6 +226,22 @@ pub enum Design {
     Exhaustive,
 }
 
+/// Something about the two extreme masks: every player ablated, every player kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extremes<T> {
+    /// With every player ablated.
+    pub all_ablated: Option<T>,
+    /// With every player kept.
+    pub all_kept: Option<T>,
+}
+
+impl<T: Copy> Extremes<T> {
+    /// Each one mapped by `f`.
+    pub fn map<U>(self, f: impl Fn(T) -> Option<U>) -> Extremes<U> {
+        Extremes { all_ablated: self.all_ablated.and_then(&f), all_kept: self.all_kept.and_then(&f) }
+    }
+}
+
 /// A plan: design plus held-out masks.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -353,6 +369,21 @@ impl Plan {
         let mut all = self.design_masks();
         all.extend(self.holdout.as_slice()).expect("same players");
         all
+    }
+
+    /// Where the run queries the two extreme masks, as positions in [`all_masks`](Self::all_masks)
+    /// order: the first mask ablating every player and the first keeping every player.
+    pub fn extreme_masks(&self) -> Extremes<usize> {
+        let mut found = Extremes::default();
+        for (i, mask) in self.all_masks().iter().enumerate() {
+            let kept = mask.count_kept();
+            if kept == 0 && found.all_ablated.is_none() {
+                found.all_ablated = Some(i);
+            } else if kept == self.spec.n && found.all_kept.is_none() {
+                found.all_kept = Some(i);
+            }
+        }
+        found
     }
 
     /// Decodes the design's values (in the order of [`design_masks`](Self::design_masks)).

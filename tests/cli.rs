@@ -392,7 +392,13 @@ fn builtin_demo_runs_with_demo_flag() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("not like") && stdout.contains("not bad"), "{stdout}");
+    // SPEX's design queries both extremes, so the summary checks the representation against them.
+    assert!(
+        stdout.contains("0.0000 (measured 0.0000) with every player ablated, 0.9000 (measured 0.9000)"),
+        "{stdout}"
+    );
     let result = json(&PathBuf::from(dir.path()).join("spex-out/result.json"));
+    assert!((result["measured"]["all_kept"].as_f64().unwrap() - 0.9).abs() < 1e-12, "{}", result["measured"]);
     assert_eq!(result["players"][2], "not");
     assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
 }

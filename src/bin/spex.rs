@@ -1259,13 +1259,18 @@ fn print_summary(result: &ResultFile, show: &ShowArgs) {
         .iter()
         .map(|e| e.value.abs())
         .chain([result.baseline.abs(), result.value_all_kept.abs()])
+        .chain([result.measured.all_ablated, result.measured.all_kept].into_iter().flatten().map(f64::abs))
         .fold(0.0, f64::max);
+    // The recovered representation's values, not measurements: far from the sampled masks
+    // (ProxySPEX's, SPEX's) they can be extrapolations, so a measured value is shown beside.
+    let extreme = |value: f64, measured: Option<f64>| {
+        let measured = measured.map(|m| format!(" (measured {})", four_digits(m, largest, false)));
+        format!("{}{}", four_digits(value, largest, false), measured.unwrap_or_default())
+    };
     println!(
-        // The recovered representation's values, not measurements: far from the sampled masks
-        // (ProxySPEX's, SPEX's) they can be extrapolations.
         "the interactions give {} with every player ablated, {} with every player kept",
-        four_digits(result.baseline, largest, false),
-        four_digits(result.value_all_kept, largest, false)
+        extreme(result.baseline, result.measured.all_ablated),
+        extreme(result.value_all_kept, result.measured.all_kept)
     );
     println!("top {} interactions ({}, order ≤ {}):", show.top, result.index, result.max_order);
     let mut out = std::io::stdout().lock();

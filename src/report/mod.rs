@@ -9,6 +9,7 @@
 //!   "choice": "auto chose …",            (only with --method auto)
 //!   "index": "fbii", "max_order": 3,
 //!   "baseline": 0.0, "value_all_kept": 1.4,
+//!   "measured": {"all_ablated": 0.0, "all_kept": 1.4},   (null where not queried)
 //!   "interactions": [{"players": [2, 3], "value": -3.75, "names": ["not", "like"]}, …],
 //!   "fourier": [{"players": [], "value": 0.16}, …],
 //!   "faithfulness": {"r2": 1.0, "masks": 268, "mse": 1.2e-31},
@@ -27,8 +28,10 @@
 //! `interactions` is sorted by decreasing |value| and holds the requested index up to
 //! `max_order` (the empty list of players is the index's constant term); `fourier` is the whole
 //! recovered Fourier representation, from which any other index can be recomputed; `baseline` is
-//! its value with every player ablated and `value_all_kept` with every player kept. `players`
-//! (and each entry's `names`) appear when the players have names.
+//! its value with every player ablated and `value_all_kept` with every player kept; `measured`
+//! holds the function's own values there where the run queried those masks (SPEX's and the exact
+//! table's designs do; random designs rarely do). `players` (and each entry's `names`) appear
+//! when the players have names.
 
 pub mod html;
 
@@ -38,7 +41,7 @@ use crate::rundir::{InputText, RunDir, RunDirError, RunInfo};
 
 use crate::explain::{Explanation, Timings};
 use crate::faithfulness::Faithfulness;
-use crate::plan::{Budget, Diagnostics, Method};
+use crate::plan::{Budget, Diagnostics, Extremes, Method};
 use crate::subset::Subset;
 use crate::transform::interactions as compute_interactions;
 use crate::transform::{Index, Interactions};
@@ -84,6 +87,9 @@ pub struct ResultFile {
     pub baseline: f64,
     /// Value of the representation with every player kept.
     pub value_all_kept: f64,
+    /// The values measured with every player ablated and kept, where the run queried them.
+    #[serde(default)]
+    pub measured: Extremes<f64>,
     /// The interactions, by decreasing |value|.
     pub interactions: Vec<Entry>,
     /// The recovered Fourier coefficients, by decreasing |value|.
@@ -132,6 +138,7 @@ impl ResultFile {
             max_order: interactions.max_order,
             baseline: explanation.baseline(),
             value_all_kept: explanation.value_all_kept(),
+            measured: explanation.measured,
             interactions: interactions.values.iter().cloned().map(entry).collect(),
             fourier: explanation.fourier.sorted().into_iter().map(entry).collect(),
             faithfulness: explanation.faithfulness.clone(),
