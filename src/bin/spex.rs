@@ -487,7 +487,9 @@ struct DataArgs {
     /// Id column naming the examples [default: none; examples are named by their 0-based row].
     #[arg(long)]
     id: Option<Column>,
-    /// Header line: auto (the first line is a header when none of its fields is a number), yes, no.
+    /// Header line: auto (the first line is a header when none of its fields is a number, when
+    /// --label or --id names a column, or when it holds text over a label or id column of numbers;
+    /// an undecidable first line is refused), yes, no.
     #[arg(long, default_value = "auto")]
     header: HeaderMode,
     /// Model trained on each subset.

@@ -95,6 +95,17 @@ pub enum FeatureError {
         /// The first two columns of that name.
         positions: (usize, usize),
     },
+    /// The first line may be a header of numeric names or a data row, and nothing tells which.
+    #[error(
+        "{source_name}: line 1 may be a header or data: its fields are numbers but its label {label:?} \
+         is on no other line, while every other class repeats; set the header mode to yes or no (--header)"
+    )]
+    AmbiguousHeader {
+        /// The file.
+        source_name: String,
+        /// The first line's label field.
+        label: String,
+    },
     /// Label and id are the same column, or no column is left for features.
     #[error("{source_name}: {message}")]
     Columns {
@@ -133,7 +144,11 @@ fn column_name(name: &Option<String>) -> String {
 /// Whether the first line of a CSV file is a header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HeaderMode {
-    /// A header exactly when no field of the first line parses as a number.
+    /// A header when the label or id column is given by name, when no field of the first line
+    /// parses as a number, or when the label or id column holds text there and numbers on every
+    /// later line (numeric names such as pandas writes: `0,1,label`). A first line of numbers
+    /// whose text label is on no other line, while every other class repeats, is refused as
+    /// ambiguous rather than guessed.
     #[default]
     Auto,
     /// The first line is a header.
@@ -308,22 +323,17 @@ impl Features {
     pub fn parse_csv(text: &str, options: &CsvOptions, source_name: &str) -> Result<Self, FeatureError> {
         let src = || source_name.to_string();
         let records = csv_records(text, source_name)?;
-        let mut lines = records.iter().map(|(line, r)| (*line, r.iter().collect::<Vec<&str>>())).peekable();
-        let Some((_, first)) = lines.peek().cloned() else {
+        let rows: Vec<(usize, Vec<&str>)> = records.iter().map(|(line, r)| (*line, r.iter().collect())).collect();
+        let Some((_, first)) = rows.first() else {
             return Err(FeatureError::Empty { source_name: src() });
         };
         let width = first.len();
         let header = match options.header {
             HeaderMode::Present => true,
             HeaderMode::Absent => false,
-            HeaderMode::Auto => !first.iter().any(|f| parse_number(f).is_some()),
+            HeaderMode::Auto => auto_header(&rows, options, source_name)?,
         };
-        let names: Option<Vec<String>> = if header {
-            lines.next();
-            Some(first.iter().map(|s| s.to_string()).collect())
-        } else {
-            None
-        };
+        let names: Option<Vec<String>> = header.then(|| first.iter().map(|s| s.to_string()).collect());
         let label = resolve_column(&options.label, names.as_deref(), width, source_name, "label column")?;
         let id = match &options.id {
             Some(c) => Some(resolve_column(c, names.as_deref(), width, source_name, "id column")?),
@@ -343,7 +353,8 @@ impl Features {
             });
         }
         let (mut x, mut labels, mut ids, mut seen) = (Vec::new(), Vec::new(), Vec::new(), UniqueIds::default());
-        for (line, fields) in lines {
+        for (line, fields) in &rows[header as usize..] {
+            let line = *line;
             if fields.len() != width {
                 return Err(FeatureError::Ragged { source_name: src(), line, found: fields.len(), expected: width });
             }
@@ -391,6 +402,38 @@ impl Features {
     pub fn label(&self, i: usize) -> &str {
         &self.classes[self.y[i]]
     }
+}
+
+/// Whether the first of `records` is a header, for [`HeaderMode::Auto`] (see there).
+fn auto_header(rows: &[(usize, Vec<&str>)], options: &CsvOptions, source_name: &str) -> Result<bool, FeatureError> {
+    let (first, rest) = (&rows[0].1, &rows[1..]);
+    let named = |c: Option<&Column>| matches!(c, Some(Column::Name(n)) if n.parse::<usize>().is_err());
+    let number = |f: &str| parse_number(f).is_some();
+    if named(Some(&options.label)) || named(options.id.as_ref()) || !first.iter().any(|f| number(f)) {
+        return Ok(true);
+    }
+    let label = resolve_column(&options.label, None, first.len(), source_name, "label column")?;
+    let id = options.id.as_ref().map(|c| resolve_column(c, None, first.len(), source_name, "id column")).transpose()?;
+    // Only label and id: a text feature on line 1 is more likely a bad value than a name.
+    let text_over_numbers = |c: usize| {
+        !number(first[c]) && !rest.is_empty() && rest.iter().all(|(_, r)| r.get(c).is_some_and(|f| number(f)))
+    };
+    if text_over_numbers(label) || id.is_some_and(text_over_numbers) {
+        return Ok(true);
+    }
+    let mut classes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (_, r) in rest {
+        *classes.entry(r.get(label).copied().unwrap_or_default()).or_default() += 1;
+    }
+    let features_are_numbers = (0..first.len()).filter(|&c| c != label && Some(c) != id).all(|c| number(first[c]));
+    let lone_first_class = !number(first[label]) && !classes.contains_key(first[label]);
+    if features_are_numbers && lone_first_class && !classes.is_empty() && classes.values().all(|&k| k >= 2) {
+        return Err(FeatureError::AmbiguousHeader {
+            source_name: source_name.to_string(),
+            label: first[label].to_string(),
+        });
+    }
+    Ok(false)
 }
 
 /// Distinct labels, numerically sorted when all are numbers, else as text.
@@ -560,6 +603,31 @@ mod tests {
                 .unwrap();
         assert_eq!((f.ids.clone(), f.x.clone()), (vec!["Smith, J".into(), "Doe".into()], vec![1.0, 2.0]));
         assert_eq!(f.classes, vec!["no", "yes, \"sure\""]);
+    }
+
+    #[test]
+    fn headers_of_numeric_names_are_recognised_or_refused() {
+        let with = |header| CsvOptions { header, ..CsvOptions::default() };
+        let rows = |text: &str, header| Features::parse_csv(text, &with(header), "t.csv").map(|f| f.rows());
+        // Text over numeric labels (or ids) marks a header.
+        let f = parse("0,1,label\n0.5,0.2,1\n0.1,0.3,0\n").unwrap();
+        assert_eq!((f.rows(), f.feature_names.clone()), (2, Some(vec!["0".to_string(), "1".to_string()])));
+        let ids = CsvOptions { id: Some(Column::Index(0)), ..CsvOptions::default() };
+        let f = Features::parse_csv("id,0,1,y\n7,0.5,0.2,a\n8,0.1,0.3,b\n", &ids, "t.csv").unwrap();
+        assert_eq!(f.ids, vec!["7", "8"]);
+        // A label given by name needs a header.
+        let named = CsvOptions { label: Column::Name("y".into()), ..CsvOptions::default() };
+        assert_eq!(Features::parse_csv("0,y,1\n0.5,pos,1\n0.1,neg,2\n", &named, "t.csv").unwrap().rows(), 2);
+        // Numbers with a text label found nowhere else, while every class repeats: refused.
+        let text = "0,1,label\n0.5,0.2,pos\n0.1,0.3,neg\n0.2,0.2,pos\n0.3,0.1,neg\n";
+        let e = rows(text, HeaderMode::Auto).unwrap_err();
+        assert_eq!(e, FeatureError::AmbiguousHeader { source_name: "t.csv".into(), label: "label".into() });
+        assert!(e.to_string().contains("(--header)"), "{e}");
+        assert_eq!((rows(text, HeaderMode::Present), rows(text, HeaderMode::Absent)), (Ok(4), Ok(5)));
+        // Data stays data: lone classes everywhere, a repeated first class, a bad first value.
+        assert_eq!(rows("1,2,a\n3,4,b\n5,6,c\n", HeaderMode::Auto), Ok(3));
+        assert_eq!(rows("1,2,pos\n3,4,neg\n5,6,pos\n7,8,neg\n", HeaderMode::Auto), Ok(4));
+        assert!(matches!(parse("1,NA,0\n2,3,1\n").unwrap_err(), FeatureError::NotNumeric { line: 1, column: 2, .. }));
     }
 
     #[test]
