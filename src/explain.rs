@@ -288,7 +288,7 @@ impl Explanation {
             fourier: decoded.fourier,
             faithfulness,
             holdout: holdout_points,
-            measured: plan.extreme_masks().map(|i| values.get(i).copied()),
+            measured: plan.extreme_masks().and_then(|i| values.get(i).copied()),
             diagnostics: decoded.diagnostics,
             timings: Timings {
                 decode_seconds,

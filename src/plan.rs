@@ -236,8 +236,8 @@ pub struct Extremes<T> {
 }
 
 impl<T: Copy> Extremes<T> {
-    /// Each one mapped by `f`.
-    pub fn map<U>(self, f: impl Fn(T) -> Option<U>) -> Extremes<U> {
+    /// Each one mapped by `f`, which may find nothing.
+    pub fn and_then<U>(self, f: impl Fn(T) -> Option<U>) -> Extremes<U> {
         Extremes { all_ablated: self.all_ablated.and_then(&f), all_kept: self.all_kept.and_then(&f) }
     }
 }
@@ -374,13 +374,18 @@ impl Plan {
     /// Where the run queries the two extreme masks, as positions in [`all_masks`](Self::all_masks)
     /// order: the first mask ablating every player and the first keeping every player.
     pub fn extreme_masks(&self) -> Extremes<usize> {
+        // In chunks: the masks of a large design together take far more memory than decoding.
+        const CHUNK: usize = 4096;
         let mut found = Extremes::default();
-        for (i, mask) in self.all_masks().iter().enumerate() {
-            let kept = mask.count_kept();
-            if kept == 0 && found.all_ablated.is_none() {
-                found.all_ablated = Some(i);
-            } else if kept == self.spec.n && found.all_kept.is_none() {
-                found.all_kept = Some(i);
+        for start in (0..self.total_masks()).step_by(CHUNK) {
+            let chunk = self.masks(start, (start + CHUNK).min(self.total_masks()));
+            for (i, mask) in chunk.iter().enumerate() {
+                let kept = mask.count_kept();
+                if kept == 0 && found.all_ablated.is_none() {
+                    found.all_ablated = Some(start + i);
+                } else if kept == self.spec.n && found.all_kept.is_none() {
+                    found.all_kept = Some(start + i);
+                }
             }
         }
         found
