@@ -153,3 +153,26 @@ fn data_rejects_bad_input_with_messages() {
     assert!(data(&good, &["--test-index", "0", "--class", "zebra"]).contains("no class \"zebra\""));
     assert!(!Path::new(out).join("design.json").exists(), "bad input must fail before the run directory is written");
 }
+
+#[test]
+fn a_test_file_with_the_training_files_numeric_header_skips_it() {
+    // A header of numeric names, told apart in the training file by its numeric ids.
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    std::fs::write(&train, "0,1,id,label\n-1,0.2,7,neg\n1,0.1,8,pos\n-2,0.3,9,neg\n2,-0.2,10,pos\n").unwrap();
+    // One row of text id and label: its header shows only by naming the training file's columns.
+    std::fs::write(&test, "0,1,id,label\n1.5,0,t,pos\n").unwrap();
+    let (train, test) = (train.to_str().unwrap(), test.to_str().unwrap());
+    let out = dir.path().join("run");
+    let run = |header| {
+        vec!["data", "--train", train, "--test", test, "--test-index", "0", "--id", "2", "--header", header, "-q"]
+            .into_iter()
+            .chain(["--force", "--out", out.to_str().unwrap()])
+            .collect::<Vec<_>>()
+    };
+    ok(&run("auto"));
+    assert_eq!(json(&out.join("result.json"))["n"], 4);
+    // Read as data, the header line is a training example (and the test example) too.
+    ok(&run("no"));
+    assert_eq!(json(&out.join("result.json"))["n"], 5);
+}

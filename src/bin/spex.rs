@@ -488,8 +488,9 @@ struct DataArgs {
     #[arg(long)]
     id: Option<Column>,
     /// Header line: auto (the first line is a header when none of its fields is a number, when
-    /// --label or --id names a column, or when it holds text over a label or id column of numbers;
-    /// an undecidable first line is refused), yes, no.
+    /// --label or --id names a column, when it holds text over a label or id column of numbers, or
+    /// in --test when it names the training file's feature columns; an undecidable first line is
+    /// refused), yes, no.
     #[arg(long, default_value = "auto")]
     header: HeaderMode,
     /// Model trained on each subset.
@@ -1084,7 +1085,7 @@ fn read_examples(args: &DataArgs) -> Result<(Features, Features)> {
         }
         let csv = CsvOptions { header: args.header, label: args.label.clone(), id: args.id.clone() };
         let train = Features::from_csv(&args.train, &csv)?;
-        let test = if args.test.is_some() { Features::from_csv(test_path, &csv)? } else { train.clone() };
+        let test = if args.test.is_some() { Features::from_csv_like(test_path, &csv, &train)? } else { train.clone() };
         return Ok((train, test));
     }
     let encoder = match &args.encoder {

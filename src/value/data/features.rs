@@ -313,14 +313,35 @@ impl Features {
 
     /// Reads a CSV file (see the module documentation).
     pub fn from_csv(path: &Path, options: &CsvOptions) -> Result<Self, FeatureError> {
+        Features::read_csv(path, options, None)
+    }
+
+    /// Reads a CSV file of `train`'s columns (a test file): in [`HeaderMode::Auto`], a first line
+    /// naming `train`'s feature columns is a header, even where its fields are all numbers.
+    pub fn from_csv_like(path: &Path, options: &CsvOptions, train: &Features) -> Result<Self, FeatureError> {
+        Features::read_csv(path, options, train.feature_names.as_deref())
+    }
+
+    fn read_csv(path: &Path, options: &CsvOptions, known: Option<&[String]>) -> Result<Self, FeatureError> {
         let source_name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| FeatureError::Read { source_name: source_name.clone(), message: e.to_string() })?;
-        Features::parse_csv(&text, options, &source_name)
+        Features::parse_csv_with(&text, options, &source_name, known)
     }
 
     /// Parses CSV text; `source_name` names it in errors.
     pub fn parse_csv(text: &str, options: &CsvOptions, source_name: &str) -> Result<Self, FeatureError> {
+        Features::parse_csv_with(text, options, source_name, None)
+    }
+
+    /// [`parse_csv`](Self::parse_csv), where a first line naming the feature columns `known` is
+    /// a header.
+    fn parse_csv_with(
+        text: &str,
+        options: &CsvOptions,
+        source_name: &str,
+        known: Option<&[String]>,
+    ) -> Result<Self, FeatureError> {
         let src = || source_name.to_string();
         let records = csv_records(text, source_name)?;
         let rows: Vec<(usize, Vec<&str>)> = records.iter().map(|(line, r)| (*line, r.iter().collect())).collect();
@@ -331,7 +352,7 @@ impl Features {
         let header = match options.header {
             HeaderMode::Present => true,
             HeaderMode::Absent => false,
-            HeaderMode::Auto => auto_header(&rows, options, source_name)?,
+            HeaderMode::Auto => auto_header(&rows, options, source_name, known)?,
         };
         let names: Option<Vec<String>> = header.then(|| first.iter().map(|s| s.to_string()).collect());
         let label = resolve_column(&options.label, names.as_deref(), width, source_name, "label column")?;
@@ -404,8 +425,14 @@ impl Features {
     }
 }
 
-/// Whether the first of `records` is a header, for [`HeaderMode::Auto`] (see there).
-fn auto_header(rows: &[(usize, Vec<&str>)], options: &CsvOptions, source_name: &str) -> Result<bool, FeatureError> {
+/// Whether the first of `rows` is a header, for [`HeaderMode::Auto`] (see there); a first line
+/// naming the feature columns `known` (the training file's) is one.
+fn auto_header(
+    rows: &[(usize, Vec<&str>)],
+    options: &CsvOptions,
+    source_name: &str,
+    known: Option<&[String]>,
+) -> Result<bool, FeatureError> {
     let (first, rest) = (&rows[0].1, &rows[1..]);
     let named = |c: Option<&Column>| matches!(c, Some(Column::Name(n)) if n.parse::<usize>().is_err());
     let number = |f: &str| parse_number(f).is_some();
@@ -418,14 +445,17 @@ fn auto_header(rows: &[(usize, Vec<&str>)], options: &CsvOptions, source_name: &
     let text_over_numbers = |c: usize| {
         !number(first[c]) && !rest.is_empty() && rest.iter().all(|(_, r)| r.get(c).is_some_and(|f| number(f)))
     };
-    if text_over_numbers(label) || id.is_some_and(text_over_numbers) {
+    let features: Vec<usize> = (0..first.len()).filter(|&c| c != label && Some(c) != id).collect();
+    let names_known =
+        known.is_some_and(|k| k.len() == features.len() && features.iter().zip(k).all(|(&c, n)| first[c] == n));
+    if names_known || text_over_numbers(label) || id.is_some_and(text_over_numbers) {
         return Ok(true);
     }
     let mut classes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (_, r) in rest {
         *classes.entry(r.get(label).copied().unwrap_or_default()).or_default() += 1;
     }
-    let features_are_numbers = (0..first.len()).filter(|&c| c != label && Some(c) != id).all(|c| number(first[c]));
+    let features_are_numbers = features.iter().all(|&c| number(first[c]));
     let lone_first_class = !number(first[label]) && !classes.contains_key(first[label]);
     if features_are_numbers && lone_first_class && !classes.is_empty() && classes.values().all(|&k| k >= 2) {
         return Err(FeatureError::AmbiguousHeader {
@@ -628,6 +658,11 @@ mod tests {
         assert_eq!(rows("1,2,a\n3,4,b\n5,6,c\n", HeaderMode::Auto), Ok(3));
         assert_eq!(rows("1,2,pos\n3,4,neg\n5,6,pos\n7,8,neg\n", HeaderMode::Auto), Ok(4));
         assert!(matches!(parse("1,NA,0\n2,3,1\n").unwrap_err(), FeatureError::NotNumeric { line: 1, column: 2, .. }));
+        // A test file's first line naming the training file's features is its header.
+        let train = parse("0,1,label\n0.5,0.2,1\n0.1,0.3,0\n").unwrap();
+        let known = train.feature_names.as_deref();
+        let test = |text| Features::parse_csv_with(text, &CsvOptions::default(), "test.csv", known).unwrap().rows();
+        assert_eq!((test("0,1,label\n0.5,0.2,pos\n"), test("0,2,label\n0.5,0.2,pos\n")), (1, 2));
     }
 
     #[test]
