@@ -344,15 +344,15 @@ impl Features {
     ) -> Result<Self, FeatureError> {
         let src = || source_name.to_string();
         let records = csv_records(text, source_name)?;
-        let rows: Vec<(usize, Vec<&str>)> = records.iter().map(|(line, r)| (*line, r.iter().collect())).collect();
-        let Some((_, first)) = rows.first() else {
+        let Some((_, first)) = records.first() else {
             return Err(FeatureError::Empty { source_name: src() });
         };
+        let first: Vec<&str> = first.iter().collect();
         let width = first.len();
         let header = match options.header {
             HeaderMode::Present => true,
             HeaderMode::Absent => false,
-            HeaderMode::Auto => auto_header(&rows, options, source_name, known)?,
+            HeaderMode::Auto => auto_header(&records, options, source_name, known)?,
         };
         let names: Option<Vec<String>> = header.then(|| first.iter().map(|s| s.to_string()).collect());
         let label = resolve_column(&options.label, names.as_deref(), width, source_name, "label column")?;
@@ -366,7 +366,7 @@ impl Features {
                 message: format!("the id and label columns are the same (column {})", label + 1),
             });
         }
-        let feature_columns: Vec<usize> = (0..width).filter(|&c| c != label && Some(c) != id).collect();
+        let feature_columns = feature_columns(width, label, id);
         if feature_columns.is_empty() {
             return Err(FeatureError::Columns {
                 source_name: src(),
@@ -374,8 +374,8 @@ impl Features {
             });
         }
         let (mut x, mut labels, mut ids, mut seen) = (Vec::new(), Vec::new(), Vec::new(), UniqueIds::default());
-        for (line, fields) in &rows[header as usize..] {
-            let line = *line;
+        for (line, record) in &records[header as usize..] {
+            let (line, fields): (usize, Vec<&str>) = (*line, record.iter().collect());
             if fields.len() != width {
                 return Err(FeatureError::Ragged { source_name: src(), line, found: fields.len(), expected: width });
             }
@@ -428,12 +428,12 @@ impl Features {
 /// Whether the first of `rows` is a header, for [`HeaderMode::Auto`] (see there); a first line
 /// naming the feature columns `known` (the training file's) is one.
 fn auto_header(
-    rows: &[(usize, Vec<&str>)],
+    records: &[(usize, csv::StringRecord)],
     options: &CsvOptions,
     source_name: &str,
     known: Option<&[String]>,
 ) -> Result<bool, FeatureError> {
-    let (first, rest) = (&rows[0].1, &rows[1..]);
+    let (first, rest): (Vec<&str>, _) = (records[0].1.iter().collect(), &records[1..]);
     let named = |c: Option<&Column>| matches!(c, Some(Column::Name(n)) if n.parse::<usize>().is_err());
     let number = |f: &str| parse_number(f).is_some();
     if named(Some(&options.label)) || named(options.id.as_ref()) || !first.iter().any(|f| number(f)) {
@@ -442,10 +442,9 @@ fn auto_header(
     let label = resolve_column(&options.label, None, first.len(), source_name, "label column")?;
     let id = options.id.as_ref().map(|c| resolve_column(c, None, first.len(), source_name, "id column")).transpose()?;
     // Only label and id: a text feature on line 1 is more likely a bad value than a name.
-    let text_over_numbers = |c: usize| {
-        !number(first[c]) && !rest.is_empty() && rest.iter().all(|(_, r)| r.get(c).is_some_and(|f| number(f)))
-    };
-    let features: Vec<usize> = (0..first.len()).filter(|&c| c != label && Some(c) != id).collect();
+    let text_over_numbers =
+        |c: usize| !number(first[c]) && !rest.is_empty() && rest.iter().all(|(_, r)| r.get(c).is_some_and(number));
+    let features = feature_columns(first.len(), label, id);
     let names_known =
         known.is_some_and(|k| k.len() == features.len() && features.iter().zip(k).all(|(&c, n)| first[c] == n));
     if names_known || text_over_numbers(label) || id.is_some_and(text_over_numbers) {
@@ -453,7 +452,7 @@ fn auto_header(
     }
     let mut classes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (_, r) in rest {
-        *classes.entry(r.get(label).copied().unwrap_or_default()).or_default() += 1;
+        *classes.entry(r.get(label).unwrap_or_default()).or_default() += 1;
     }
     let features_are_numbers = features.iter().all(|&c| number(first[c]));
     let lone_first_class = !number(first[label]) && !classes.contains_key(first[label]);
@@ -464,6 +463,11 @@ fn auto_header(
         });
     }
     Ok(false)
+}
+
+/// The columns of `width` that are neither the label nor the id.
+fn feature_columns(width: usize, label: usize, id: Option<usize>) -> Vec<usize> {
+    (0..width).filter(|&c| c != label && Some(c) != id).collect()
 }
 
 /// Distinct labels, numerically sorted when all are numbers, else as text.
