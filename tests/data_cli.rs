@@ -150,6 +150,11 @@ fn data_rejects_bad_input_with_messages() {
     assert!(data(&good, &["--test-index", "3"]).contains("test index 3 is out of range: the test set has 3 examples"));
     assert!(data(&good, &[]).contains("the margin target is about one test example: give a test index"));
     assert!(data(&good, &["--test-index", "0", "--label", "nope"]).contains("no column \"nope\" (label column)"));
+    let numbered = write("numbered.csv", "id,0,label\n7,0.5,x\n8,0.1,y\n");
+    assert!(data(&numbered, &["--test-index", "0", "--id", "0"]).contains(
+        "\"0\" (id column) is the header name of the column at 0-based position 1, not of position 0; give @1 or @0"
+    ));
+    assert!(data(&numbered, &["--test-index", "0", "--id", "@3"]).contains("no column @3 (id column)"));
     assert!(data(&good, &["--test-index", "0", "--class", "zebra"]).contains("no class \"zebra\""));
     assert!(!Path::new(out).join("design.json").exists(), "bad input must fail before the run directory is written");
 }

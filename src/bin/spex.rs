@@ -481,10 +481,12 @@ struct DataArgs {
     /// `--target loss` is the mean loss over the whole test file.
     #[arg(long)]
     test_index: Option<usize>,
-    /// Label column: a header name or a 0-based position.
+    /// Label column: a header name, @N for the 0-based position N, or last (a bare number is
+    /// a position where no header column has that name).
     #[arg(long, default_value = "last")]
     label: Column,
-    /// Id column naming the examples [default: none; examples are named by their 0-based row].
+    /// Id column naming the examples, given as --label is [default: none; examples are named by
+    /// their 0-based row].
     #[arg(long)]
     id: Option<Column>,
     /// Header line: auto (the first line is a header when none of its fields is a number, when

@@ -81,7 +81,9 @@ pub enum FeatureError {
     /// A column given by name is named twice in the header.
     #[error(
         "{source_name}: the header names two columns {column} ({what}), at 0-based positions {} and {}; \
-         give the position instead",
+         give the position instead (@{} or @{})",
+        positions.0,
+        positions.1,
         positions.0,
         positions.1
     )]
@@ -94,6 +96,24 @@ pub enum FeatureError {
         what: &'static str,
         /// The first two columns of that name.
         positions: (usize, usize),
+    },
+    /// A column given by a bare number that the header gives as the name of another column:
+    /// position and name disagree.
+    #[error(
+        "{source_name}: {column} ({what}) is the header name of the column at 0-based position {named_at}, \
+         not of position {position}; give @{named_at} or @{position}"
+    )]
+    NumberNamesOther {
+        /// The file.
+        source_name: String,
+        /// The column as given.
+        column: String,
+        /// What it was meant to be (label or id column).
+        what: &'static str,
+        /// The column the header gives that name.
+        named_at: usize,
+        /// The column at that 0-based position.
+        position: usize,
     },
     /// The first line may be a header of numeric names or a data row, and nothing tells which.
     #[error(
@@ -170,11 +190,17 @@ impl FromStr for HeaderMode {
 }
 
 /// A column of a CSV file: by header name, or by 0-based position.
+///
+/// Parsed from text: `last` (or `-1`) is the last column, `@N` the 0-based position `N`, and
+/// anything else a header name; a bare number names no header column but reads as a position
+/// (`3` is column 3 in a file of numbered columns such as pandas writes). Where the header gives
+/// a bare number to a different column (`--id 0` over `id,0,1,label`), the file is refused
+/// rather than either column guessed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Column {
-    /// A header name.
+    /// A header name (or, when no header column has it, a 0-based position written as a number).
     Name(String),
-    /// 0-based position.
+    /// 0-based position (`@N`).
     Index(usize),
     /// The last column.
     Last,
@@ -182,12 +208,17 @@ pub enum Column {
 
 impl FromStr for Column {
     type Err = String;
-    /// `last` (or `-1`) is the last column; anything else is looked up as a header name first
-    /// and, failing that, read as a 0-based position (so a header named `3` wins over column 3).
+    /// See [`Column`].
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() {
             return Err("empty column name".into());
+        }
+        if let Some(position) = s.strip_prefix('@') {
+            return position
+                .parse()
+                .map(Column::Index)
+                .map_err(|_| format!("{s:?}: after @ a 0-based column position is expected (a header name has no @)"));
         }
         Ok(match s {
             "last" | "-1" => Column::Last,
@@ -200,7 +231,7 @@ impl fmt::Display for Column {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Column::Name(s) => write!(f, "{s:?}"),
-            Column::Index(i) => write!(f, "{i}"),
+            Column::Index(i) => write!(f, "@{i}"),
             Column::Last => f.write_str("last"),
         }
     }
@@ -529,10 +560,22 @@ fn resolve_column(
             positions: (first, second),
         });
     }
+    let position = |name: &str| name.parse::<usize>().ok().filter(|&i| i < width);
+    if let (Column::Name(name), [named_at]) = (column, &named[..]) {
+        if let Some(position) = position(name).filter(|p| p != named_at) {
+            return Err(FeatureError::NumberNamesOther {
+                source_name: source_name.to_string(),
+                column: column.to_string(),
+                what,
+                named_at: *named_at,
+                position,
+            });
+        }
+    }
     let found = match column {
         Column::Last => Some(width - 1),
         Column::Index(i) => Some(*i).filter(|&i| i < width),
-        Column::Name(name) => named.first().copied().or_else(|| name.parse::<usize>().ok().filter(|&i| i < width)),
+        Column::Name(name) => named.first().copied().or_else(|| position(name)),
     };
     found.ok_or_else(|| FeatureError::NoSuchColumn {
         source_name: source_name.to_string(),
@@ -649,6 +692,24 @@ mod tests {
         let ids = CsvOptions { id: Some(Column::Index(0)), ..CsvOptions::default() };
         let f = Features::parse_csv("id,0,1,y\n7,0.5,0.2,a\n8,0.1,0.3,b\n", &ids, "t.csv").unwrap();
         assert_eq!(f.ids, vec!["7", "8"]);
+        // A bare number the header gives to another column is refused; @N is a position.
+        let id = |c: &str| CsvOptions { id: Some(c.parse().unwrap()), ..CsvOptions::default() };
+        let text = "id,0,1,y\n7,0.5,0.2,1\n8,0.1,0.3,0\n";
+        let e = Features::parse_csv(text, &id("0"), "t.csv").unwrap_err();
+        let expected = FeatureError::NumberNamesOther {
+            source_name: "t.csv".into(),
+            column: "\"0\"".into(),
+            what: "id column",
+            named_at: 1,
+            position: 0,
+        };
+        assert_eq!(e, expected);
+        assert!(e.to_string().ends_with("give @1 or @0"), "{e}");
+        assert_eq!(Features::parse_csv(text, &id("@0"), "t.csv").unwrap().ids, vec!["7", "8"]);
+        assert_eq!(Features::parse_csv(text, &id("@1"), "t.csv").unwrap().ids, vec!["0.5", "0.1"]);
+        // Numbered columns as pandas writes them: name and position agree.
+        let f = Features::parse_csv("0,1,2,y\n7,0.5,0.2,1\n8,0.1,0.3,0\n", &id("0"), "t.csv").unwrap();
+        assert_eq!((f.ids, f.feature_names), (vec!["7".into(), "8".into()], Some(vec!["1".into(), "2".into()])));
         // A label given by name needs a header.
         let named = CsvOptions { label: Column::Name("y".into()), ..CsvOptions::default() };
         assert_eq!(Features::parse_csv("0,y,1\n0.5,pos,1\n0.1,neg,2\n", &named, "t.csv").unwrap().rows(), 2);
@@ -690,13 +751,28 @@ mod tests {
         // A name the header gives twice could make a feature of the label.
         let opts = CsvOptions { label: Column::Name("y".into()), ..CsvOptions::default() };
         let e = Features::parse_csv("x,y,y\n1,a,2\n2,b,3\n", &opts, "t.csv").unwrap_err();
-        assert!(e.to_string().contains("names two columns \"y\" (label column), at 0-based positions 1 and 2"), "{e}");
+        assert!(e.to_string().contains("names two columns \"y\" (label column), at 0-based positions 1 and 2; give the position instead (@1 or @2)"), "{e}");
         let ids = CsvOptions { id: Some(Column::Name("name".into())), ..CsvOptions::default() };
         let e = Features::parse_csv("name,x,y\nann,1,0\nbob,2,1\nann,3,1\n", &ids, "t.csv").unwrap_err();
         assert_eq!(
             e.to_string(),
             "t.csv line 4: id \"ann\" is already that of line 2; ids name the examples and must be unique"
         );
+    }
+
+    #[test]
+    fn columns_parse_from_text() {
+        let parse = |s: &str| s.parse::<Column>();
+        assert_eq!(
+            (parse("last"), parse("-1"), parse(" @2 ")),
+            (Ok(Column::Last), Ok(Column::Last), Ok(Column::Index(2)))
+        );
+        assert_eq!((parse("3"), parse("y")), (Ok(Column::Name("3".into())), Ok(Column::Name("y".into()))));
+        assert!(parse("@x").unwrap_err().contains("0-based column position"));
+        assert!(parse("").is_err());
+        let opts = CsvOptions { label: Column::Index(5), ..CsvOptions::default() };
+        let e = Features::parse_csv("1,2,0\n", &opts, "t.csv").unwrap_err();
+        assert!(e.to_string().contains("no column @5 (label column)"), "{e}");
     }
 
     #[test]
