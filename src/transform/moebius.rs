@@ -41,7 +41,7 @@ fn expand<A: Basis, B: Basis>(
     let kernel = Kernel::new(degree, degree, weight);
     let mut coefs = spread(src, &kernel);
     prune_relative(&mut coefs, None);
-    Ok(Sparse { n: src.n, coefs, _basis: std::marker::PhantomData })
+    Ok(Sparse { n: src.n, coefs: coefs.into_iter().collect(), _basis: std::marker::PhantomData })
 }
 
 /// `(−2)^s` and `2^{−u}` exactly (powers of two are exact in `f64` far beyond any order we allow).

@@ -83,8 +83,7 @@ pub(crate) fn total_work<B: Basis>(src: &Sparse<B>, kernel: &Kernel) -> u64 {
 /// The result is deterministic: sources are visited in subset order and cut into chunks by work
 /// alone, so neither the thread count nor the hash seed changes the order of any floating-point sum.
 pub(crate) fn spread<B: Basis>(src: &Sparse<B>, kernel: &Kernel) -> HashMap<Subset, f64> {
-    let mut sources: Vec<(&Subset, f64)> = src.coefs.iter().map(|(k, &v)| (k, v)).collect();
-    sources.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let sources: Vec<(&Subset, f64)> = src.iter().collect();
 
     let mut chunks: Vec<&[(&Subset, f64)]> = Vec::new();
     let (mut start, mut acc) = (0, 0u64);
