@@ -42,12 +42,12 @@ pub enum ExplainError {
     /// Decoding failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// The number of values matches neither the design nor the design plus the held-out masks.
+    /// The number of values matches neither the design nor the whole run.
     #[error("{}", value_count_text(*design, *all, *found))]
     ValueCount {
         /// Design masks.
         design: usize,
-        /// Design and held-out masks.
+        /// Every mask of the run: design, held-out and probes.
         all: usize,
         /// Values given.
         found: usize,
@@ -58,7 +58,10 @@ fn value_count_text(design: usize, all: usize, found: usize) -> String {
     if all == design {
         format!("expected {design} values (one per mask; the design has no held-out masks), got {found}")
     } else {
-        format!("expected {design} values (one per design mask) or {all} (design and held-out masks), got {found}")
+        format!(
+            "expected {design} values (one per design mask) or {all} (one per mask of the run: the design's, \
+             then the held-out and probe masks), got {found}"
+        )
     }
 }
 
@@ -254,7 +257,7 @@ pub struct Explanation {
 
 impl Explanation {
     /// Decodes `values` of `plan`'s masks: one per design mask, optionally followed by one per
-    /// held-out mask (without them, faithfulness is reported as not measured).
+    /// held-out and probe mask (without them, faithfulness is reported as not measured).
     pub fn decode(plan: &Plan, values: &[f64], config: &DecoderConfig) -> Result<Self, ExplainError> {
         Self::decode_streamed(plan, values, None, config)
     }
@@ -265,7 +268,7 @@ impl Explanation {
         bins: Option<StreamingBins>,
         config: &DecoderConfig,
     ) -> Result<Self, ExplainError> {
-        let (design, all) = (plan.budget_used(), plan.budget_used() + plan.holdout().len());
+        let (design, all) = (plan.budget_used(), plan.total_masks());
         if values.len() != design && values.len() != all {
             return Err(ExplainError::ValueCount { design, all, found: values.len() });
         }
@@ -273,10 +276,11 @@ impl Explanation {
         let decoded = plan.decode_streamed(&values[..design], bins, config)?;
         let decode_seconds = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        let holdout: MaskSlice<'_> = plan.holdout().slice(0..values.len() - design);
+        let held_out = &values[design..(design + plan.holdout().len()).min(values.len())];
+        let holdout: MaskSlice<'_> = plan.holdout().slice(0..held_out.len());
         let predicted = decoded.fourier.eval_batch(holdout);
-        let faithfulness = Faithfulness::from_predictions(&predicted, &values[design..]);
-        let holdout_points = predicted.into_iter().zip(values[design..].iter().copied()).collect();
+        let faithfulness = Faithfulness::from_predictions(&predicted, held_out);
+        let holdout_points = predicted.into_iter().zip(held_out.iter().copied()).collect();
         let faithfulness_seconds = clock.elapsed().as_secs_f64();
         Ok(Explanation {
             n: plan.n(),
@@ -319,6 +323,7 @@ impl Explanation {
 mod tests {
     use super::*;
     use crate::mask::MaskRef;
+    use crate::plan::Extreme;
     use crate::value::PerMask;
 
     #[test]
@@ -356,9 +361,19 @@ mod tests {
         let f = |m: MaskRef<'_>| 0.25 + m.count_kept() as f64;
         let run = |explainer: Explainer| explainer.explain(&mut PerMask(f)).unwrap().measured;
         // SPEX's design always holds the all-ablated mask (no offset, no delay); a random design of
-        // 40 players holds neither.
-        assert_eq!(run(Explainer::new(20)).all_ablated, Some(0.25));
-        assert_eq!(run(Explainer::new(40).method(Method::Uniform).budget(500)), Extremes::default());
+        // 40 players holds neither, so the run probes both, after the held-out masks.
+        let spex = Explainer::new(20).plan().unwrap();
+        assert_eq!((spex.extreme_masks().all_ablated, spex.probes()), (Some(0), &[Extreme::AllKept][..]));
+        assert_eq!(run(Explainer::new(20)), Extremes { all_ablated: Some(0.25), all_kept: Some(20.25) });
+        let uniform = Explainer::new(40).method(Method::Uniform).budget(500).holdout(10);
+        let plan = uniform.plan().unwrap();
+        assert_eq!(plan.probes(), [Extreme::AllAblated, Extreme::AllKept]);
+        assert_eq!(plan.extreme_masks(), Extremes { all_ablated: Some(510), all_kept: Some(511) });
+        assert_eq!(plan.all_masks().len(), 512);
+        assert_eq!(run(uniform), Extremes { all_ablated: Some(0.25), all_kept: Some(40.25) });
+        // No held-out masks, no checks: nothing is probed.
+        let strict = Explainer::new(40).method(Method::Uniform).budget(500).holdout(0);
+        assert_eq!((strict.plan().unwrap().total_masks(), run(strict)), (500, Extremes::default()));
         // Every mask of 3 players is among 200 random ones.
         let plan = Explainer::new(3).method(Method::Uniform).budget(200).holdout(0).plan().unwrap();
         let design = plan.all_masks();
@@ -368,8 +383,9 @@ mod tests {
         let values: Vec<f64> = design.iter().map(f).collect();
         let decoded = Explanation::decode(&plan, &values, &DecoderConfig::default()).unwrap();
         assert_eq!(decoded.measured, Extremes { all_ablated: Some(0.25), all_kept: Some(3.25) });
-        // Masks found only among the held-out ones are measured only when their values are given:
-        // a seed whose design lacks the empty mask that its held-out masks hold.
+        // Masks found only among the held-out ones are measured only when their values are given
+        // (and then not probed): a seed whose design lacks the empty mask that its held-out
+        // masks hold.
         let with_holdout = (0..)
             .map(|seed| Explainer::new(8).method(Method::Uniform).budget(100).holdout(2000).seed(seed).plan().unwrap())
             .find(|plan| plan.extreme_masks().all_ablated.is_some_and(|i| i >= 100))
@@ -380,5 +396,7 @@ mod tests {
         let all_values: Vec<f64> = with_holdout.all_masks().iter().map(f).collect();
         let decoded = Explanation::decode(&with_holdout, &all_values, &DecoderConfig::default()).unwrap();
         assert_eq!(decoded.measured.all_ablated, Some(0.25));
+        assert!(!with_holdout.probes().contains(&Extreme::AllAblated));
+        assert_eq!(decoded.faithfulness.masks, 2000);
     }
 }

@@ -1,5 +1,6 @@
-//! A plan: the method, its design, and the held-out masks for the faithfulness score; everything
-//! needed to produce the masks of a run and to decode their values later. A plan is saved as a
+//! A plan: the method, its design, the held-out masks for the faithfulness score and probes of
+//! the extreme masks the design lacks; everything needed to produce the masks of a run and to
+//! decode their values later. A plan is saved as a
 //! small JSON "design file" beside the masks so that `spex decode` needs nothing else.
 
 use std::fmt;
@@ -240,14 +241,60 @@ impl<T: Copy> Extremes<T> {
     pub fn and_then<U>(self, f: impl Fn(T) -> Option<U>) -> Extremes<U> {
         Extremes { all_ablated: self.all_ablated.and_then(&f), all_kept: self.all_kept.and_then(&f) }
     }
+
+    /// The extremes that have nothing.
+    pub fn missing(&self) -> Vec<Extreme> {
+        let ablated = self.all_ablated.is_none().then_some(Extreme::AllAblated);
+        ablated.into_iter().chain(self.all_kept.is_none().then_some(Extreme::AllKept)).collect()
+    }
+
+    fn get_mut(&mut self, which: Extreme) -> &mut Option<T> {
+        match which {
+            Extreme::AllAblated => &mut self.all_ablated,
+            Extreme::AllKept => &mut self.all_kept,
+        }
+    }
 }
 
-/// A plan: design plus held-out masks.
+/// One of the two extreme masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Extreme {
+    /// Every player ablated.
+    AllAblated,
+    /// Every player kept.
+    AllKept,
+}
+
+impl fmt::Display for Extreme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Extreme::AllAblated => "every player ablated",
+            Extreme::AllKept => "every player kept",
+        })
+    }
+}
+
+impl Extreme {
+    /// The mask of `n` players.
+    pub fn mask(self, n: usize) -> Mask {
+        match self {
+            Extreme::AllAblated => Mask::zeros(n),
+            Extreme::AllKept => Mask::ones(n),
+        }
+    }
+}
+
+/// A plan: design, held-out masks, and probes of the extreme masks the design lacks.
 #[derive(Clone, Debug)]
 pub struct Plan {
     spec: PlanSpec,
     design: Design,
     holdout: MaskBatch,
+    /// Extreme masks queried after the held-out ones.
+    probes: Vec<Extreme>,
+    /// Where the run first queries each extreme mask.
+    extremes: Extremes<usize>,
     /// Why `auto` chose the method, when it did.
     choice: Option<String>,
 }
@@ -313,7 +360,29 @@ impl Plan {
             Method::Auto => unreachable!("auto is resolved above"),
         };
         let holdout = holdout_masks(spec.n, spec.holdout, spec.seed);
-        Ok(Plan { spec, design, holdout, choice })
+        let mut plan = Plan::without_probes(spec, design, holdout, choice);
+        // The decoded values at the extremes are extrapolations where no sample is near them
+        // (random designs hold neither mask): two queries measure them. Held-out masks off
+        // (`holdout = 0`) means no checks at all.
+        if plan.spec.holdout > 0 {
+            plan.add_probes(plan.extremes.missing());
+        }
+        Ok(plan)
+    }
+
+    fn without_probes(spec: PlanSpec, design: Design, holdout: MaskBatch, choice: Option<String>) -> Self {
+        let mut plan = Plan { spec, design, holdout, probes: Vec::new(), extremes: Extremes::default(), choice };
+        plan.extremes = plan.find_extremes();
+        plan
+    }
+
+    /// Appends `probes` to the run's masks, recording where each extreme is first queried.
+    fn add_probes(&mut self, probes: Vec<Extreme>) {
+        for (k, &probe) in probes.iter().enumerate() {
+            let at = self.total_masks() + k;
+            self.extremes.get_mut(probe).get_or_insert(at);
+        }
+        self.probes = probes;
     }
 
     /// Why `auto` chose the method (`None` when the method was given).
@@ -359,21 +428,29 @@ impl Plan {
         &self.holdout
     }
 
-    /// Masks in the whole run: the design's and the held-out ones.
-    pub fn total_masks(&self) -> usize {
-        self.budget_used() + self.holdout.len()
+    /// The extreme masks probed after the held-out masks: those the design and the held-out
+    /// masks lack (none without held-out masks).
+    pub fn probes(&self) -> &[Extreme] {
+        &self.probes
     }
 
-    /// Every mask of the run: the design's, then the held-out ones.
+    /// Masks in the whole run: the design's, the held-out ones and the probes.
+    pub fn total_masks(&self) -> usize {
+        self.budget_used() + self.holdout.len() + self.probes.len()
+    }
+
+    /// Every mask of the run: the design's, then the held-out ones, then the probes.
     pub fn all_masks(&self) -> MaskBatch {
-        let mut all = self.design_masks();
-        all.extend(self.holdout.as_slice()).expect("same players");
-        all
+        self.masks(0, self.total_masks())
     }
 
     /// Where the run queries the two extreme masks, as positions in [`all_masks`](Self::all_masks)
     /// order: the first mask ablating every player and the first keeping every player.
     pub fn extreme_masks(&self) -> Extremes<usize> {
+        self.extremes
+    }
+
+    fn find_extremes(&self) -> Extremes<usize> {
         // In chunks: the masks of a large design together take far more memory than decoding.
         const CHUNK: usize = 4096;
         let mut found = Extremes::default();
@@ -482,6 +559,7 @@ impl Plan {
             degree: self.spec.degree,
             masks: self.budget_used(),
             holdout: self.holdout.len(),
+            probes: self.probes.clone(),
             choice: self.choice.clone(),
             spex,
         }
@@ -515,7 +593,9 @@ impl Plan {
             (Method::Auto, _) => return Err(PlanError::File("method auto must be resolved in a design file".into())),
         };
         let holdout = holdout_masks(spec.n, spec.holdout, spec.seed);
-        let plan = Plan { spec, design, holdout, choice: file.choice.clone() };
+        let mut plan = Plan::without_probes(spec, design, holdout, file.choice.clone());
+        // As recorded: a design file from before probes has none.
+        plan.add_probes(file.probes.clone());
         if plan.budget_used() != file.masks {
             return Err(PlanError::File(format!(
                 "says {} masks but its design has {}",
@@ -559,8 +639,13 @@ impl MaskSource for Plan {
             }
             .expect("same players");
         }
-        if end > design_len {
-            out.extend(self.holdout.slice(start.max(design_len) - design_len..end - design_len)).expect("same players");
+        let holdout_end = design_len + self.holdout.len();
+        if end > design_len && start < holdout_end {
+            let range = start.max(design_len) - design_len..end.min(holdout_end) - design_len;
+            out.extend(self.holdout.slice(range)).expect("same players");
+        }
+        for k in start.max(holdout_end)..end {
+            out.push(self.probes[k - holdout_end].mask(self.n()).as_ref()).expect("same players");
         }
         out
     }
@@ -641,6 +726,9 @@ pub struct PlanFile {
     pub masks: usize,
     /// Held-out masks for the faithfulness score: the lines after the design masks.
     pub holdout: usize,
+    /// Extreme masks probed: the lines after the held-out masks (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Extreme>,
     /// Why `auto` chose the method, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choice: Option<String>,
@@ -733,10 +821,33 @@ mod tests {
             let plan = Plan::new(PlanSpec { method, budget: 3000, holdout: 50, ..PlanSpec::new(40) }).unwrap();
             let all = plan.all_masks();
             let total = plan.total_masks();
-            for (a, b) in [(0, 10), (plan.budget_used() - 3, plan.budget_used() + 4), (total - 7, total)] {
+            let probes = [(total - 7, total), (total - 1, total), (total, total)];
+            for (a, b) in [(0, 10), (plan.budget_used() - 3, plan.budget_used() + 4)].into_iter().chain(probes) {
                 assert_eq!(plan.masks(a, b), all.slice(a..b).to_batch(), "{method} {a}..{b}");
             }
         }
+    }
+
+    #[test]
+    fn missing_extremes_are_probed_after_the_held_out_masks() {
+        let spec = PlanSpec { method: Method::ProxySpex, budget: 3000, holdout: 50, ..PlanSpec::new(40) };
+        let plan = Plan::new(spec.clone()).unwrap();
+        let checks = plan.budget_used() + 50;
+        assert_eq!(plan.probes(), [Extreme::AllAblated, Extreme::AllKept]);
+        let all = plan.all_masks();
+        assert_eq!((all.len(), all.row(checks).count_kept(), all.row(checks + 1).count_kept()), (checks + 2, 0, 40));
+        assert_eq!(plan.extreme_masks(), Extremes { all_ablated: Some(checks), all_kept: Some(checks + 1) });
+        // A design file from before probes (no "probes" field) reads as it was: without them.
+        let mut old = plan.to_file();
+        old.probes.clear();
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("probes") && plan.to_json().contains("\"all_kept\""));
+        let back = Plan::from_file(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!((back.total_masks(), back.extreme_masks()), (checks, Extremes::default()));
+        // Without held-out masks nothing is probed; an exhaustive table holds both extremes.
+        assert!(Plan::new(PlanSpec { holdout: 0, ..spec }).unwrap().probes().is_empty());
+        let table = Plan::new(PlanSpec { method: Method::Exhaustive, budget: 64, ..PlanSpec::new(6) }).unwrap();
+        assert_eq!((table.probes(), table.extreme_masks().all_kept), (&[][..], Some(63)));
     }
 
     #[test]

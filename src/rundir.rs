@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanFile};
 use crate::store::{Shard, Store, StoreError, StoreHeader, STORE_FORMAT};
 
 /// Why a run directory cannot be used.
@@ -225,6 +225,23 @@ impl RunDir {
         Err(RunDirError::Foreign { dir: self.dir.clone(), files: clashes.join(", ") })
     }
 
+    /// Where a store in `dir` began `plan` before spex probed the extreme masks, that store's
+    /// plan: `plan` without its probes. Resumed with it, the run continues as it began instead
+    /// of being refused as another design. `None` otherwise, and in `mode` [`StartMode::Force`].
+    pub fn plan_begun_without_probes(dir: &Path, plan: &Plan, mode: StartMode) -> Option<Plan> {
+        if mode == StartMode::Force || plan.probes().is_empty() {
+            return None;
+        }
+        let unprobed = PlanFile { probes: Vec::new(), ..plan.to_file() };
+        let run = RunDir { dir: dir.to_path_buf() };
+        let began = run
+            .store_paths()
+            .ok()?
+            .into_iter()
+            .any(|path| Store::read(&path).is_ok_and(|store| store.header().plan == unprobed));
+        began.then(|| Plan::from_file(&unprobed).ok()).flatten()
+    }
+
     /// The sample stores in the directory (every `*.store`), sorted.
     fn store_paths(&self) -> Result<Vec<PathBuf>, RunDirError> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
@@ -329,7 +346,7 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::PlanSpec;
+    use crate::plan::{Method, PlanSpec};
 
     fn plan(seed: u64) -> Plan {
         Plan::new(PlanSpec { budget: 600, holdout: 10, seed, ..PlanSpec::new(8) }).unwrap()
@@ -366,6 +383,25 @@ mod tests {
         let zero = RunDir::open(&tmp.path().join("zero"), &plan(0), &info("f"), 0, Shard::ALL, StartMode::Fresh, 1);
         assert!(matches!(zero, Err(RunDirError::ZeroBatch)));
         assert!(!tmp.path().join("zero").exists());
+    }
+
+    #[test]
+    fn a_run_begun_before_probes_continues_without_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        let probed =
+            Plan::new(PlanSpec { method: Method::Uniform, budget: 600, holdout: 10, ..PlanSpec::new(40) }).unwrap();
+        assert_eq!(probed.probes().len(), 2);
+        let began = Plan::from_file(&PlanFile { probes: Vec::new(), ..probed.to_file() }).unwrap();
+        assert!(RunDir::plan_begun_without_probes(&dir, &probed, StartMode::Resume).is_none(), "no run there");
+        drop(open(&dir, &began, "f", StartMode::Fresh).unwrap());
+        let continued = RunDir::plan_begun_without_probes(&dir, &probed, StartMode::Resume).unwrap();
+        assert_eq!((continued.to_file(), continued.total_masks()), (began.to_file(), 610));
+        assert!(open(&dir, &continued, "f", StartMode::Resume).is_ok());
+        // Starting over plans afresh; another design is not taken for this one.
+        assert!(RunDir::plan_begun_without_probes(&dir, &probed, StartMode::Force).is_none());
+        let other = Plan::new(PlanSpec { seed: 1, ..probed.spec().clone() }).unwrap();
+        assert!(RunDir::plan_begun_without_probes(&dir, &other, StartMode::Resume).is_none());
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub fn run(
     decoder: &DecoderConfig,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<(RunDir, RunOutcome), RunError> {
+    let begun = RunDir::plan_begun_without_probes(&options.out, plan, options.mode);
+    let plan = begun.as_ref().unwrap_or(plan);
     let (dir, mut store) =
         RunDir::open(&options.out, plan, info, options.batch_size, options.shard, options.mode, options.sync_every)?;
     let mut collector = Collector::new(plan);

@@ -78,7 +78,7 @@ pub struct StoreHeader {
     pub plan: PlanFile,
     /// Fingerprint of what was queried (model and input, or the driver command).
     pub function: String,
-    /// Masks in the whole run (design and held-out).
+    /// Masks in the whole run (design, held-out and probes).
     pub total_masks: usize,
     /// Masks per batch.
     pub batch_size: usize,

@@ -451,6 +451,41 @@ fn resume_takes_the_run_directory_itself() {
     assert!(!missing.status.success() && !other.join("samples.store").exists());
 }
 
+/// An unfinished run begun before spex probed the extreme masks (its store's plan has no
+/// probes) resumes as it began, to the result an uninterrupted run gives, instead of being
+/// refused as another design.
+#[test]
+fn a_run_begun_before_probes_resumes_as_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_arg = out.to_str().unwrap();
+    let args = |extra: &[&'static str]| {
+        let base = ["explain", "--demo", "--quiet", "--method", "uniform", "--budget", "2000", "--out", out_arg];
+        [&base[..], extra].concat()
+    };
+    ok(&args(&[]));
+    let full = json(&out.join("result.json"));
+    assert!(full["measured"]["all_kept"].is_number(), "the probe measured it: {}", full["measured"]);
+    // The store as an older spex began it: its plan without probes, only batch 0 stored.
+    let path = out.join("samples.store");
+    let store = spex::store::Store::open(&path, 1).unwrap();
+    let (mut header, first) = (store.header().clone(), store.batches()[&0].clone());
+    drop(store);
+    let probes = std::mem::take(&mut header.plan.probes).len();
+    header.total_masks -= probes;
+    for file in [&path, &out.join("result.json"), &out.join("values.txt")] {
+        std::fs::remove_file(file).unwrap();
+    }
+    spex::store::Store::create(&path, header.clone(), 1).unwrap().append(0, &first).unwrap();
+    ok(&args(&["--resume"]));
+    let resumed = json(&out.join("result.json"));
+    assert_eq!(resumed["interactions"], full["interactions"]);
+    assert_eq!(resumed["faithfulness"], full["faithfulness"]);
+    assert!(resumed["measured"]["all_kept"].is_null(), "{}", resumed["measured"]);
+    let values = std::fs::read_to_string(out.join("values.txt")).unwrap();
+    assert_eq!(values.lines().filter(|l| !l.starts_with('#')).count(), header.total_masks);
+}
+
 /// `spex bench throughput --shape` needs no download: whole runs on random weights of the
 /// default model's architecture, with figures that agree with each other.
 #[test]

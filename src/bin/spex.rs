@@ -91,7 +91,8 @@ struct PlanArgs {
     /// SPEX degree parameter t: the largest interaction order recoverable.
     #[arg(long, default_value_t = 5)]
     degree: usize,
-    /// Held-out masks for the faithfulness R² [default: a tenth of the budget, 100 to 1 000].
+    /// Held-out masks for the faithfulness R² [default: a tenth of the budget, 100 to 1 000];
+    /// with them come probes of the extreme masks the design lacks (0 queries the design alone).
     #[arg(long)]
     holdout: Option<usize>,
 }
@@ -1113,14 +1114,14 @@ fn fingerprint(path: &Path) -> Result<String> {
 
 fn design(args: DesignArgs) -> Result<()> {
     let plan = Plan::new(args.plan.spec(args.n, true))?;
-    let design_masks = plan.design_masks();
     let design = design_path(&args.out);
     let header = vec![
         format!("spex design: method={} n={} seed={}", plan.spec().method, plan.n(), plan.spec().seed),
         format!(
-            "lines 1..{}: design masks; the next {}: held-out masks for faithfulness",
+            "lines 1..{}: design masks; the next {}: held-out masks for faithfulness{}",
             plan.budget_used(),
-            plan.holdout().len()
+            plan.holdout().len(),
+            probes_text(&plan, "; then")
         ),
         format!("design file: {}", design.display()),
     ];
@@ -1128,13 +1129,13 @@ fn design(args: DesignArgs) -> Result<()> {
     if !args.force {
         check_design_out(&args.out, &design, &design_file)?;
     }
-    write_masks(&args.out, &header, &[design_masks.as_slice(), plan.holdout().as_slice()])?;
+    write_masks(&args.out, &header, &[plan.all_masks().as_slice()])?;
     std::fs::write(&design, design_file).with_context(|| format!("writing {}", design.display()))?;
     println!("{}", plan_line(&plan));
     let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     println!(
         "wrote {} masks ({}) to {} and the design to {}",
-        plan.budget_used() + plan.holdout().len(),
+        plan.total_masks(),
         human_bytes(size),
         args.out.display(),
         design.display()
@@ -1177,13 +1178,25 @@ fn plan_line(plan: &Plan) -> String {
     };
     let choice = plan.choice().map(|c| format!("\n{c}")).unwrap_or_default();
     format!(
-        "{}: n = {}, {} of {} budgeted masks{extra}, plus {} held-out masks{choice}",
+        "{}: n = {}, {} of {} budgeted masks{extra}, plus {} held-out masks{}{choice}",
         plan.spec().method,
         plan.n(),
         plan.budget_used(),
         plan.spec().budget,
-        plan.holdout().len()
+        plan.holdout().len(),
+        probes_text(plan, " and")
     )
+}
+
+/// `lead` and the probes of `plan`, such as " and 2 probes (every player ablated, every player
+/// kept)"; nothing without probes.
+fn probes_text(plan: &Plan, lead: &str) -> String {
+    let names: Vec<_> = plan.probes().iter().map(|p| p.to_string()).collect();
+    match names.len() {
+        0 => String::new(),
+        1 => format!("{lead} 1 probe ({})", names[0]),
+        k => format!("{lead} {k} probes ({})", names.join(", ")),
+    }
 }
 
 fn decode(args: DecodeArgs) -> Result<()> {
