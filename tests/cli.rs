@@ -43,7 +43,10 @@ fn design_values_decode_round_trip() {
     let design = json(&dir.path().join("masks.txt.design.json"));
     assert_eq!(design["method"], "spex");
     let batch = read_masks(&masks, None).unwrap();
-    assert_eq!(batch.len() as u64, design["masks"].as_u64().unwrap() + design["holdout"].as_u64().unwrap());
+    // Design, held-out, then the probe of the one extreme SPEX's design lacks: every player kept.
+    assert_eq!(design["probes"], serde_json::json!(["all_kept"]));
+    assert_eq!(batch.len() as u64, design["masks"].as_u64().unwrap() + design["holdout"].as_u64().unwrap() + 1);
+    assert_eq!(batch.row(batch.len() - 1).count_kept(), 14);
     let values: String = batch.iter().map(|r| format!("{}\n", demo::demo_logit(r))).collect();
     let v = dir.path().join("values.txt");
     std::fs::write(&v, values).unwrap();
@@ -67,6 +70,8 @@ fn design_values_decode_round_trip() {
     assert_eq!(interactions(&result), demo_truth());
     assert!(result["faithfulness"]["r2"].as_f64().unwrap() > 0.999999);
     assert!(result["baseline"].as_f64().unwrap().abs() < 1e-9);
+    let all_kept = demo::demo_logit(batch.row(batch.len() - 1));
+    assert_eq!(result["measured"], serde_json::json!({"all_ablated": 0.0, "all_kept": all_kept}));
 }
 
 #[test]
