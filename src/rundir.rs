@@ -238,7 +238,7 @@ impl RunDir {
             .store_paths()
             .ok()?
             .into_iter()
-            .any(|path| Store::read(&path).is_ok_and(|store| store.header().plan == unprobed));
+            .any(|path| Store::read_header(&path).is_ok_and(|header| header.plan == unprobed));
         began.then(|| Plan::from_file(&unprobed).ok()).flatten()
     }
 
@@ -259,8 +259,8 @@ impl RunDir {
     /// yet (being created) is passed over.
     fn refuse_other_runs(&self, header: &StoreHeader, own: &Path) -> Result<(), RunDirError> {
         for path in self.store_paths()?.into_iter().filter(|p| p != own) {
-            let Ok(other) = Store::read(&path) else { continue };
-            if let Some(what) = header.run_difference(other.header()) {
+            let Ok(other) = Store::read_header(&path) else { continue };
+            if let Some(what) = header.run_difference(&other) {
                 return Err(RunDirError::OtherRun { dir: self.dir.clone(), other: path, what });
             }
         }

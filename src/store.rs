@@ -285,6 +285,23 @@ impl Store {
         })
     }
 
+    /// Reads only a store's header, without its batches: what a run needs to tell whether a
+    /// sibling store belongs to it, without reading a large store whole. The store is not changed.
+    pub fn read_header(path: &Path) -> Result<StoreHeader, StoreError> {
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let mut file = File::open(path).map_err(io)?;
+        let mut bytes = vec![0u8; 12];
+        read_up_to(&mut file, &mut bytes).map_err(io)?;
+        if bytes.len() == 12 && &bytes[..8] == MAGIC {
+            let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+            bytes.resize(16 + len, 0);
+            let mut rest = bytes.split_off(12);
+            read_up_to(&mut file, &mut rest).map_err(io)?;
+            bytes.append(&mut rest);
+        }
+        parse_header(path, &bytes).map(|(header, _)| header)
+    }
+
     /// The file to append to; an error for a store only read.
     fn file(&mut self) -> Result<&mut File, StoreError> {
         let path = &self.path;
@@ -396,6 +413,13 @@ fn write_record(file: &mut File, record: &[u8]) -> std::io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// Fills `buf` from `file`, shortening it to what there was where the file ends first.
+fn read_up_to(file: &mut File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let want = buf.len() as u64;
+    buf.clear();
+    file.take(want).read_to_end(buf).map(|_| ())
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, usize), StoreError> {
@@ -524,6 +548,29 @@ mod tests {
         let s = Store::open(&path, 1).unwrap();
         assert_eq!(s.batches().len(), 1);
         assert_eq!(s.batches()[&0], batch_values(&h, 0));
+    }
+
+    #[test]
+    fn header_alone_is_read_and_every_cut_of_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.store");
+        let h = header(100, Shard { index: 1, count: 3 });
+        let mut s = Store::create(&path, h.clone(), 1).unwrap();
+        s.append(1, &batch_values(&h, 1)).unwrap();
+        drop(s);
+        assert_eq!(Store::read_header(&path).unwrap(), h);
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header_len) = parse_header(&path, &bytes).unwrap();
+        // A store being created, cut anywhere inside its header, is not a store yet.
+        for cut in [0, 5, 12, header_len / 2, header_len - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = Store::read_header(&path).unwrap_err();
+            assert!(matches!(err, StoreError::NotAStore { .. }), "cut {cut}: {err}");
+        }
+        let mut flipped = bytes[..header_len].to_vec();
+        flipped[20] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(Store::read_header(&path).unwrap_err().to_string().contains("checksum"));
     }
 
     #[test]
