@@ -290,14 +290,12 @@ impl Store {
     pub fn read_header(path: &Path) -> Result<StoreHeader, StoreError> {
         let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(io)?;
-        let mut bytes = vec![0u8; 12];
-        read_up_to(&mut file, &mut bytes).map_err(io)?;
+        let mut bytes = Vec::new();
+        (&mut file).take(12).read_to_end(&mut bytes).map_err(io)?;
+        // The JSON and its checksum, only behind a store's magic (not a length read off any file).
         if bytes.len() == 12 && &bytes[..8] == MAGIC {
-            let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-            bytes.resize(16 + len, 0);
-            let mut rest = bytes.split_off(12);
-            read_up_to(&mut file, &mut rest).map_err(io)?;
-            bytes.append(&mut rest);
+            let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as u64;
+            file.take(len + 4).read_to_end(&mut bytes).map_err(io)?;
         }
         parse_header(path, &bytes).map(|(header, _)| header)
     }
@@ -413,13 +411,6 @@ fn write_record(file: &mut File, record: &[u8]) -> std::io::Result<()> {
         return Err(e);
     }
     Ok(())
-}
-
-/// Fills `buf` from `file`, shortening it to what there was where the file ends first.
-fn read_up_to(file: &mut File, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let want = buf.len() as u64;
-    buf.clear();
-    file.take(want).read_to_end(buf).map(|_| ())
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(StoreHeader, usize), StoreError> {
