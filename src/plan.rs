@@ -138,7 +138,7 @@ pub enum PlanError {
     #[error(transparent)]
     Spex(#[from] SpexDesignError),
     /// A sampling method needs more masks than the budget gives.
-    #[error("a budget of {budget} masks is too small for {method}; it needs at least {minimum}")]
+    #[error("a mask budget of {budget} is too small for {method}; it needs at least {minimum}")]
     BudgetTooSmall {
         /// Budget asked for.
         budget: usize,

@@ -49,7 +49,7 @@ pub enum SpexDesignError {
     Code(#[from] BchError),
     /// The budget is below `C·P·2^3` even at the smallest degree parameter.
     #[error(
-        "a budget of {budget} samples is too small for SPEX with n = {n}: the minimum is {minimum} \
+        "a sample budget of {budget} is too small for SPEX with n = {n}: the minimum is {minimum} \
          (b = 3, t = {MIN_T}); {recommended} samples (b = 3, t = {t}) keep interactions up to order {t}"
     )]
     BudgetTooSmall {
