@@ -98,7 +98,8 @@ fn device_token_ids_equal_host_ids() {
 
 /// The device-compacted form (right-aligned rows of `compacted_len` slots, per-row positions)
 /// against the CPU path's right-padded compacted rows: attention and remove mode, target
-/// log-probabilities and logit differences, with and without head players.
+/// log-probabilities and logit differences, with and without head players (without, behind the
+/// prefix cache).
 #[test]
 fn device_compacted_form_equals_compacted_rows() {
     let m = tiny_llama(14);
@@ -117,6 +118,8 @@ fn device_compacted_form_equals_compacted_rows() {
             LmOptions { heads, head_mode, token_mode: mode, metric, target: target.clone(), ..Default::default() };
         let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the mat by the door").with_prefix("a dog "), opts)
             .unwrap();
+        // Without head players the rows run behind the prefix cache, as on the device.
+        assert_eq!(f.cached_prefix() > 0, f.layout().heads.is_empty(), "{what}: prefix cache");
         // Without the all-ones mask, so that the rows compact (it is in the other tests).
         let all = random_masks(f.n_players(), 16, 6);
         let masks = all.as_slice().slice(1..all.len());
@@ -132,7 +135,8 @@ fn device_compacted_form_equals_compacted_rows() {
     assert!(f.evaluate_compacted(random_masks(f.n_players(), 2, 1).as_slice()).is_err(), "replace mode");
 }
 
-/// Logit differences through the full-length form, attention and replace mode.
+/// Logit differences through the full-length form, attention and replace mode, behind the
+/// prefix cache.
 #[test]
 fn full_length_form_reads_logit_differences() {
     let m = tiny_llama(16);
@@ -140,6 +144,7 @@ fn full_length_form_reads_logit_differences() {
     for mode in [TokenMode::Attention, TokenMode::Replace(3)] {
         let opts = LmOptions { token_mode: mode, metric: LmMetric::LogitDiff { a: cat, b: mat }, ..Default::default() };
         let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on the").with_prefix("a dog "), opts).unwrap();
+        assert!(f.cached_prefix() > 0, "{mode:?}: rows behind the prefix cache");
         let masks = random_masks(f.n_players(), 12, 7);
         let want = f.evaluate_masks(masks.as_slice()).unwrap();
         let got = f.evaluate_full_length(masks.as_slice()).unwrap();
@@ -176,4 +181,27 @@ fn device_positions_equal_host_positions() {
         let floats = Tensor::zeros(b * len, candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(m.model.forward(&with(floats)), Err(ModelError::Input(_))), "f32 positions");
     }
+}
+
+/// Behind a prefix cache, an attention bias in bf16 (as the `compact_rows_*` kernels build it)
+/// gives exactly the hidden states of the same bias in f32: the prefix's open key columns take
+/// the caller's dtype.
+#[test]
+fn a_bf16_bias_behind_a_prefix_equals_the_f32_bias() {
+    use candle_core::DType;
+    let m = tiny_llama(17);
+    let opts = LmOptions { target: Target::Tokens(vec![5]), ..Default::default() };
+    let f = LmValue::new(m.clone(), &Prompt::new("the cat sat on").with_prefix("a dog "), opts).unwrap();
+    let skip = f.cached_prefix();
+    assert!(skip > 0, "no prefix to cache");
+    let rows = f.layout().after(skip).unwrap();
+    let masks = random_masks(f.n_players(), 6, 4);
+    let mut input = rows.build_compacted(masks.as_slice(), rows.compacted_len(masks.as_slice())).unwrap();
+    input.positions = Ids::Host(input.positions.host().unwrap().iter().map(|p| p + skip as u32).collect());
+    input.past = Some(std::sync::Arc::new(m.model.prefill(&f.layout().ids[..skip]).unwrap()));
+    let hidden = |input: &ModelInput| -> Vec<f32> {
+        m.model.forward(input).unwrap().hidden.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let bf16 = input.attn_bias.as_ref().unwrap().to_dtype(DType::BF16).unwrap();
+    assert_eq!(hidden(&ModelInput { attn_bias: Some(bf16), ..input.clone() }), hidden(&input));
 }

@@ -360,20 +360,23 @@ mod models_on_gpu {
     const LOGIT_DIFF_BF16_TOL: f64 = 0.25;
 
     fn spec(seed: u64) -> LmValue {
-        lm_value(tiny_llama(seed), TokenMode::Attention, "the cat sat on the mat", false)
+        lm_value(tiny_llama(seed), TokenMode::Attention, "the cat sat on the mat", false, true)
     }
 
-    /// The words of `prompt` as players in `mode`, plus two heads under mean ablation, scoring
-    /// the log-probability of " the mat" or (`logit_diff`) logit(" cat") − logit(" mat").
-    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode, prompt: &str, logit_diff: bool) -> LmValue {
+    /// The words of `prompt` behind the prefix "a dog " as players in `mode`, plus (`heads`) two
+    /// heads under mean ablation, scoring the log-probability of " the mat" or (`logit_diff`)
+    /// logit(" cat") − logit(" mat"). Without head players the rows run behind the prefix cache.
+    fn lm_value(m: Arc<model::LoadedModel>, mode: TokenMode, prompt: &str, logit_diff: bool, heads: bool) -> LmValue {
         let token = |s: &str| m.encode(s).unwrap()[0];
         let metric = if logit_diff {
             LmMetric::LogitDiff { a: token(" cat"), b: token(" mat") }
         } else {
             LmMetric::TargetLogProb
         };
+        let heads =
+            if heads { vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }] } else { vec![] };
         let opts = LmOptions {
-            heads: vec![HeadPlayer { layer: 0, head: 3 }, HeadPlayer { layer: 1, head: 0 }],
+            heads,
             token_mode: mode,
             head_mode: HeadMode::Mean,
             target: Target::Tokens(m.encode(" the mat").unwrap()),
@@ -383,14 +386,20 @@ mod models_on_gpu {
         LmValue::new(m, &Prompt::new(prompt).with_prefix("a dog "), opts).unwrap()
     }
 
+    /// Both families, every token mode and metric, with head players and without (then the rows
+    /// run behind the prefix cache, prefilled on the device), in f32 and bf16, compacted and
+    /// full-length, against the CPU.
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn masked_forward_on_gpu_matches_cpu() {
         let families = [("llama", tiny_llama as fn(u64) -> Arc<model::LoadedModel>), ("gpt2", tiny_gpt2)];
         let modes = [TokenMode::Attention, TokenMode::Replace(3), TokenMode::Remove];
-        let games =
-            families.into_iter().flat_map(|f| modes.into_iter().flat_map(move |m| [(f, m, false), (f, m, true)]));
-        for ((family, model), mode, logit_diff) in games {
+        let games = families.into_iter().flat_map(|f| {
+            modes
+                .into_iter()
+                .flat_map(move |m| [(false, false), (false, true), (true, false), (true, true)].map(|c| (f, m, c)))
+        });
+        for ((family, model), mode, (logit_diff, heads)) in games {
             let bf16_tol = if logit_diff { LOGIT_DIFF_BF16_TOL } else { BF16_TOL };
             let cases =
                 [(DType::F32, F32_TOL), (DType::BF16, bf16_tol)].into_iter().flat_map(|c| [(c, true), (c, false)]);
@@ -398,7 +407,8 @@ mod models_on_gpu {
                 // Long enough, and without the all-ones mask, that attention-mode chunks compact
                 // (17 of 20 and 14 of 18 slots for these models and masks).
                 let prompt = "the cat sat on the mat the dog sat on the mat the cat sat";
-                let cpu = lm_value(model(40), mode, prompt, logit_diff);
+                let cpu = lm_value(model(40), mode, prompt, logit_diff, heads);
+                assert_eq!(cpu.cached_prefix() > 0, !heads, "{family}: the prefix cache");
                 let all = masks(cpu.n_players(), 30, 41);
                 let batch = all.as_slice().slice(1..all.len());
                 let lay = cpu.layout();
@@ -409,8 +419,9 @@ mod models_on_gpu {
                 gpu.set_compaction(compaction);
                 let got = gpu.evaluate_masks(batch).unwrap();
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                    let what =
-                        format!("{family} {mode:?} logit_diff={logit_diff} {dtype:?} compaction={compaction} row {r}");
+                    let what = format!(
+                        "{family} {mode:?} logit_diff={logit_diff} heads={heads} {dtype:?} compaction={compaction} row {r}"
+                    );
                     assert_close(*g, *w, tol, &what);
                 }
             }

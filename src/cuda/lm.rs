@@ -11,7 +11,9 @@
 //!    longest row; CPU reference [`crate::value::ablate::Layout::build_compacted`]); otherwise
 //!    `attention_bias_*` or `replace_ids` build the full-length form
 //!    ([`crate::value::ablate::Layout::build_full_length`]); `head_gates_from_masks` builds the
-//!    gates; all on candle's stream, wrapped as candle tensors without a copy;
+//!    gates; all on candle's stream, wrapped as candle tensors without a copy. Behind a prefix
+//!    cache ([`LmValue::cached_prefix`]: the fixed tokens the input begins with, run once on the
+//!    device), the rows hold only the positions after it ([`Layout::after`]) and attend its keys;
 //! 3. the forward gives the hidden states; the picked rows are multiplied by the LM head one tile
 //!    of [`VOCAB_TILE`] tokens at a time and folded into the running log-sum-exp by `score_tile_*`;
 //! 4. log-probabilities come back through pinned memory ([`ValueDownloader`]) and are summed
@@ -26,6 +28,7 @@
 //! retries the same masks ([`crate::model::memory::sweep_halving`]).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
@@ -36,7 +39,8 @@ use super::stream::{MaskUploader, ValueDownloader};
 use super::{CudaError, Gpu};
 use crate::mask::MaskSlice;
 use crate::model::memory::{auto_batch_rows, decoder_row_bytes, plan_for, sweep_halving, ForwardPlan};
-use crate::model::{HeadGates, Ids, Model, ModelError, ModelInput};
+use crate::model::{HeadGates, Ids, KvPrefix, Model, ModelError, ModelInput};
+use crate::value::ablate::Layout;
 use crate::value::lm::{LmMetric, LmValue};
 use crate::value::players::TokenMode;
 use crate::value::{PerDevice, ValueError, ValueFunction};
@@ -80,6 +84,15 @@ impl GpuTimeline {
 /// [`LmValue`] evaluated on a CUDA device.
 pub struct GpuLmValue {
     spec: LmValue,
+    /// The layout of the rows run: the spec's, after the prefix cache's positions
+    /// ([`Layout::after`]); the maps below are this layout's.
+    layout: Layout,
+    /// Keys and values of the spec's [`LmValue::cached_prefix`], computed once on the device by
+    /// this device's model; `None` without a prefix cache.
+    prefix: Option<Arc<KvPrefix>>,
+    /// `[1]`: the prefix's length, added to the compacted rows' positions (the kernels number
+    /// them in [`GpuLmValue::layout`]); `None` without a prefix cache.
+    position_offset: Option<Tensor>,
     gpu: Gpu,
     device: Device,
     model: Model,
@@ -95,6 +108,8 @@ pub struct GpuLmValue {
     base_ids: CudaSlice<u32>,
     /// The same ids as a `[1, L]` tensor, broadcast over the rows in attention mode.
     ids_row: Tensor,
+    /// The positions of the full-length form `[1, L]` (behind the prefix), broadcast over rows.
+    positions_row: Tensor,
     uploader: MaskUploader,
     downloader: ValueDownloader,
     batch: usize,
@@ -134,7 +149,14 @@ impl GpuLmValue {
         let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
         let model = spec.model().model.to_device(&device, dtype).map_err(model_err)?;
         let lm_head = model.lm_head().expect("LmValue checked for an LM head").clone();
-        let lay = spec.layout();
+        let skip = spec.cached_prefix();
+        let lay = spec.layout().after(skip).map_err(model_err)?;
+        let prefix = match skip {
+            0 => None,
+            p => Some(Arc::new(model.prefill(&spec.layout().ids[..p]).map_err(model_err)?)),
+        };
+        let position_offset = prefix.as_ref().map(|_| Tensor::new(&[skip as u32], &device)).transpose();
+        let end = (skip + lay.ids.len()) as u32;
         let head_fill = lay
             .head_fill
             .as_ref()
@@ -151,6 +173,10 @@ impl GpuLmValue {
             head_bits: st.clone_htod(&lay.head_bit_map())?,
             base_ids: st.clone_htod(&lay.ids)?,
             ids_row: Tensor::from_slice(&lay.ids, (1, lay.ids.len()), &device).map_err(candle)?,
+            positions_row: Tensor::arange(skip as u32, end, &device).and_then(|t| t.unsqueeze(0)).map_err(candle)?,
+            position_offset: position_offset.map_err(candle)?,
+            prefix,
+            layout: lay,
             uploader: MaskUploader::new(&gpu, batch, words)?,
             downloader: ValueDownloader::new(&gpu, batch * spec.target_tokens().len())?,
             spec,
@@ -223,7 +249,7 @@ impl GpuLmValue {
     /// Per mask, the positions its forward runs: its compacted row, or every base position when
     /// it runs full-length (attention mode with compaction off).
     fn row_lengths(&self, masks: MaskSlice<'_>) -> Result<Vec<usize>, CudaError> {
-        let lay = self.spec.layout();
+        let lay = &self.layout;
         let mut lengths = lay.row_lengths(masks).map_err(model_err)?;
         if lay.mode == TokenMode::Attention && !self.compaction {
             lengths.fill(lay.ids.len());
@@ -257,8 +283,8 @@ impl GpuLmValue {
         };
         let start = self.timing_event()?;
         let compacted = self.compacted_slots(longest);
-        let slots = compacted.unwrap_or(self.spec.layout().ids.len());
-        let input = self.device_input(k, compacted)?;
+        let slots = compacted.unwrap_or(self.layout.ids.len());
+        let input = ModelInput { past: self.prefix.clone(), ..self.device_input(k, compacted)? };
         self.uploader.release(&self.gpu, k)?;
         if let Some(next) = next {
             self.pending = Some((self.uploader.upload(&self.gpu, all.slice(next.clone()))?, next));
@@ -312,7 +338,7 @@ impl GpuLmValue {
     /// it runs compacted: always in remove mode; in attention mode with compaction on when that
     /// drops a position. `None`: the full-length form.
     fn compacted_slots(&self, longest: usize) -> Option<usize> {
-        let lay = self.spec.layout();
+        let lay = &self.layout;
         match lay.mode {
             TokenMode::Remove => Some(longest),
             TokenMode::Attention if self.compaction => Some(longest).filter(|&s| s < lay.ids.len()),
@@ -323,7 +349,7 @@ impl GpuLmValue {
     /// The model input of the masks in slot `k`: compacted rows of `compacted` slots, or the
     /// full-length form; either way built on the device.
     fn device_input(&self, k: usize, compacted: Option<usize>) -> Result<ModelInput, CudaError> {
-        let lay = self.spec.layout();
+        let lay = &self.layout;
         if let Some(slots) = compacted {
             return self.compacted_input(k, slots);
         }
@@ -354,14 +380,15 @@ impl GpuLmValue {
             }
             _ => self.ids_row.broadcast_as((b, len)).map_err(candle)?,
         };
+        let positions = self.positions_row.broadcast_as((b, len)).map_err(candle)?;
         let head_gates = self.head_gates(dm)?;
-        Ok(ModelInput::full_rows(b, len, Ids::Device(tokens), attn_bias, head_gates))
+        Ok(ModelInput::rows(b, len, Ids::Device(tokens), Ids::Device(positions), attn_bias, head_gates))
     }
 
     /// Compacted rows of the masks in slot `k` (`compact_rows`; attention or remove mode): ids,
     /// per-row positions and the bias, all built on the device.
     fn compacted_input(&self, k: usize, slots: usize) -> Result<ModelInput, CudaError> {
-        let lay = self.spec.layout();
+        let lay = &self.layout;
         let m = self.uploader.masks(k);
         let dm = m.device_masks();
         let b = m.rows;
@@ -379,11 +406,15 @@ impl GpuLmValue {
         let maps =
             BaseMaps { owners: &self.owners.as_view(), read: &self.read.as_view(), ids: &self.base_ids.as_view() };
         self.gpu.compact_rows(out, dm, &maps, lay.pad_id, lay.causal, lay.mode == TokenMode::Remove)?;
+        let mut positions = self.wrap(positions, &[b * slots])?;
+        if let Some(offset) = &self.position_offset {
+            positions = positions.broadcast_add(offset).map_err(candle)?;
+        }
         Ok(ModelInput::rows(
             b,
             slots,
             Ids::Device(self.wrap(ids, &[b * slots])?),
-            Ids::Device(self.wrap(positions, &[b * slots])?),
+            Ids::Device(positions),
             Some(self.wrap(bias, &[b, 1, slots, slots])?),
             self.head_gates(dm)?,
         ))
@@ -392,7 +423,7 @@ impl GpuLmValue {
     /// The per-layer head gates of the masks `dm`, built on the device (`None` without head
     /// players).
     fn head_gates(&self, dm: DeviceMasks<'_>) -> Result<Option<HeadGates>, CudaError> {
-        let lay = self.spec.layout();
+        let lay = &self.layout;
         let b = dm.rows;
         let st = self.gpu.compute_stream();
         Ok(if lay.heads.is_empty() {

@@ -757,10 +757,11 @@ pub(crate) fn bias_or_default(
         None => ops::attention_bias(1, input.len, None, causal, device)?,
     };
     let bias = match &input.past {
-        // Every query sees every prefix key.
+        // Every query sees every prefix key. The caller's bias may be in another dtype than
+        // f32 (the GPU path builds it in bf16).
         Some(past) => {
             let (rows, _, l, _) = bias.dims4()?;
-            Tensor::cat(&[&Tensor::zeros((rows, 1, l, past.len), DType::F32, device)?, &bias], 3)?
+            Tensor::cat(&[&Tensor::zeros((rows, 1, l, past.len), bias.dtype(), device)?, &bias], 3)?
         }
         None => bias,
     };

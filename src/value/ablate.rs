@@ -91,6 +91,20 @@ impl Layout {
         self.owners.iter().take_while(|o| o.is_none()).count()
     }
 
+    /// The layout of rows behind a prefix cache of the first `skip` base positions (at most
+    /// [`Layout::fixed_prefix`]): the base positions from `skip` on, indexed from 0. Its device
+    /// forms (the kernels' maps, [`Layout::build_compacted`], [`Layout::build_full_length`])
+    /// number positions from 0: add `skip` to them for the rows' positions behind the prefix.
+    pub fn after(&self, skip: usize) -> Result<Layout, ModelError> {
+        self.check_skip(skip)?;
+        Ok(Layout {
+            ids: self.ids[skip..].to_vec(),
+            owners: self.owners[skip..].to_vec(),
+            read: self.read[skip..].to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// [`Layout::build`] for rows that continue a prefix cache of the first `skip` base
     /// positions (at most [`Layout::fixed_prefix`]): each row holds only its positions from
     /// `skip` on, numbered as they would be behind the prefix.
@@ -99,12 +113,7 @@ impl Layout {
         if masks.is_empty() {
             return Err(ModelError::Input("empty batch of masks".into()));
         }
-        let fixed = self.fixed_prefix();
-        if skip > fixed {
-            return Err(ModelError::Input(format!(
-                "a prefix cache of {skip} positions holds more than the {fixed} fixed ones"
-            )));
-        }
+        self.check_skip(skip)?;
         let b = masks.len();
         let n = self.ids.len();
         let mut rows: Vec<(Vec<usize>, Vec<bool>)> = Vec::with_capacity(b); // (included, kept flags)
@@ -165,6 +174,17 @@ impl Layout {
             TokenMode::Replace(_) => vec![self.ids.len(); masks.len()],
             _ => row_lengths(masks, &self.owner_map(), &self.compaction_read()),
         })
+    }
+
+    /// A prefix cache may hold only fixed positions.
+    fn check_skip(&self, skip: usize) -> Result<(), ModelError> {
+        let fixed = self.fixed_prefix();
+        if skip > fixed {
+            return Err(ModelError::Input(format!(
+                "a prefix cache of {skip} positions holds more than the {fixed} fixed ones"
+            )));
+        }
+        Ok(())
     }
 
     /// Masks must have this game's players.
@@ -430,6 +450,21 @@ mod tests {
     /// Uniform random masks, seeded.
     fn random_masks(n: usize, rows: usize, seed: u64) -> MaskBatch {
         spex_random_masks(n, rows, &mut rng(seed, 0))
+    }
+
+    /// The rows behind a prefix cache: the positions after it, compacted as the whole layout's
+    /// rows are less the prefix; a prefix beyond the fixed positions is refused.
+    #[test]
+    fn layout_after_a_prefix_drops_only_its_positions() {
+        let lay = layout(TokenMode::Attention);
+        let after = lay.after(1).unwrap();
+        assert_eq!((after.ids.as_slice(), &after.owners[..2]), (&lay.ids[1..], &[Some(0), Some(1)][..]));
+        assert_eq!((after.read.len(), after.n_players()), (6, lay.n_players()));
+        let masks = random_masks(lay.n_players(), 12, 3);
+        let lengths: Vec<usize> = lay.row_lengths(masks.as_slice()).unwrap().iter().map(|l| l - 1).collect();
+        assert_eq!(after.row_lengths(masks.as_slice()).unwrap(), lengths);
+        assert!(matches!(lay.after(2), Err(ModelError::Input(_))));
+        assert!(lay.build_after(masks.as_slice(), cpu(), 2).is_err());
     }
 
     #[test]

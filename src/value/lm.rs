@@ -25,7 +25,7 @@ use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, 
 use super::{ValueError, ValueFunction};
 use crate::mask::MaskSlice;
 use crate::model::memory::plan_for;
-use crate::model::{ops, KvPrefix, LoadedModel, ModelError, ModelInput};
+use crate::model::{ops, Ids, KvPrefix, LoadedModel, ModelError, ModelInput};
 
 /// The continuation whose log-probability is measured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,21 +322,35 @@ impl LmValue {
 
     /// Evaluates masks through the full-length form ([`Layout::build_full_length`]): every row
     /// keeps all positions and the masking lives in the bias, ids and gates that the CUDA
-    /// kernels build on the device. The CPU reference for the device path; equal to
-    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention and replace mode.
+    /// kernels build on the device; behind the cached prefix, as the device runs it. The CPU
+    /// reference for the device path; equal to [`LmValue::evaluate_masks`] up to `f32`
+    /// rounding. Attention and replace mode.
     pub fn evaluate_full_length(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let input = self.layout.build_full_length(masks)?;
-        self.score_device_form(&input, masks.len(), self.layout.ids.len())
+        let rows = self.layout.after(self.cached_prefix())?;
+        let input = self.behind_prefix(rows.build_full_length(masks)?);
+        self.score_device_form(&input, masks.len(), rows.ids.len())
     }
 
     /// Evaluates masks through the compacted form as the device builds it
     /// ([`Layout::build_compacted`]: right-aligned rows of [`Layout::compacted_len`] slots,
-    /// per-row positions). The CPU reference for the device path's compaction; equal to
-    /// [`LmValue::evaluate_masks`] up to `f32` rounding. Attention and remove mode.
+    /// per-row positions), behind the cached prefix. The CPU reference for the device path's
+    /// compaction; equal to [`LmValue::evaluate_masks`] up to `f32` rounding. Attention and
+    /// remove mode.
     pub fn evaluate_compacted(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
-        let slots = self.layout.compacted_len(masks);
-        let input = self.layout.build_compacted(masks, slots)?;
+        let rows = self.layout.after(self.cached_prefix())?;
+        let slots = rows.compacted_len(masks);
+        let input = self.behind_prefix(rows.build_compacted(masks, slots)?);
         self.score_device_form(&input, masks.len(), slots)
+    }
+
+    /// A device form of the rows after the cached prefix ([`Layout::after`], positions from 0)
+    /// as the device path runs it: positions shifted past the prefix, attending its keys.
+    fn behind_prefix(&self, mut input: ModelInput) -> ModelInput {
+        let skip = self.cached_prefix() as u32;
+        if let Ids::Host(positions) = &mut input.positions {
+            positions.iter_mut().for_each(|p| *p += skip);
+        }
+        ModelInput { past: self.prefix.clone(), ..input }
     }
 
     /// The values of the `rows` rows of a device form with `slots` positions per row (`L` for
