@@ -19,7 +19,8 @@
 #      shapes: whole runs through the engine (pipeline, durable store, ProxySPEX decoding);
 #   6. runs the same masked batches through PyTorch / HF transformers (scripts/gpu_peer.py) as
 #      the side-by-side peer, when torch and transformers import;
-#   7. with the time left, the same whole runs on a random-weight BERT-base (the encoder path).
+#   7. with the time left, the same whole runs on a random-weight BERT-base (the encoder path),
+#      and on the 1B shape behind a 32-token template, run once (the prefix cache) and per row.
 # Where cargo is missing (the GPU machines have no Rust toolchain and no network), steps 1-5 use
 # the binaries scripts/gpu-bundle.sh built elsewhere, carried in .gpu-bundle/.
 # Figures land in the results file only from this script: docs never carry guessed GPU numbers.
@@ -78,19 +79,20 @@ run_bench() {
     write_results
 }
 
-# Whole runs through the engine on the shapes $1 (space-separated): the rest is the spex binary
-# or cargo command, remembered in engine_cmd for later runs; the tables join $engine.
-engine_cmd=()
+# Whole runs through the engine on the shapes $1 (space-separated), with the arguments in
+# engine_extra: the rest is the spex binary or cargo command, remembered in engine_cmd for later
+# runs; the tables join $engine.
+engine_cmd=() engine_extra=()
 run_engine() {
-    local shapes=$1 shape
+    local shapes=$1 shape extra="${engine_extra[*]:+ ${engine_extra[*]}}"
     shift
     engine_cmd=("$@")
-    step "spex bench throughput --device cuda (whole runs: $shapes)"
+    step "spex bench throughput --device cuda$extra (whole runs: $shapes)"
     for shape in $shapes; do
         bounded "$(limit 60)" "$@" bench throughput --device cuda --shape "$shape" --lengths 32,128 \
-            --batches 1024 --budget 4096 | tee "$benchlog" >&2 || true
+            --batches 1024 --budget 4096 "${engine_extra[@]}" | tee "$benchlog" >&2 || true
         # The table, or where a time limit cut the run short, the rows measured before it.
-        engine+="$shape:"$'\n'"$(grep -E '^ +(tokens|[0-9])' "$benchlog" ||
+        engine+="$shape$extra:"$'\n'"$(grep -E '^ +(tokens|[0-9])' "$benchlog" ||
             grep -E '^[0-9]+ tokens, batch [0-9]+: ' "$benchlog" || echo '(no rows)')"$'\n'
     done
     write_results
@@ -120,7 +122,8 @@ write_results() {
         echo "## spex bench throughput (whole runs: masks, pipeline, durable store, ProxySPEX decoding)"
         echo
         echo "Random weights of each shape, every prompt token a player, 4 096 design masks plus held-out ones,"
-        echo "1 024 masks per stored batch; queries/s over the whole run."
+        echo "1 024 masks per stored batch; queries/s over the whole run. \`--template 32\`: 32 fixed tokens before"
+        echo "the players, run once on the device (the prefix cache) or, with \`--no-prefix-cache\`, in every row."
         echo
         echo '```'
         echo "${engine:-(not run)}"
@@ -253,6 +256,12 @@ fi
 write_results
 if ((${#engine_cmd[@]})); then
     run_engine bert-base "${engine_cmd[@]}"
+    # The prefix cache on the device: 32 fixed tokens before the players, run once, then in
+    # every row.
+    for extra in "--template 32" "--template 32 --no-prefix-cache"; do
+        read -ra engine_extra <<< "$extra"
+        run_engine llama-1b "${engine_cmd[@]}"
+    done
 fi
 echo "gpu-check: wrote $out" >&2
 [[ "$tests_status" == passed ]]
