@@ -428,6 +428,26 @@ mod models_on_gpu {
         }
     }
 
+    /// The causal-LM game `--device cuda` builds (every visible GPU, bf16), without and with a
+    /// fixed prefix (then behind the prefix cache), runs there with the CPU's values.
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn device_cuda_lm_game_gives_the_cpu_values() {
+        use spex::value::setup::{self, ComputeDevice, InputSpec};
+        let m = tiny_llama(62);
+        for prefix in ["", "a dog sat by the door. "] {
+            let spec = InputSpec { prefix: prefix.into(), ..InputSpec::new("the cat sat on the mat") };
+            let on = |device| setup::build_on(m.clone(), "m", &spec, device).unwrap();
+            let (mut cpu, mut gpu) = (on(ComputeDevice::Cpu), on(ComputeDevice::Cuda));
+            assert_eq!(gpu.device, ComputeDevice::Cuda);
+            let batch = masks(cpu.players.len(), 20, 63);
+            let want = cpu.value.evaluate(batch.as_slice()).unwrap();
+            for (r, (g, w)) in gpu.value.evaluate(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
+                assert_close(*g, *w, BF16_TOL, &format!("--device cuda, prefix {prefix:?}, row {r}"));
+            }
+        }
+    }
+
     /// bf16 on the GPU vs f32 on the CPU for encoders, absolute (tests/device_generic.rs:
     /// largest 0.021 on the CPU, for a class log-odds).
     const ENCODER_BF16_TOL: f64 = 0.06;
