@@ -452,8 +452,8 @@ mod tests {
         spex_random_masks(n, rows, &mut rng(seed, 0))
     }
 
-    /// The rows behind a prefix cache: the positions after it, compacted as the whole layout's
-    /// rows are less the prefix; a prefix beyond the fixed positions is refused.
+    /// The rows behind a prefix cache hold the positions after it: every row is shorter by the
+    /// prefix alone. A prefix beyond the fixed positions is refused.
     #[test]
     fn layout_after_a_prefix_drops_only_its_positions() {
         let lay = layout(TokenMode::Attention);
