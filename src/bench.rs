@@ -275,7 +275,7 @@ impl BenchModel {
         let model = drawn.map_err(|e| SetupError::Invalid(e.to_string()))?;
         let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
         let source = format!("random weights, {shape} shape").into();
-        let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source });
+        let lm = Arc::new(LoadedModel { model, tokenizer, eos_ids: vec![], source, device_copies: Default::default() });
         Ok(BenchModel { lm, random: true, template: 0, reuse_prefix: true })
     }
 

@@ -129,3 +129,23 @@ fn logit_differences_and_removed_tokens_in_bf16_stay_close() {
         }
     }
 }
+
+/// A model's copy on a device in a dtype is made once and shared by the value functions built
+/// there later (a sweep builds one per input): the same tensors come back, also through
+/// `LoadedModel::to_device` (the encoder path); asking for another dtype replaces the copy, and
+/// released copies are made afresh.
+#[test]
+fn device_copies_are_made_once_per_device_and_dtype() {
+    let m = tiny_llama(30);
+    let head = |model: &spex::model::Model| model.lm_head().unwrap().id();
+    let bf16 = m.model_on(&Device::Cpu, DType::BF16).unwrap();
+    assert_ne!(head(&bf16), head(&m.model));
+    assert_eq!(head(&m.model_on(&Device::Cpu, DType::BF16).unwrap()), head(&bf16));
+    assert_eq!(head(&m.to_device(&Device::Cpu, DType::BF16).unwrap().model), head(&bf16));
+    let f16 = m.model_on(&Device::Cpu, DType::F16).unwrap();
+    assert_eq!(f16.lm_head().unwrap().dtype(), DType::F16);
+    let again = m.model_on(&Device::Cpu, DType::BF16).unwrap();
+    assert_ne!(head(&again), head(&bf16), "the f16 copy replaced the bf16 one");
+    m.release_device_copies();
+    assert_ne!(head(&m.model_on(&Device::Cpu, DType::BF16).unwrap()), head(&again), "released");
+}

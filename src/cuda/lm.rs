@@ -141,13 +141,14 @@ fn model_err(e: ModelError) -> CudaError {
 }
 
 impl GpuLmValue {
-    /// Moves `spec`'s model to CUDA device `ordinal` in `dtype` (bf16 or f16 for speed, f32 for
-    /// checks) and prepares the per-input maps.
+    /// Puts `spec`'s model on CUDA device `ordinal` in `dtype` (bf16 or f16 for speed, f32 for
+    /// checks; once per model, device and dtype: [`crate::model::LoadedModel::model_on`], so that
+    /// a sweep's inputs share the weights there) and prepares the per-input maps.
     pub fn new(spec: LmValue, ordinal: usize, dtype: DType) -> Result<Self, CudaError> {
         super::device_count()?; // a clean error, not a panic, without a driver
         let device = Device::new_cuda(ordinal).map_err(candle)?;
         let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
-        let model = spec.model().model.to_device(&device, dtype).map_err(model_err)?;
+        let model = spec.model().model_on(&device, dtype).map_err(model_err)?;
         let lm_head = model.lm_head().expect("LmValue checked for an LM head").clone();
         let skip = spec.cached_prefix();
         let lay = spec.layout().after(skip).map_err(model_err)?;

@@ -127,6 +127,7 @@ impl BertConfig {
     }
 }
 
+#[derive(Clone)]
 struct Layer {
     wqkv: Tensor,
     bqkv: Tensor,
@@ -142,12 +143,14 @@ struct Layer {
 
 /// A classification head: `classifier(act(dense(h[CLS])))` (BERT: pooler with tanh; DistilBERT:
 /// pre_classifier with ReLU).
+#[derive(Clone)]
 struct Head {
     dense: (Tensor, Tensor),
     classifier: (Tensor, Tensor),
 }
 
 /// A BERT-family encoder.
+#[derive(Clone)]
 pub struct Bert {
     cfg: BertConfig,
     word: Tensor,

@@ -64,6 +64,7 @@ impl Gpt2Config {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     ln1: (Tensor, Tensor),
     w_qkv: Tensor,
@@ -78,6 +79,7 @@ struct Block {
 }
 
 /// A GPT-2 decoder.
+#[derive(Clone)]
 pub struct Gpt2 {
     cfg: Gpt2Config,
     wte: Tensor,

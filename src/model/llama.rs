@@ -263,6 +263,7 @@ impl LlamaConfig {
     }
 }
 
+#[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
     /// Fused `[q; k; v]` projection `[(H + 2 Hkv) D, E]`.
@@ -276,6 +277,7 @@ struct Layer {
 }
 
 /// A Llama-family decoder.
+#[derive(Clone)]
 pub struct Llama {
     cfg: LlamaConfig,
     embed: Tensor,

@@ -461,6 +461,7 @@ impl ModelInfo {
 }
 
 /// A model of any supported family.
+#[derive(Clone)]
 pub enum Model {
     /// Llama family.
     Llama(llama::Llama),
@@ -540,18 +541,52 @@ pub struct LoadedModel {
     pub eos_ids: Vec<u32>,
     /// The file or directory it was loaded from.
     pub source: PathBuf,
+    /// Copies of the network on other devices or in other dtypes ([`LoadedModel::model_on`]);
+    /// start with `DeviceCopies::default()`.
+    pub device_copies: DeviceCopies,
 }
 
+/// Copies of a [`LoadedModel`]'s network on a device in a dtype, each made once by
+/// [`LoadedModel::model_on`] and shared by every value function built on that device later: a
+/// sweep explains many inputs with one model, and without them every input would convert and
+/// upload the weights again (seconds per input for a billion parameters). One copy per device
+/// (asking for another dtype there replaces it); they are freed with the model, or by
+/// [`LoadedModel::release_device_copies`].
+#[derive(Default)]
+pub struct DeviceCopies(std::sync::Mutex<Vec<(candle_core::DeviceLocation, DType, Model)>>);
+
 impl LoadedModel {
-    /// A copy with the network on `device` in `dtype` ([`Model::to_device`]) and the same
-    /// tokenizer.
+    /// A copy with the network on `device` in `dtype` ([`LoadedModel::model_on`]: shared with
+    /// the value functions built there before) and the same tokenizer.
     pub fn to_device(&self, device: &Device, dtype: DType) -> Result<LoadedModel, ModelError> {
         Ok(LoadedModel {
-            model: self.model.to_device(device, dtype)?,
+            model: self.model_on(device, dtype)?,
             tokenizer: self.tokenizer.clone(),
             eos_ids: self.eos_ids.clone(),
             source: self.source.clone(),
+            device_copies: DeviceCopies::default(),
         })
+    }
+
+    /// The network on `device` in `dtype`: made by [`Model::to_device`] the first time, the
+    /// same copy afterwards (a clone shares the tensors' storage, so it costs nothing).
+    pub fn model_on(&self, device: &Device, dtype: DType) -> Result<Model, ModelError> {
+        let mut copies = self.device_copies.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = device.location();
+        if let Some((_, _, model)) = copies.iter().find(|(l, d, _)| *l == at && *d == dtype) {
+            return Ok(model.clone());
+        }
+        // The copy in another dtype goes first, so that the two never fill the device together.
+        copies.retain(|(l, _, _)| *l != at);
+        let model = self.model.to_device(device, dtype)?;
+        copies.push((at, dtype, model.clone()));
+        Ok(model)
+    }
+
+    /// Forgets the copies [`LoadedModel::model_on`] made: their memory is freed once no value
+    /// function holds them, and the next call makes a fresh one.
+    pub fn release_device_copies(&self) {
+        self.device_copies.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// Encodes `text` (with the tokenizer's special tokens, e.g. BERT's `[CLS] … [SEP]`).
@@ -650,7 +685,7 @@ fn load_hf_dir(dir: &Path) -> Result<LoadedModel, ModelError> {
         }
     }
     add_named_eos(&tokenizer, &mut eos_ids);
-    Ok(LoadedModel { model, tokenizer, eos_ids, source: dir.to_path_buf() })
+    Ok(LoadedModel { model, tokenizer, eos_ids, source: dir.to_path_buf(), device_copies: DeviceCopies::default() })
 }
 
 fn collect_ids(v: Option<&serde_json::Value>, out: &mut Vec<u32>) {
@@ -695,7 +730,7 @@ fn load_gguf(path: &Path) -> Result<LoadedModel, ModelError> {
         eos_ids.push(id);
     }
     add_named_eos(&tokenizer, &mut eos_ids);
-    Ok(LoadedModel { model, tokenizer, eos_ids, source: path.to_path_buf() })
+    Ok(LoadedModel { model, tokenizer, eos_ids, source: path.to_path_buf(), device_copies: DeviceCopies::default() })
 }
 
 /// The device every model runs on (the CPU; the reference path).
