@@ -428,6 +428,30 @@ mod models_on_gpu {
         }
     }
 
+    /// Value functions built one after another on one model (the inputs of a sweep) share its
+    /// weights on the device, through the one candle device per GPU (`shared_device`): the
+    /// second finds the first's copy instead of uploading its own, and each gives the CPU's values.
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn successive_value_functions_share_the_weights_on_the_device() {
+        use spex::cuda::lm::shared_device;
+        let m = tiny_llama(64);
+        let dev = shared_device(0).unwrap();
+        assert!(dev.same_device(&shared_device(0).unwrap()));
+        let copy = || m.model_on(&dev, DType::F32).unwrap().lm_head().unwrap().id();
+        let mut first = None;
+        for prompt in ["the cat sat on the mat", "the dog sat on the cat by the mat"] {
+            let cpu = lm_value(m.clone(), TokenMode::Attention, prompt, false, false);
+            let batch = masks(cpu.n_players(), 20, 65);
+            let want = cpu.evaluate_masks(batch.as_slice()).unwrap();
+            let got = GpuLmValue::new(cpu, 0, DType::F32).unwrap().evaluate_masks(batch.as_slice()).unwrap();
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_close(*g, *w, F32_TOL, &format!("{prompt:?} row {r}"));
+            }
+            assert_eq!(*first.get_or_insert_with(copy), copy(), "{prompt:?}: the weights were uploaded again");
+        }
+    }
+
     /// The causal-LM game `--device cuda` builds (every visible GPU, bf16), without and with a
     /// fixed prefix (then behind the prefix cache), runs there with the CPU's values.
     #[test]

@@ -28,7 +28,7 @@
 //! retries the same masks ([`crate::model::memory::sweep_halving`]).
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Storage, Tensor};
@@ -145,8 +145,7 @@ impl GpuLmValue {
     /// checks; once per model, device and dtype: [`crate::model::LoadedModel::model_on`], so that
     /// a sweep's inputs share the weights there) and prepares the per-input maps.
     pub fn new(spec: LmValue, ordinal: usize, dtype: DType) -> Result<Self, CudaError> {
-        super::device_count()?; // a clean error, not a panic, without a driver
-        let device = Device::new_cuda(ordinal).map_err(candle)?;
+        let device = shared_device(ordinal)?;
         let gpu = Gpu::from_candle(device.as_cuda_device().map_err(candle)?)?;
         let model = spec.model().model_on(&device, dtype).map_err(model_err)?;
         let lm_head = model.lm_head().expect("LmValue checked for an LM head").clone();
@@ -531,6 +530,25 @@ fn logit_diff(hidden: &Tensor, idx: &Tensor, ab: &Tensor) -> candle_core::Result
     let sel = hidden.reshape((b * l, e))?.index_select(idx, 0)?;
     let logits = sel.matmul(&ab.t()?)?.to_dtype(DType::F32)?; // [rows, 2]
     logits.narrow(1, 0, 1)?.sub(&logits.narrow(1, 1, 1)?)?.flatten_all()
+}
+
+/// Candle's device for CUDA device `ordinal`, made once per process and shared. Candle ties a
+/// tensor to the device value it was made on (its id), not just to the GPU: value functions
+/// that share a model's weights there ([`crate::model::LoadedModel::model_on`]) must share the
+/// device too. Without a driver or device, a clean error (not a panic).
+pub fn shared_device(ordinal: usize) -> Result<Device, CudaError> {
+    static DEVICES: Mutex<Vec<(usize, Device)>> = Mutex::new(Vec::new());
+    let count = super::device_count()?;
+    if ordinal >= count {
+        return Err(CudaError::NoDevice { ordinal, count });
+    }
+    let mut devices = DEVICES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, device)) = devices.iter().find(|(o, _)| *o == ordinal) {
+        return Ok(device.clone());
+    }
+    let device = Device::new_cuda(ordinal).map_err(candle)?;
+    devices.push((ordinal, device.clone()));
+    Ok(device)
 }
 
 /// Rows per forward pass from free device memory (after the weights are resident).

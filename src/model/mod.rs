@@ -550,10 +550,10 @@ pub struct LoadedModel {
 /// [`LoadedModel::model_on`] and shared by every value function built on that device later: a
 /// sweep explains many inputs with one model, and without them every input would convert and
 /// upload the weights again (seconds per input for a billion parameters). One copy per device
-/// (asking for another dtype there replaces it); they are freed with the model, or by
-/// [`LoadedModel::release_device_copies`].
+/// (another dtype there, or another candle device on the same GPU, replaces it); they are freed
+/// with the model, or by [`LoadedModel::release_device_copies`].
 #[derive(Default)]
-pub struct DeviceCopies(std::sync::Mutex<Vec<(candle_core::DeviceLocation, DType, Model)>>);
+pub struct DeviceCopies(std::sync::Mutex<Vec<(Device, DType, Model)>>);
 
 impl LoadedModel {
     /// A copy with the network on `device` in `dtype` ([`LoadedModel::model_on`]: shared with
@@ -569,17 +569,18 @@ impl LoadedModel {
     }
 
     /// The network on `device` in `dtype`: made by [`Model::to_device`] the first time, the
-    /// same copy afterwards (a clone shares the tensors' storage, so it costs nothing).
+    /// same copy afterwards (a clone shares the tensors' storage, so it costs nothing). Candle
+    /// ties tensors to the device value they were made on, not just to the GPU, so only callers
+    /// that pass the same device share a copy (on CUDA: `spex::cuda::lm::shared_device`).
     pub fn model_on(&self, device: &Device, dtype: DType) -> Result<Model, ModelError> {
         let mut copies = self.device_copies.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = device.location();
-        if let Some((_, _, model)) = copies.iter().find(|(l, d, _)| *l == at && *d == dtype) {
+        if let Some((_, _, model)) = copies.iter().find(|(d, t, _)| d.same_device(device) && *t == dtype) {
             return Ok(model.clone());
         }
         // The copy in another dtype goes first, so that the two never fill the device together.
-        copies.retain(|(l, _, _)| *l != at);
+        copies.retain(|(d, _, _)| d.location() != device.location());
         let model = self.model.to_device(device, dtype)?;
-        copies.push((at, dtype, model.clone()));
+        copies.push((device.clone(), dtype, model.clone()));
         Ok(model)
     }
 

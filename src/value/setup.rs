@@ -146,7 +146,9 @@ impl ComputeDevice {
 fn gpus(limit: usize) -> Result<Vec<candle_core::Device>, SetupError> {
     match crate::cuda::device_count() {
         Ok(0) => Err(cannot_start("no CUDA device is visible (CUDA_VISIBLE_DEVICES may hide them)")),
-        Ok(n) => (0..n.min(limit)).map(|d| candle_core::Device::new_cuda(d).map_err(cannot_start)).collect(),
+        // One candle device per GPU for the whole process: a model's weights put there for one
+        // input are shared with the next (`LoadedModel::model_on`).
+        Ok(n) => (0..n.min(limit)).map(|d| crate::cuda::lm::shared_device(d).map_err(cannot_start)).collect(),
         Err(e) => Err(cannot_start(e)),
     }
 }
