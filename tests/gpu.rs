@@ -348,6 +348,7 @@ mod models_on_gpu {
     use spex::model;
     use spex::plan::Method;
     use spex::value::lm::LmMetric;
+    use spex::value::setup::{self, ComputeDevice, InputSpec};
 
     /// f32 on the GPU vs f32 on the CPU: same arithmetic, different summation order (cuBLAS,
     /// the tile scorer).
@@ -457,18 +458,23 @@ mod models_on_gpu {
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn device_cuda_lm_game_gives_the_cpu_values() {
-        use spex::value::setup::{self, ComputeDevice, InputSpec};
         let m = tiny_llama(62);
         for prefix in ["", "a dog sat by the door. "] {
             let spec = InputSpec { prefix: prefix.into(), ..InputSpec::new("the cat sat on the mat") };
-            let on = |device| setup::build_on(m.clone(), "m", &spec, device).unwrap();
-            let (mut cpu, mut gpu) = (on(ComputeDevice::Cpu), on(ComputeDevice::Cuda));
-            assert_eq!(gpu.device, ComputeDevice::Cuda);
-            let batch = masks(cpu.players.len(), 20, 63);
-            let want = cpu.value.evaluate(batch.as_slice()).unwrap();
-            for (r, (g, w)) in gpu.value.evaluate(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
-                assert_close(*g, *w, BF16_TOL, &format!("--device cuda, prefix {prefix:?}, row {r}"));
-            }
+            device_cuda_game_matches_cpu(&m, &spec, 63, BF16_TOL, &format!("prefix {prefix:?}"));
+        }
+    }
+
+    /// The game `--device cuda` builds for `spec` runs on the GPU and gives the CPU game's
+    /// values on 20 random masks (`seed`) within `tol`.
+    fn device_cuda_game_matches_cpu(m: &Arc<model::LoadedModel>, spec: &InputSpec, seed: u64, tol: f64, what: &str) {
+        let on = |device| setup::build_on(m.clone(), "m", spec, device).unwrap();
+        let (mut cpu, mut gpu) = (on(ComputeDevice::Cpu), on(ComputeDevice::Cuda));
+        assert_eq!(gpu.device, ComputeDevice::Cuda, "{what}");
+        let batch = masks(cpu.players.len(), 20, seed);
+        let want = cpu.value.evaluate(batch.as_slice()).unwrap();
+        for (r, (g, w)) in gpu.value.evaluate(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
+            assert_close(*g, *w, tol, &format!("--device cuda game, {what}, row {r}"));
         }
     }
 
@@ -483,7 +489,6 @@ mod models_on_gpu {
     #[test]
     #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
     fn encoder_on_gpu_matches_cpu() {
-        use spex::value::setup::{self, ComputeDevice, InputSpec};
         let m = tiny_bert(50);
         let dev = Device::new_cuda(0).unwrap();
         for (game, cpu) in encoder_games(&m, "the cat sat on the mat and then slept").iter().enumerate() {
@@ -496,15 +501,7 @@ mod models_on_gpu {
                 }
             }
         }
-        let spec = InputSpec::new("the cat sat on the mat");
-        let on = |device| setup::build_on(m.clone(), "m", &spec, device).unwrap();
-        let (mut cpu, mut gpu) = (on(ComputeDevice::Cpu), on(ComputeDevice::Cuda));
-        assert_eq!(gpu.device, ComputeDevice::Cuda);
-        let batch = masks(cpu.players.len(), 20, 52);
-        let want = cpu.value.evaluate(batch.as_slice()).unwrap();
-        for (r, (g, w)) in gpu.value.evaluate(batch.as_slice()).unwrap().iter().zip(&want).enumerate() {
-            assert_close(*g, *w, ENCODER_BF16_TOL, &format!("--device cuda game row {r}"));
-        }
+        device_cuda_game_matches_cpu(&m, &InputSpec::new("the cat sat on the mat"), 52, ENCODER_BF16_TOL, "encoder");
     }
 
     /// `ops::gate_heads_in_place` on candle CUDA tensors (the kernel through candle's custom
