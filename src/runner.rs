@@ -125,7 +125,7 @@ pub enum RunError {
 }
 
 /// Runs `plan` (queried through the value function `start` builds, only if anything is left to
-/// evaluate) into `options.out`.
+/// evaluate) into `options.out`: [`evaluate_run`], then [`Evaluated::decode`].
 pub fn run(
     plan: &Plan,
     info: &RunInfo,
@@ -134,11 +134,35 @@ pub fn run(
     decoder: &DecoderConfig,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<(RunDir, RunOutcome), RunError> {
+    let (dir, evaluated) = evaluate_run(plan, info, options, start, progress)?;
+    let outcome = evaluated.decode(&dir, decoder)?;
+    Ok((dir, outcome))
+}
+
+/// A run (or shard) whose batches are all evaluated and stored, not yet decoded: a sweep
+/// decodes one input while the next one runs.
+pub struct Evaluated {
+    plan: Plan,
+    collector: Collector,
+    shard: Shard,
+    stats: RunStats,
+    store: PathBuf,
+}
+
+/// The evaluating half of [`run`]: opens (or resumes) the run directory and evaluates the
+/// missing batches of this shard.
+pub fn evaluate_run(
+    plan: &Plan,
+    info: &RunInfo,
+    options: &RunOptions,
+    start: &mut dyn FnMut() -> Result<Box<dyn ValueFunction>, ValueError>,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<(RunDir, Evaluated), RunError> {
     let begun = RunDir::plan_begun_without_probes(&options.out, plan, options.mode);
-    let plan = begun.as_ref().unwrap_or(plan);
+    let plan = begun.unwrap_or_else(|| plan.clone());
     let (dir, mut store) =
-        RunDir::open(&options.out, plan, info, options.batch_size, options.shard, options.mode, options.sync_every)?;
-    let mut collector = Collector::new(plan);
+        RunDir::open(&options.out, &plan, info, options.batch_size, options.shard, options.mode, options.sync_every)?;
+    let mut collector = Collector::new(&plan);
     for (&b, values) in store.batches() {
         collector.push(b * options.batch_size, values);
     }
@@ -146,16 +170,26 @@ pub fn run(
     let mut stats = RunStats::default();
     if !missing.is_empty() {
         let mut f = start().map_err(RunError::Start)?;
-        stats = evaluate(&mut *f, plan, options, &missing, &mut store, &mut collector, progress)?;
+        stats = evaluate(&mut *f, &plan, options, &missing, &mut store, &mut collector, progress)?;
     }
-    if options.shard != Shard::ALL && !collector.is_complete() {
-        return Ok((dir, RunOutcome::ShardDone { stats, store: store.path().to_path_buf() }));
+    let store = store.path().to_path_buf();
+    Ok((dir, Evaluated { plan, collector, shard: options.shard, stats, store }))
+}
+
+impl Evaluated {
+    /// The decoding half of [`run`]: decodes into `dir` (the run directory [`evaluate_run`]
+    /// opened), or reports the shard done where other shards' batches are still missing.
+    pub fn decode(self, dir: &RunDir, decoder: &DecoderConfig) -> Result<RunOutcome, RunError> {
+        let Evaluated { plan, collector, shard, stats, store } = self;
+        if shard != Shard::ALL && !collector.is_complete() {
+            return Ok(RunOutcome::ShardDone { stats, store });
+        }
+        dir.write_values(collector.values())?;
+        let mut explanation = collector.explain(&plan, decoder)?;
+        explanation.timings.evaluate_seconds = stats.wall_seconds;
+        explanation.timings.total_seconds += stats.wall_seconds;
+        Ok(RunOutcome::Complete { explanation: Box::new(explanation), stats })
     }
-    dir.write_values(collector.values())?;
-    let mut explanation = collector.explain(plan, decoder)?;
-    explanation.timings.evaluate_seconds = stats.wall_seconds;
-    explanation.timings.total_seconds += stats.wall_seconds;
-    Ok((dir, RunOutcome::Complete { explanation: Box::new(explanation), stats }))
 }
 
 fn evaluate(

@@ -6,7 +6,7 @@
 //! is already there for the same model, input and design, continues an interrupted input from its
 //! sample store, and starts the rest. One input failing (an empty prompt, a model that does not
 //! load) is recorded in the summary and does not stop the others. Each distinct model is loaded
-//! once.
+//! once. The stages of consecutive inputs overlap ([`run`]).
 //!
 //! An input line is an [`InputSpec`] as JSON plus an optional `"id"` (default: its 1-based line
 //! number, `line-0001`):
@@ -22,16 +22,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::model::LoadedModel;
 use crate::plan::{DecoderConfig, Plan, PlanSpec};
 use crate::report::write_reports;
-use crate::rundir::{RunInfo, StartMode};
+use crate::rundir::{RunDir, RunInfo, StartMode};
 use crate::runner::{self, Progress, RunError, RunOptions, RunOutcome};
 use crate::store::Shard;
 use crate::transform::Index;
-use crate::value::setup::{self, ComputeDevice, InputSpec};
+use crate::value::setup::{self, ComputeDevice, InputSpec, PreparedGame};
 use crate::value::{ValueError, ValueFunction};
 
 /// One input of a sweep.
@@ -127,8 +128,8 @@ pub struct SweepOptions<'a> {
     pub batch_size: Option<usize>,
     /// Sync the stores every this many batches.
     pub sync_every: usize,
-    /// The design for an input of `n` players.
-    pub plan_for: &'a dyn Fn(usize) -> PlanSpec,
+    /// The design for an input of `n` players (called from the thread that prepares inputs).
+    pub plan_for: &'a (dyn Fn(usize) -> PlanSpec + Sync),
     /// Index of the reports.
     pub index: Index,
     /// Highest order reported (default: the design's degree).
@@ -164,7 +165,8 @@ pub struct InputOutcome {
     /// The strongest interactions: player names and value.
     #[serde(default)]
     pub top: Vec<(Vec<String>, f64)>,
-    /// Seconds spent on the input in this sweep.
+    /// Seconds spent on the input in this sweep: its setup, evaluation and decoding (which
+    /// overlap other inputs', so the sum over inputs exceeds the sweep's time).
     pub seconds: f64,
 }
 
@@ -181,7 +183,9 @@ pub enum SweepEvent<'a> {
     },
     /// A batch of the current input is stored.
     Batch(&'a Progress),
-    /// The current input is finished or failed.
+    /// An input is finished or failed: the current one, or the one before it (an input is
+    /// decoded while the next one is evaluated, so its outcome may come after the next one's
+    /// `Start`). Outcomes come in input order.
     Finished(&'a InputOutcome),
 }
 
@@ -197,7 +201,12 @@ pub struct SweepReport {
     pub summary_error: Option<std::io::Error>,
 }
 
-/// Runs the inputs of this shard one after another, rewriting the summary after each.
+/// Runs the inputs of this shard in order, rewriting the summary after each. Three stages
+/// overlap, so that the device evaluating masks does not wait on the host's work between
+/// inputs: the next input is prepared (its model loaded, the input tokenized, its greedy answer
+/// generated: [`setup::prepare_on`]) while the current one is evaluated, and the one before is
+/// decoded and its reports written meanwhile. Each input's [`SweepEvent::Finished`] comes once
+/// it is decoded, between the batches of the next input or after them.
 pub fn run(
     inputs: &[SweepInput],
     options: &SweepOptions<'_>,
@@ -209,29 +218,147 @@ pub fn run(
         .filter(|(k, _)| k % options.shard.count == options.shard.index)
         .map(|(_, i)| i)
         .collect();
-    let mut models = Models::default();
-    let mut outcomes = Vec::new();
     let summary = summary_path(&options.out, options.shard);
-    let mut summary_error = std::fs::create_dir_all(&options.out).err();
-    for (index, input) in mine.iter().enumerate() {
-        events(SweepEvent::Start { id: &input.id, index, count: mine.len() });
-        let clock = Instant::now();
-        let dir = options.out.join(&input.id);
-        let mut outcome = match explain_one(input, &dir, options, &mut models, events) {
-            Ok(done) => done,
-            Err(error) => failed(&input.id, &dir, error),
-        };
-        outcome.seconds = clock.elapsed().as_secs_f64();
+    let summary_error = std::fs::create_dir_all(&options.out).err();
+    let mut record = Record { outcomes: Vec::new(), summary, summary_error };
+    std::thread::scope(|scope| {
+        // Rendezvous: the preparing thread runs one input ahead of the evaluation, no more.
+        let (ready_tx, ready_rx) = bounded::<InFlight<'_, Prepared>>(0);
+        // One input waits for the decoding at most: a slow decoder holds the evaluation back
+        // rather than piling up evaluated inputs.
+        let (decode_tx, decode_rx) = bounded::<InFlight<'_, Stored>>(1);
+        let (done_tx, done_rx) = unbounded::<InputOutcome>();
+        scope.spawn(|| prepare_all(&mine, options, ready_tx));
+        scope.spawn(move || {
+            for job in decode_rx {
+                // The receiver lives until every outcome is taken.
+                let _ = done_tx.send(job.finish(|input, dir, e| decode_one(input, dir, e, options)));
+            }
+        });
+        for (index, prepared) in ready_rx.iter().enumerate() {
+            record.take_done(&done_rx, events);
+            events(SweepEvent::Start { id: &prepared.input.id, index, count: mine.len() });
+            let evaluated = prepared.then(|_, dir, p| {
+                evaluate_one(dir, p, options, &mut |progress| {
+                    record.take_done(&done_rx, events);
+                    events(SweepEvent::Batch(progress));
+                })
+            });
+            let cancelled = options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+            if decode_tx.send(evaluated).is_err() || cancelled {
+                break;
+            }
+        }
+        drop((ready_rx, decode_tx));
+        for outcome in done_rx {
+            record.push(outcome, events);
+        }
+    });
+    let Record { outcomes, summary, summary_error } = record;
+    SweepReport { outcomes, summary, summary_error }
+}
+
+/// The outcomes so far and the summary file they are written to after each.
+struct Record {
+    outcomes: Vec<InputOutcome>,
+    summary: PathBuf,
+    summary_error: Option<std::io::Error>,
+}
+
+impl Record {
+    /// Reports `outcome` and rewrites the summary. A summary that cannot be written loses
+    /// nothing: every input's own directory holds its result; the next input tries again, and
+    /// the last failure is reported.
+    fn push(&mut self, outcome: InputOutcome, events: &mut (dyn FnMut(SweepEvent<'_>) + Send)) {
         events(SweepEvent::Finished(&outcome));
-        outcomes.push(outcome);
-        // A summary that cannot be written loses nothing: every input's own directory holds its
-        // result; the next input tries again, and the last failure is reported.
-        summary_error = write_summary(&summary, &outcomes).err();
-        if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-            break;
+        self.outcomes.push(outcome);
+        self.summary_error = write_summary(&self.summary, &self.outcomes).err();
+    }
+
+    /// [`Record::push`]es the outcomes decoded since the last call.
+    fn take_done(&mut self, done: &Receiver<InputOutcome>, events: &mut (dyn FnMut(SweepEvent<'_>) + Send)) {
+        for outcome in done.try_iter() {
+            self.push(outcome, events);
         }
     }
-    SweepReport { outcomes, summary, summary_error }
+}
+
+/// An input between two stages of the sweep.
+struct InFlight<'a, T> {
+    input: &'a SweepInput,
+    dir: PathBuf,
+    /// Seconds spent on it so far, over the stages.
+    seconds: f64,
+    work: Next<T>,
+}
+
+/// What is left to do with an input.
+enum Next<T> {
+    /// The next stage, on the earlier one's result.
+    Stage(T),
+    /// Nothing: its outcome is known (reused, or failed).
+    Outcome(InputOutcome),
+}
+
+impl<'a, T> InFlight<'a, T> {
+    /// The next stage: `stage(input, run directory, work)` (timed), its error making the
+    /// input's outcome.
+    fn then<U>(self, stage: impl FnOnce(&'a SweepInput, &Path, T) -> Result<U, String>) -> InFlight<'a, U> {
+        let clock = Instant::now();
+        let InFlight { input, dir, seconds, work } = self;
+        let work = match work {
+            Next::Stage(w) => match stage(input, &dir, w) {
+                Ok(next) => Next::Stage(next),
+                Err(e) => Next::Outcome(failed(&input.id, &dir, e)),
+            },
+            Next::Outcome(o) => Next::Outcome(o),
+        };
+        InFlight { input, dir, seconds: seconds + clock.elapsed().as_secs_f64(), work }
+    }
+
+    /// The last stage: the outcome, with the seconds of every stage.
+    fn finish(self, stage: impl FnOnce(&'a SweepInput, &Path, T) -> Result<InputOutcome, String>) -> InputOutcome {
+        let done = self.then(stage);
+        let (Next::Stage(mut outcome) | Next::Outcome(mut outcome)) = done.work;
+        outcome.seconds = done.seconds;
+        outcome
+    }
+}
+
+/// An input ready to evaluate: its game set up on the CPU, and its design.
+struct Prepared {
+    game: PreparedGame,
+    plan: Plan,
+}
+
+/// An input whose masks are all evaluated and stored.
+struct Stored {
+    run_dir: RunDir,
+    evaluated: runner::Evaluated,
+    info: RunInfo,
+}
+
+/// The preparing stage: each input of `mine` in turn, handed to the evaluation as it is taken.
+fn prepare_all<'a>(mine: &[&'a SweepInput], options: &SweepOptions<'_>, ready: Sender<InFlight<'a, Prepared>>) {
+    let mut models = Models::default();
+    for &input in mine {
+        if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return;
+        }
+        let dir = options.out.join(&input.id);
+        let reused = if options.force { None } else { finished_earlier(input, &dir, options) };
+        let start = InFlight { input, dir, seconds: 0.0, work: reused.map_or(Next::Stage(()), Next::Outcome) };
+        if ready.send(start.then(|input, _, ()| prepare_one(input, options, &mut models))).is_err() {
+            return; // the sweep stopped
+        }
+    }
+}
+
+fn prepare_one(input: &SweepInput, options: &SweepOptions<'_>, models: &mut Models) -> Result<Prepared, String> {
+    let (model, identity) = models.get(input.spec.model.as_deref())?;
+    let game = setup::prepare_on(model, &identity, &input.spec, options.device).map_err(|e| e.to_string())?;
+    let plan = Plan::new((options.plan_for)(game.players.len())).map_err(|e| e.to_string())?;
+    Ok(Prepared { game, plan })
 }
 
 fn failed(id: &str, dir: &Path, error: String) -> InputOutcome {
@@ -264,21 +391,14 @@ impl Models {
     }
 }
 
-fn explain_one(
-    input: &SweepInput,
+/// The evaluating stage: places the game on its device and evaluates the missing batches.
+fn evaluate_one(
     dir: &Path,
+    Prepared { game, plan }: Prepared,
     options: &SweepOptions<'_>,
-    models: &mut Models,
-    events: &mut (dyn FnMut(SweepEvent<'_>) + Send),
-) -> Result<InputOutcome, String> {
-    if !options.force {
-        if let Some(reused) = finished_earlier(input, dir, options) {
-            return Ok(reused);
-        }
-    }
-    let (model, identity) = models.get(input.spec.model.as_deref())?;
-    let game = setup::build_on(model, &identity, &input.spec, options.device).map_err(|e| e.to_string())?;
-    let plan = Plan::new((options.plan_for)(game.players.len())).map_err(|e| e.to_string())?;
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Stored, String> {
+    let game = game.place().map_err(|e| e.to_string())?;
     let info = game.info();
     let mode = if options.force {
         StartMode::Force
@@ -297,10 +417,18 @@ fn explain_one(
     };
     let mut value = Some(game.value);
     let mut start = || -> Result<Box<dyn ValueFunction>, ValueError> { Ok(value.take().expect("started once")) };
-    let decoder = DecoderConfig::default();
-    let (run_dir, outcome) =
-        runner::run(&plan, &info, &run, &mut start, &decoder, &mut |p| events(SweepEvent::Batch(p)))
-            .map_err(sweep_error)?;
+    let (run_dir, evaluated) = runner::evaluate_run(&plan, &info, &run, &mut start, progress).map_err(sweep_error)?;
+    Ok(Stored { run_dir, evaluated, info })
+}
+
+/// The decoding stage: decodes the stored values and writes the reports.
+fn decode_one(
+    input: &SweepInput,
+    dir: &Path,
+    Stored { run_dir, evaluated, info }: Stored,
+    options: &SweepOptions<'_>,
+) -> Result<InputOutcome, String> {
+    let outcome = evaluated.decode(&run_dir, &DecoderConfig::default()).map_err(sweep_error)?;
     let RunOutcome::Complete { explanation, .. } = outcome else { unreachable!("a sweep input is never sharded") };
     let interactions = explanation
         .interactions(options.index, options.max_order.unwrap_or(explanation.degree))

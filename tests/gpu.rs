@@ -465,6 +465,65 @@ mod models_on_gpu {
         }
     }
 
+    /// `spex sweep --device cuda`: inputs prepared on another thread, placed on the GPU and
+    /// decoded on a third (`spex::sweep::run`), give the values the CPU sweep gives, input by
+    /// input (all 2^n masks and their held-out repeats, bf16 against f32).
+    #[test]
+    #[ignore = "needs a CUDA device; run scripts/gpu-check.sh"]
+    fn a_sweep_on_the_gpu_gives_the_cpu_values() {
+        use spex::plan::PlanSpec;
+        use spex::sweep::{self, SweepInput, SweepOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let (tok, dir) = (byte_bpe(), tmp.path().join("model"));
+        let shape = LlamaSpec::tiny(tok.tokens.len());
+        write_llama_hf(&dir, &shape, &llama_weights(&shape, 64), &tok);
+        let inputs: Vec<SweepInput> = ["", "a dog sat by the door. "]
+            .iter()
+            .enumerate()
+            .map(|(k, prefix)| SweepInput {
+                id: format!("in{k}"),
+                spec: InputSpec {
+                    model: Some(dir.clone()),
+                    prefix: prefix.to_string(),
+                    max_new_tokens: Some(2),
+                    ..InputSpec::new("the cat sat on the mat")
+                },
+            })
+            .collect();
+        let plan_for = |n: usize| PlanSpec::with_defaults(n, None, Some(64));
+        let values = |device: ComputeDevice| {
+            let out = tmp.path().join(format!("{device:?}"));
+            let options = SweepOptions {
+                out: out.clone(),
+                device,
+                force: false,
+                shard: spex::store::Shard::ALL,
+                batch_size: None,
+                sync_every: 1,
+                plan_for: &plan_for,
+                index: spex::transform::Index::Fbii,
+                max_order: None,
+                top: 3,
+                cancel: None,
+            };
+            let report = sweep::run(&inputs, &options, &mut |_| {});
+            let done: Vec<&str> = report.outcomes.iter().map(|o| o.status.as_str()).collect();
+            assert_eq!(done, ["done", "done"], "{device:?}: {:?}", report.outcomes);
+            let read = |id: &str| -> Vec<f64> {
+                let text = std::fs::read_to_string(out.join(id).join("values.txt")).unwrap();
+                text.lines().map(|l| l.parse().unwrap()).collect()
+            };
+            [read("in0"), read("in1")]
+        };
+        let (want, got) = (values(ComputeDevice::Cpu), values(ComputeDevice::Cuda));
+        for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.len(), g.len());
+            for (r, (w, g)) in w.iter().zip(g).enumerate() {
+                assert_close(*g, *w, BF16_TOL, &format!("sweep input {k}, mask {r}"));
+            }
+        }
+    }
+
     /// The game `--device cuda` builds for `spec` runs on the GPU and gives the CPU game's
     /// values on 20 random masks (`seed`) within `tol`.
     fn device_cuda_game_matches_cpu(m: &Arc<model::LoadedModel>, spec: &InputSpec, seed: u64, tol: f64, what: &str) {

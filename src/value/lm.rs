@@ -18,7 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::ablate::Layout;
 use super::players::{tokenize_prompt, HeadMode, HeadPlayer, Prompt, SetupError, TokenMode, TokenizedPrompt};
@@ -101,7 +101,7 @@ impl Default for LmOptions {
 }
 
 /// A causal LM explained by ablation: one value per mask, computed in batched forward passes.
-/// Cloning shares the model (an `Arc`).
+/// Cloning shares the model and the cached prefix (`Arc`s).
 #[derive(Clone)]
 pub struct LmValue {
     model: Arc<LoadedModel>,
@@ -111,8 +111,11 @@ pub struct LmValue {
     metric: LmMetric,
     labels: Vec<String>,
     max_batch_tokens: usize,
-    /// Keys and values of the first [`KvPrefix::len`] base positions, which every row shares.
-    prefix: Option<Arc<KvPrefix>>,
+    /// Base positions whose keys and values every row shares ([`LmValue::cached_prefix`]).
+    cached: usize,
+    /// Their keys and values, computed on the first CPU forward: a value function that runs on
+    /// a GPU prefills there, and the CPU's forward of the template would be wasted.
+    prefix: Arc<OnceLock<Arc<KvPrefix>>>,
 }
 
 impl LmValue {
@@ -237,10 +240,6 @@ impl LmValue {
         // target (every player removed), whose output must then be computed.
         let cached =
             if options.reuse_prefix && layout.heads.is_empty() { layout.fixed_prefix().saturating_sub(1) } else { 0 };
-        let prefix = match cached {
-            0 => None,
-            p => Some(Arc::new(model.model.prefill(&layout.ids[..p])?)),
-        };
         Ok(LmValue {
             model,
             prompt,
@@ -249,7 +248,8 @@ impl LmValue {
             metric: options.metric,
             labels,
             max_batch_tokens: options.max_batch_tokens.max(1),
-            prefix,
+            cached,
+            prefix: Arc::default(),
         })
     }
 
@@ -302,7 +302,21 @@ impl LmValue {
     /// tokens the input begins with but the last (0 with head players, whose ablation changes
     /// them, or with [`LmOptions::reuse_prefix`] off).
     pub fn cached_prefix(&self) -> usize {
-        self.prefix.as_ref().map_or(0, |p| p.len())
+        self.cached
+    }
+
+    /// The keys and values of the [`LmValue::cached_prefix`] positions (`None` without a
+    /// cached prefix), computed on first use and shared by clones.
+    fn prefix_kv(&self) -> Result<Option<Arc<KvPrefix>>, ModelError> {
+        if self.cached == 0 {
+            return Ok(None);
+        }
+        if let Some(kv) = self.prefix.get() {
+            return Ok(Some(kv.clone()));
+        }
+        let kv = Arc::new(self.model.model.prefill(&self.layout.ids[..self.cached])?);
+        // A clone that filled it meanwhile computed the same keys and values.
+        Ok(Some(self.prefix.get_or_init(|| kv).clone()))
     }
 
     /// Evaluates a batch of masks, in forward passes of at most [`LmValue::rows_per_forward`]
@@ -327,7 +341,7 @@ impl LmValue {
     /// rounding. Attention and replace mode.
     pub fn evaluate_full_length(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
         let rows = self.layout.after(self.cached_prefix())?;
-        let input = self.behind_prefix(rows.build_full_length(masks)?);
+        let input = self.behind_prefix(rows.build_full_length(masks)?)?;
         self.score_device_form(&input, masks.len(), rows.ids.len())
     }
 
@@ -339,18 +353,18 @@ impl LmValue {
     pub fn evaluate_compacted(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
         let rows = self.layout.after(self.cached_prefix())?;
         let slots = rows.compacted_len(masks);
-        let input = self.behind_prefix(rows.build_compacted(masks, slots)?);
+        let input = self.behind_prefix(rows.build_compacted(masks, slots)?)?;
         self.score_device_form(&input, masks.len(), slots)
     }
 
     /// A device form of the rows after the cached prefix ([`Layout::after`], positions from 0)
     /// as the device path runs it: positions shifted past the prefix, attending its keys.
-    fn behind_prefix(&self, mut input: ModelInput) -> ModelInput {
+    fn behind_prefix(&self, mut input: ModelInput) -> Result<ModelInput, ModelError> {
         let skip = self.cached_prefix() as u32;
         if let Ids::Host(positions) = &mut input.positions {
             positions.iter_mut().for_each(|p| *p += skip);
         }
-        ModelInput { past: self.prefix.clone(), ..input }
+        Ok(ModelInput { past: self.prefix_kv()?, ..input })
     }
 
     /// The values of the `rows` rows of a device form with `slots` positions per row (`L` for
@@ -394,7 +408,7 @@ impl LmValue {
 
     fn evaluate_chunk(&self, masks: MaskSlice<'_>) -> Result<Vec<f64>, ModelError> {
         let mut batch = self.layout.build_after(masks, self.model.model.device(), self.cached_prefix())?;
-        batch.input.past = self.prefix.clone();
+        batch.input.past = self.prefix_kv()?;
         let hidden = self.model.model.forward(&batch.input)?.hidden;
         let head = self.model.model.lm_head().expect("checked at construction");
         let n_prompt = self.prompt.ids.len();

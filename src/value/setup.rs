@@ -311,9 +311,10 @@ impl InputSpec {
 }
 
 /// A ready input: the value function, its players' names, the text scored, and a fingerprint.
-pub struct Game {
+/// A [`PreparedGame`] holds its value function not yet placed on its device.
+pub struct Game<V = Box<dyn ValueFunction + Send>> {
     /// The value function.
-    pub value: Box<dyn ValueFunction + Send>,
+    pub value: V,
     /// One name per player (`"Lyon,"`, `"L3H5"`, …).
     pub players: Vec<String>,
     /// What is measured, in words (e.g. the greedy answer that is scored).
@@ -329,7 +330,33 @@ pub struct Game {
     pub input: InputText,
 }
 
-impl Game {
+/// A game prepared on the CPU (tokenized, its target generated, its layout built) whose value
+/// function is not yet on its device: [`PreparedGame::place`] puts it there. A sweep prepares
+/// the next input while the current one runs.
+pub type PreparedGame = Game<PreparedValue>;
+
+/// The value function of a [`PreparedGame`], before it is placed on a device.
+pub enum PreparedValue {
+    /// A causal LM's.
+    Lm(LmValue),
+    /// An encoder's.
+    Encoder(EncoderValue),
+}
+
+impl PreparedGame {
+    /// The game with its value function on [`Game::device`]: every visible GPU for
+    /// [`ComputeDevice::Cuda`] (the weights uploaded once per model and device), else the CPU.
+    pub fn place(self) -> Result<Game, SetupError> {
+        let value = match self.value {
+            PreparedValue::Lm(v) => lm_value_on(v, self.device)?,
+            PreparedValue::Encoder(v) => encoder_value_on(v, self.device)?,
+        };
+        let Game { players, scored, fingerprint, device, model, input, .. } = self;
+        Ok(Game { value, players, scored, fingerprint, device, model, input })
+    }
+}
+
+impl<V> Game<V> {
     /// The run description stored beside the samples and copied into the reports.
     pub fn info(&self) -> RunInfo {
         RunInfo {
@@ -407,6 +434,17 @@ pub fn build_on(
     spec: &InputSpec,
     device: ComputeDevice,
 ) -> Result<Game, SetupError> {
+    prepare_on(model, identity, spec, device)?.place()
+}
+
+/// [`build_on`] but for the placement: the CPU's part of the setup (tokenizing, the greedy
+/// answer, the layout), for [`PreparedGame::place`] later.
+pub fn prepare_on(
+    model: Arc<LoadedModel>,
+    identity: &str,
+    spec: &InputSpec,
+    device: ComputeDevice,
+) -> Result<PreparedGame, SetupError> {
     let (text, unit) = match spec.players {
         Players::Words | Players::WordsHeads | Players::Heads => (spec.prompt.clone(), Unit::Words),
         Players::Tokens | Players::TokensHeads => (spec.prompt.clone(), Unit::Tokens),
@@ -449,7 +487,7 @@ pub fn build_on(
         let players = value.player_labels().to_vec();
         let input = input_text(spec, &text, value.prompt(), token_players, n_heads);
         let scored = format!("cosine similarity of the pooled embedding to that of {reference:?}");
-        let value = encoder_value_on(value, device)?;
+        let value = PreparedValue::Encoder(value);
         return Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input });
     }
     let metric = match &spec.logit_diff {
@@ -476,7 +514,7 @@ pub fn build_on(
         (LmMetric::LogitDiff { .. }, Some((a, b))) => format!("logit({a:?}) − logit({b:?}) of the next token"),
         _ => format!("log-probability of the continuation {:?}", value.target_text()),
     };
-    let value = lm_value_on(value, device)?;
+    let value = PreparedValue::Lm(value);
     Ok(Game { value, players, scored, fingerprint, device, model: identity.into(), input })
 }
 
