@@ -6,7 +6,8 @@
 //! is already there for the same model, input and design, continues an interrupted input from its
 //! sample store, and starts the rest. One input failing (an empty prompt, a model that does not
 //! load) is recorded in the summary and does not stop the others. Each distinct model is loaded
-//! once. The stages of consecutive inputs overlap ([`run`]).
+//! once, and let go after the last input that names it. The stages of consecutive inputs
+//! overlap ([`run`]).
 //!
 //! An input line is an [`InputSpec`] as JSON plus an optional `"id"` (default: its 1-based line
 //! number, `line-0001`):
@@ -340,15 +341,17 @@ struct Stored {
 
 /// The preparing stage: each input of `mine` in turn, handed to the evaluation as it is taken.
 fn prepare_all<'a>(mine: &[&'a SweepInput], options: &SweepOptions<'_>, ready: Sender<InFlight<'a, Prepared>>) {
-    let mut models = Models::default();
-    for &input in mine {
+    let mut models = Models::new(mine);
+    for (k, &input) in mine.iter().enumerate() {
         if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
             return;
         }
         let dir = options.out.join(&input.id);
         let reused = if options.force { None } else { finished_earlier(input, &dir, options) };
         let start = InFlight { input, dir, seconds: 0.0, work: reused.map_or(Next::Stage(()), Next::Outcome) };
-        if ready.send(start.then(|input, _, ()| prepare_one(input, options, &mut models))).is_err() {
+        let prepared = start.then(|input, _, ()| prepare_one(input, options, &mut models));
+        models.release_after(k);
+        if ready.send(prepared).is_err() {
             return; // the sweep stopped
         }
     }
@@ -375,18 +378,37 @@ fn failed(id: &str, dir: &Path, error: String) -> InputOutcome {
     }
 }
 
-/// Loaded models by path, each loaded once per sweep.
-#[derive(Default)]
-struct Models(HashMap<Option<PathBuf>, (Arc<LoadedModel>, String)>);
+/// Loaded models by path (`None`: the default model), each loaded once per sweep and let go
+/// after the last input that names it: a sweep over several large models holds only those
+/// still to come (and those the games in flight hold).
+struct Models<M = (Arc<LoadedModel>, String)> {
+    loaded: HashMap<Option<PathBuf>, M>,
+    /// Per model, the position in the sweep of the last input that names it.
+    last_use: HashMap<Option<PathBuf>, usize>,
+}
+
+impl<M> Models<M> {
+    fn new(mine: &[&SweepInput]) -> Self {
+        // Later inputs overwrite earlier ones: the last use remains.
+        let last_use = mine.iter().enumerate().map(|(k, i)| (i.spec.model.clone(), k)).collect();
+        Models { loaded: HashMap::new(), last_use }
+    }
+
+    /// Lets go of the models that no input after position `k` names.
+    fn release_after(&mut self, k: usize) {
+        let last_use = &self.last_use;
+        self.loaded.retain(|path, _| last_use.get(path).is_some_and(|&last| last > k));
+    }
+}
 
 impl Models {
     fn get(&mut self, path: Option<&Path>) -> Result<(Arc<LoadedModel>, String), String> {
         let key = path.map(Path::to_path_buf);
-        if let Some(m) = self.0.get(&key) {
+        if let Some(m) = self.loaded.get(&key) {
             return Ok(m.clone());
         }
         let loaded = setup::load_model(path).map_err(|e| e.to_string())?;
-        self.0.insert(key, loaded.clone());
+        self.loaded.insert(key, loaded.clone());
         Ok(loaded)
     }
 }
@@ -552,6 +574,36 @@ mod tests {
             assert!(e.to_string().contains(says), "{text}: {e}");
         }
         assert!(matches!(parse("# nothing\n"), Err(SweepError::Empty(_))));
+    }
+
+    /// A model is let go after the last input that names it, not before.
+    #[test]
+    fn models_are_released_after_their_last_input() {
+        let inputs: Vec<SweepInput> = ["a", "b", "a", "", "c"]
+            .iter()
+            .map(|m| SweepInput {
+                id: format!("in-{m}"),
+                spec: InputSpec { model: (!m.is_empty()).then(|| PathBuf::from(m)), ..InputSpec::new("x") },
+            })
+            .collect();
+        let mine: Vec<&SweepInput> = inputs.iter().collect();
+        let mut models = Models::<()>::new(&mine);
+        let held = |models: &Models<()>| {
+            let mut keys: Vec<String> = models
+                .loaded
+                .keys()
+                .map(|k| k.as_ref().map_or("default".into(), |p| p.display().to_string()))
+                .collect();
+            keys.sort();
+            keys
+        };
+        // Inputs name a, b, a, the default model, c: a is held until its second use.
+        let want: [&[&str]; 5] = [&["a"], &["a"], &[], &[], &[]];
+        for (k, input) in mine.iter().enumerate() {
+            models.loaded.insert(input.spec.model.clone(), ());
+            models.release_after(k);
+            assert_eq!(held(&models), want[k], "after input {k}");
+        }
     }
 
     /// The summary is written after every input, and a summary that cannot be written is
