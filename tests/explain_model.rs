@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::cli::{json, SPEX};
 use serde_json::Value;
@@ -185,4 +185,48 @@ fn a_sweep_explains_each_input_as_explain_would_and_reuses_finished_ones() {
         String::from_utf8_lossy(&again.stdout)
     );
     assert_eq!(json(&out.join("paris/result.json"))["fourier"], a["fourier"]);
+}
+
+/// Ctrl-C (SIGINT) stops a sweep after the batch under way: the command says how many inputs
+/// are finished and to rerun it, and the rerun continues the input from its store to the values
+/// an uninterrupted sweep gives.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_sweep_with_the_advice_to_rerun() {
+    if !have_model() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs.jsonl");
+    std::fs::write(&inputs, "{\"id\": \"paris\", \"prompt\": \"The capital of France is\", \"max_new_tokens\": 1}\n")
+        .unwrap();
+    let sweep = |out: &Path| {
+        let mut c = Command::new(SPEX);
+        c.args(["sweep", "--inputs"]).arg(&inputs).args(["--budget", "200", "--batch-size", "2", "--log", "quiet"]);
+        c.arg("--out").arg(out);
+        c
+    };
+    let (reference, out) = (tmp.path().join("reference"), tmp.path().join("sweep"));
+    assert!(sweep(&reference).output().unwrap().status.success());
+    let child = sweep(&out).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let store = out.join("paris/samples.store");
+    let stored = || spex::store::Store::read(&store).map_or(0, |s| s.batches().len());
+    for _ in 0..400 {
+        if stored() >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("interrupted: 0 of 1 inputs are finished; rerun the same command to continue"), "{err}");
+    let kept = stored();
+    // The design is the exhaustive table of the 5 words and its 32 held-out repeats: 32 batches.
+    assert!((1..32).contains(&kept), "{kept} of 32 batches kept");
+    assert!(sweep(&out).output().unwrap().status.success());
+    let values = |d: &Path| std::fs::read_to_string(d.join("paris/values.txt")).unwrap();
+    assert_eq!(values(&out), values(&reference));
 }

@@ -838,6 +838,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         top: args.show.top,
         cancel: Some(interrupt_flag()),
     };
+    let interrupted = options.cancel.clone().expect("set above");
     let log = args.log;
     let bar = Progress::new(log, 0);
     let report = spex::sweep::run(&inputs, &options, &mut |event| match event {
@@ -869,6 +870,15 @@ fn sweep(args: SweepArgs) -> Result<()> {
     println!("{} inputs: {} explained, {failed} failed; {summary}", outcomes.len(), outcomes.len() - failed);
     if let Some(e) = &report.summary_error {
         bail!("writing the summary {}: {e} (each input's run directory holds its result)", report.summary.display());
+    }
+    let shard = options.shard;
+    let mine = (0..inputs.len()).filter(|k| k % shard.count == shard.index).count();
+    let finished = outcomes.iter().filter(|o| o.status != "failed").count();
+    if interrupted.load(Ordering::Relaxed) && finished < mine {
+        bail!(
+            "interrupted: {finished} of {mine} inputs are finished; rerun the same command to continue (finished \
+             inputs are reused, an interrupted one continues from its sample store)"
+        );
     }
     if failed > 0 {
         bail!(
