@@ -187,7 +187,14 @@ pub enum SweepEvent<'a> {
     /// An input is finished or failed: the current one, or the one before it (an input is
     /// decoded while the next one is evaluated, so its outcome may come after the next one's
     /// `Start`). Outcomes come in input order.
-    Finished(&'a InputOutcome),
+    Finished {
+        /// What became of it.
+        outcome: &'a InputOutcome,
+        /// Seconds the rest of the sweep (this shard) should take at its pace so far: the
+        /// seconds per input explained in this sweep (reused and failed ones cost next to
+        /// nothing) times the inputs left. `None` until one is explained.
+        remaining_seconds: Option<f64>,
+    },
 }
 
 /// What a sweep did.
@@ -221,7 +228,7 @@ pub fn run(
         .collect();
     let summary = summary_path(&options.out, options.shard);
     let summary_error = std::fs::create_dir_all(&options.out).err();
-    let mut record = Record { outcomes: Vec::new(), summary, summary_error };
+    let mut record = Record { outcomes: Vec::new(), count: mine.len(), clock: Instant::now(), summary, summary_error };
     std::thread::scope(|scope| {
         // Rendezvous: the preparing thread runs one input ahead of the evaluation, no more.
         let (ready_tx, ready_rx) = bounded::<InFlight<'_, Prepared>>(0);
@@ -255,25 +262,33 @@ pub fn run(
             record.push(outcome, events);
         }
     });
-    let Record { outcomes, summary, summary_error } = record;
+    let Record { outcomes, summary, summary_error, .. } = record;
     SweepReport { outcomes, summary, summary_error }
 }
 
 /// The outcomes so far and the summary file they are written to after each.
 struct Record {
     outcomes: Vec<InputOutcome>,
+    /// Inputs of this shard.
+    count: usize,
+    /// Since the sweep began.
+    clock: Instant,
     summary: PathBuf,
     summary_error: Option<std::io::Error>,
 }
 
 impl Record {
-    /// Reports `outcome` and rewrites the summary. A summary that cannot be written loses
-    /// nothing: every input's own directory holds its result; the next input tries again, and
-    /// the last failure is reported.
+    /// Rewrites the summary with `outcome` and reports it. A summary that cannot be written
+    /// loses nothing: every input's own directory holds its result; the next input tries again,
+    /// and the last failure is reported.
     fn push(&mut self, outcome: InputOutcome, events: &mut (dyn FnMut(SweepEvent<'_>) + Send)) {
-        events(SweepEvent::Finished(&outcome));
         self.outcomes.push(outcome);
         self.summary_error = write_summary(&self.summary, &self.outcomes).err();
+        let explained = self.outcomes.iter().filter(|o| o.status == "done").count();
+        let left = self.count - self.outcomes.len();
+        let pace = self.clock.elapsed().as_secs_f64() / explained.max(1) as f64;
+        let remaining_seconds = (explained > 0).then_some(pace * left as f64);
+        events(SweepEvent::Finished { outcome: self.outcomes.last().expect("just pushed"), remaining_seconds });
     }
 
     /// [`Record::push`]es the outcomes decoded since the last call.

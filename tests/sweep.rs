@@ -53,9 +53,17 @@ fn input(id: &str, model: &Path, spec: InputSpec) -> SweepInput {
     SweepInput { id: id.into(), spec: InputSpec { model: Some(model.to_path_buf()), ..spec } }
 }
 
-/// What the events said, one line each: "start a", "batch a", "finished a failed".
+/// What the events said, one line each: "start a", "batch a", "finished a failed"; and the
+/// sweep's time left after each outcome.
 fn sweep_logged(inputs: &[SweepInput], options: &SweepOptions<'_>) -> (sweep::SweepReport, Vec<String>) {
-    let mut log = Vec::new();
+    sweep_timed(inputs, options).0
+}
+
+fn sweep_timed(
+    inputs: &[SweepInput],
+    options: &SweepOptions<'_>,
+) -> ((sweep::SweepReport, Vec<String>), Vec<Option<f64>>) {
+    let (mut log, mut remaining) = (Vec::new(), Vec::new());
     let mut current = String::new();
     let report = sweep::run(inputs, options, &mut |e| match e {
         SweepEvent::Start { id, .. } => {
@@ -63,9 +71,12 @@ fn sweep_logged(inputs: &[SweepInput], options: &SweepOptions<'_>) -> (sweep::Sw
             log.push(format!("start {id}"));
         }
         SweepEvent::Batch(_) => log.push(format!("batch {current}")),
-        SweepEvent::Finished(o) => log.push(format!("finished {} {}", o.id, o.status)),
+        SweepEvent::Finished { outcome: o, remaining_seconds } => {
+            log.push(format!("finished {} {}", o.id, o.status));
+            remaining.push(remaining_seconds);
+        }
     });
-    (report, log)
+    ((report, log), remaining)
 }
 
 /// The input explained by a run of its own (`runner::run`, as `spex explain` does): its result
@@ -118,8 +129,12 @@ fn a_sweep_gives_each_input_what_a_run_of_its_own_gives_in_input_order() {
         input("c", &model, InputSpec { target: Some(" mat".into()), ..InputSpec::new("a cat on") }),
     ];
     let out = tmp.path().join("sweep");
-    let (report, log) = sweep_logged(&inputs, &options(&out, &plan_for));
+    let ((report, log), remaining) = sweep_timed(&inputs, &options(&out, &plan_for));
     let expected = [("a", "done"), ("blank", "failed"), ("lost", "failed"), ("b", "done"), ("c", "done")];
+    // The time left: after the first input, its time for each of the 4 left; none at the end.
+    let elapsed = report.outcomes[0].seconds;
+    assert!(remaining[0].is_some_and(|r| r >= 4.0 * elapsed * 0.99), "{remaining:?}, first input {elapsed} s");
+    assert_eq!(remaining[4], Some(0.0));
     assert_eq!(statuses(&report.outcomes), expected);
     assert!(report.outcomes[1].error.as_deref().unwrap().contains("empty"), "{:?}", report.outcomes[1]);
     assert!(report.outcomes[2].error.as_deref().unwrap().contains("no-model"), "{:?}", report.outcomes[2]);
@@ -163,9 +178,10 @@ fn a_sweep_gives_each_input_what_a_run_of_its_own_gives_in_input_order() {
 
     // Rerun: the finished inputs are reused with the same summary entries, the failed ones
     // fail again.
-    let (again, _) = sweep_logged(&inputs, &options(&out, &plan_for));
+    let ((again, _), remaining) = sweep_timed(&inputs, &options(&out, &plan_for));
     let reused = [("a", "reused"), ("blank", "failed"), ("lost", "failed"), ("b", "reused"), ("c", "reused")];
     assert_eq!(statuses(&again.outcomes), reused);
+    assert!(remaining.iter().all(Option::is_none), "nothing explained, no pace: {remaining:?}");
     for k in [0, 3, 4] {
         assert_eq!((&again.outcomes[k].top, again.outcomes[k].r2), (&report.outcomes[k].top, report.outcomes[k].r2));
     }
@@ -195,7 +211,7 @@ fn a_cancelled_sweep_stops_at_the_input_under_way() {
                 cancel.store(true, Ordering::Relaxed);
             }
         }
-        SweepEvent::Finished(o) => log.push(format!("finished {} {}", o.id, o.status)),
+        SweepEvent::Finished { outcome: o, .. } => log.push(format!("finished {} {}", o.id, o.status)),
     });
     assert_eq!(statuses(&report.outcomes), [("in0", "done"), ("in1", "failed")]);
     assert!(report.outcomes[1].error.as_deref().unwrap().contains("interrupted"), "{:?}", report.outcomes[1]);

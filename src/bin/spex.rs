@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 
 use spex::explain::Explanation;
 use spex::io::{read_masks, read_values, write_masks};
@@ -841,11 +841,14 @@ fn sweep(args: SweepArgs) -> Result<()> {
     let interrupted = options.cancel.clone().expect("set above");
     let log = args.log;
     let bar = Progress::new(log, 0);
+    // The input under way ("[3/40] paris") and the sweep's time left, for the bar's prefix.
+    let (mut current, mut remaining) = (String::new(), None);
     let report = spex::sweep::run(&inputs, &options, &mut |event| match event {
         SweepEvent::Start { id, index, count } => {
             bar.bar.reset();
+            current = format!("[{}/{count}] {id}", index + 1);
             match log {
-                LogMode::Bar => bar.bar.set_prefix(format!("[{}/{count}] {id}", index + 1)),
+                LogMode::Bar => bar.bar.set_prefix(sweep_prefix(&current, remaining)),
                 LogMode::Json => {
                     eprintln!("{}", serde_json::json!({"event": "input", "id": id, "index": index, "count": count}))
                 }
@@ -853,10 +856,15 @@ fn sweep(args: SweepArgs) -> Result<()> {
             }
         }
         SweepEvent::Batch(p) => bar.update(p),
-        SweepEvent::Finished(o) => {
-            bar.bar.suspend(|| print_outcome(o));
+        SweepEvent::Finished { outcome, remaining_seconds } => {
+            bar.bar.suspend(|| print_outcome(outcome));
+            remaining = remaining_seconds;
+            bar.bar.set_prefix(sweep_prefix(&current, remaining));
             if log == LogMode::Json {
-                eprintln!("{}", serde_json::json!({"event": "finished", "outcome": o}));
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "finished", "outcome": outcome, "remaining_seconds": remaining_seconds})
+                );
             }
         }
     });
@@ -888,6 +896,14 @@ fn sweep(args: SweepArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The bar's prefix during a sweep: the input under way, and the sweep's time left once known.
+fn sweep_prefix(current: &str, remaining_seconds: Option<f64>) -> String {
+    match remaining_seconds {
+        Some(s) => format!("{current} (sweep: {} left)", HumanDuration(Duration::from_secs_f64(s.max(0.0)))),
+        None => current.to_string(),
+    }
 }
 
 fn print_outcome(o: &spex::sweep::InputOutcome) {
