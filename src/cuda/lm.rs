@@ -551,15 +551,16 @@ pub fn shared_device(ordinal: usize) -> Result<Device, CudaError> {
     Ok(device)
 }
 
-/// Rows per forward pass from free device memory (after the weights are resident).
+/// Rows per forward pass from free device memory (after the weights are resident): each row
+/// runs the positions after the cached prefix and attends all of them.
 fn initial_batch(gpu: &Gpu, spec: &LmValue, dtype: DType) -> Result<usize, CudaError> {
     let info = spec.model().model.info();
-    let len = spec.layout().ids.len();
+    let keys = spec.layout().ids.len();
+    let queries = keys - spec.cached_prefix();
     let elem = dtype.size_in_bytes();
-    let row =
-        decoder_row_bytes(len, info.hidden_size, info.num_heads, info.num_kv_heads, info.head_dim, info.mlp_size, elem)
-            + len * len * elem
-            + spec.target_tokens().len() * VOCAB_TILE * elem;
+    let row = decoder_row_bytes(&info, queries, keys, elem)
+        + queries * keys * elem
+        + spec.target_tokens().len() * VOCAB_TILE * elem;
     let (free, _) = gpu.memory()?;
     Ok(auto_batch_rows(free, 0, row, HEADROOM, MAX_ROWS))
 }

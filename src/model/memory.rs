@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use candle_core::Device;
 
-use super::Model;
+use super::{Model, ModelInfo};
 
 /// [`plan_forwards`]'s `min_tokens` on the CPU. Measured with `spex bench throughput --shape
 /// smollm2-135m` on 2 cores (64-token prompts, uniform masks): against one pass per batch, 128
@@ -157,22 +157,18 @@ pub fn auto_batch_rows(
     rows.clamp(1, max_rows.max(1))
 }
 
-/// Activation bytes per row of a decoder forward of `len` tokens, counted generously (an upper
-/// bound, not a measurement): the residual stream and its norm, Q/K/V and the attention output,
-/// the `[H, L, L]` scores and probabilities (plus the `[L, L]` bias), and the MLP's gate/up
-/// products, each `elem_bytes` wide, times two for candle's temporaries.
-pub fn decoder_row_bytes(
-    len: usize,
-    hidden: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    inter: usize,
-    elem_bytes: usize,
-) -> usize {
-    let per_token = 2 * hidden + (heads + 2 * kv_heads) * head_dim + heads * head_dim + 3 * inter;
-    let attention = (2 * heads + 1) * len * len;
-    2 * elem_bytes * (len * per_token + attention)
+/// Activation bytes per row of a decoder forward of `queries` new positions attending `keys`
+/// positions (more behind a cached prefix, whose keys every row attends), counted generously (an
+/// upper bound, not a measurement): per new position the residual stream and its norm, Q/K/V and
+/// the attention output and the MLP's gate/up products; per key its key and value (a prefix's
+/// joined to the row's); the `[H, queries, keys]` scores and probabilities plus the bias; each
+/// `elem_bytes` wide, times two for candle's temporaries.
+pub fn decoder_row_bytes(info: &ModelInfo, queries: usize, keys: usize, elem_bytes: usize) -> usize {
+    let (heads, kv_heads, d) = (info.num_heads, info.num_kv_heads, info.head_dim);
+    let per_token = 2 * info.hidden_size + (heads + 2 * kv_heads) * d + heads * d + 3 * info.mlp_size;
+    let per_key = 2 * kv_heads * d;
+    let attention = (2 * heads + 1) * queries * keys;
+    2 * elem_bytes * (queries * per_token + keys * per_key + attention)
 }
 
 /// Whether a candle error is the device running out of memory (the driver's
@@ -442,6 +438,34 @@ mod tests {
         assert_eq!(auto_batch_rows(10_000_000_000, 1_000_000_000, 100_000_000, 0.1, 1000), 80);
         assert_eq!(auto_batch_rows(10_000_000_000, 1_000_000_000, 100_000_000, 0.1, 32), 32);
         assert_eq!(auto_batch_rows(1_000, 1_000_000_000, 100_000_000, 0.1, 32), 1);
-        assert!(decoder_row_bytes(64, 2048, 32, 8, 64, 8192, 2) > decoder_row_bytes(32, 2048, 32, 8, 64, 8192, 2));
+    }
+
+    /// Llama 3.2 1B's shape.
+    fn llama_1b() -> ModelInfo {
+        ModelInfo {
+            family: crate::model::Family::Llama,
+            num_layers: 16,
+            num_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 64,
+            hidden_size: 2048,
+            mlp_size: 8192,
+            vocab_size: 128_256,
+            max_positions: 131_072,
+            causal: true,
+        }
+    }
+
+    #[test]
+    fn a_row_behind_a_prefix_needs_less_memory_than_the_whole_input() {
+        let info = llama_1b();
+        let bytes = |q, k| decoder_row_bytes(&info, q, k, 2);
+        assert!(bytes(64, 64) > bytes(32, 32));
+        // 32 new positions behind a 96-token prefix attend 128 keys: more than a 32-token row
+        // needs, far less than the 128-token row it stands for.
+        assert!(bytes(32, 32) < bytes(32, 128) && 2 * bytes(32, 128) < bytes(128, 128));
+        // The formula: per new position, per key, per score; twice for temporaries.
+        let per_token = 2 * 2048 + (32 + 16) * 64 + 32 * 64 + 3 * 8192;
+        assert_eq!(bytes(32, 128), 2 * 2 * (32 * per_token + 128 * 2 * 8 * 64 + 65 * 32 * 128));
     }
 }
