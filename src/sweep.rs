@@ -200,8 +200,11 @@ pub enum SweepEvent<'a> {
 /// What a sweep did.
 #[derive(Debug)]
 pub struct SweepReport {
-    /// Every input of this shard's outcome, in input order.
+    /// Every input of this shard's outcome, in input order (fewer than [`SweepReport::count`]
+    /// when the sweep was stopped).
     pub outcomes: Vec<InputOutcome>,
+    /// Inputs of this shard.
+    pub count: usize,
     /// The summary file: `out/sweep.json`, or `out/sweep.shard-I-of-K.json` for a shard.
     pub summary: PathBuf,
     /// Why the summary could not be written after the last input, if it could not (every
@@ -220,12 +223,8 @@ pub fn run(
     options: &SweepOptions<'_>,
     events: &mut (dyn FnMut(SweepEvent<'_>) + Send),
 ) -> SweepReport {
-    let mine: Vec<&SweepInput> = inputs
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| k % options.shard.count == options.shard.index)
-        .map(|(_, i)| i)
-        .collect();
+    let mine: Vec<&SweepInput> =
+        inputs.iter().enumerate().filter(|(k, _)| options.shard.owns(*k)).map(|(_, i)| i).collect();
     let summary = summary_path(&options.out, options.shard);
     let summary_error = std::fs::create_dir_all(&options.out).err();
     let mut record = Record { outcomes: Vec::new(), count: mine.len(), clock: Instant::now(), summary, summary_error };
@@ -262,8 +261,8 @@ pub fn run(
             record.push(outcome, events);
         }
     });
-    let Record { outcomes, summary, summary_error, .. } = record;
-    SweepReport { outcomes, summary, summary_error }
+    let Record { outcomes, count, summary, summary_error, .. } = record;
+    SweepReport { outcomes, count, summary, summary_error }
 }
 
 /// The outcomes so far and the summary file they are written to after each.

@@ -39,6 +39,9 @@ fn paris(extra: &[&str]) -> Vec<String> {
     base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
+/// [`paris`] as a sweep input.
+const PARIS_INPUT: &str = r#"{"id": "paris", "prompt": "The capital of France is", "max_new_tokens": 1}"#;
+
 #[test]
 fn word_players_of_a_prompt_find_the_country_behind_the_answer() {
     if !have_model() {
@@ -148,12 +151,7 @@ fn a_sweep_explains_each_input_as_explain_would_and_reuses_finished_ones() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs.jsonl");
-    std::fs::write(
-        &inputs,
-        "{\"id\": \"paris\", \"prompt\": \"The capital of France is\", \"max_new_tokens\": 1}\n\
-         {\"id\": \"blank\", \"prompt\": \" \"}\n",
-    )
-    .unwrap();
+    std::fs::write(&inputs, format!("{PARIS_INPUT}\n{{\"id\": \"blank\", \"prompt\": \" \"}}\n")).unwrap();
     let out = tmp.path().join("sweep");
     let sweep = || {
         Command::new(SPEX)
@@ -198,8 +196,7 @@ fn ctrl_c_stops_a_sweep_with_the_advice_to_rerun() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs.jsonl");
-    std::fs::write(&inputs, "{\"id\": \"paris\", \"prompt\": \"The capital of France is\", \"max_new_tokens\": 1}\n")
-        .unwrap();
+    std::fs::write(&inputs, format!("{PARIS_INPUT}\n")).unwrap();
     let sweep = |out: &Path| {
         let mut c = Command::new(SPEX);
         c.args(["sweep", "--inputs"]).arg(&inputs).args(["--budget", "200", "--batch-size", "2", "--log", "quiet"]);
@@ -210,20 +207,11 @@ fn ctrl_c_stops_a_sweep_with_the_advice_to_rerun() {
     assert!(sweep(&reference).output().unwrap().status.success());
     let child = sweep(&out).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let store = out.join("paris/samples.store");
-    let stored = || spex::store::Store::read(&store).map_or(0, |s| s.batches().len());
-    for _ in 0..400 {
-        if stored() >= 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let o = child.wait_with_output().unwrap();
+    let o = common::cli::interrupt_once_stored(child, &store);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("interrupted: 0 of 1 inputs are finished; rerun the same command to continue"), "{err}");
-    let kept = stored();
+    let kept = spex::store::Store::read(&store).unwrap().batches().len();
     // The design is the exhaustive table of the 5 words and its 32 held-out repeats: 32 batches.
     assert!((1..32).contains(&kept), "{kept} of 32 batches kept");
     assert!(sweep(&out).output().unwrap().status.success());

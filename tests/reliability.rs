@@ -1,15 +1,16 @@
 //! Reliability of runs: kill -9 at random points then resume, sharded runs merged, a full disk,
 //! and the reports a finished run leaves.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::cli::SPEX;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use spex::store::Store;
-
-const SPEX: &str = env!("CARGO_BIN_EXE_spex");
 
 /// The demo served over the driver protocol, slowed down so a run takes a while.
 fn slow_driver() -> String {
@@ -108,18 +109,8 @@ fn ctrl_c_stops_between_batches_with_the_resume_advice() {
     let (reference, out) = (tmp.path().join("reference"), tmp.path().join("run"));
     assert!(run(&explain_args(&reference, &[])).status.success());
     let child = Command::new(SPEX).args(explain_args(&out, &[])).stderr(Stdio::piped()).spawn().unwrap();
-    // Interrupt once a batch is stored (the handler is installed before the store is created):
-    // a Ctrl-C before the first batch would rightly keep none. Store::read only reads.
-    let stored = || Store::read(&out.join("samples.store")).map_or(0, |s| s.batches().len());
-    for _ in 0..400 {
-        if stored() >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let o = child.wait_with_output().unwrap();
+    // The handler is installed before the store is created.
+    let o = common::cli::interrupt_once_stored(child, &out.join("samples.store"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("stopping after the current batch"), "{err}");

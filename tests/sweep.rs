@@ -214,6 +214,7 @@ fn a_cancelled_sweep_stops_at_the_input_under_way() {
         SweepEvent::Finished { outcome: o, .. } => log.push(format!("finished {} {}", o.id, o.status)),
     });
     assert_eq!(statuses(&report.outcomes), [("in0", "done"), ("in1", "failed")]);
+    assert_eq!(report.count, 3, "the shard's inputs, not only those started");
     assert!(report.outcomes[1].error.as_deref().unwrap().contains("interrupted"), "{:?}", report.outcomes[1]);
     assert!(!log.contains(&"start in2".to_string()), "{log:?}");
     assert!(!out.join("in2").exists(), "a prepared input writes nothing before it runs");

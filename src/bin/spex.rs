@@ -822,6 +822,7 @@ fn explain_model(args: ExplainArgs) -> Result<()> {
 fn sweep(args: SweepArgs) -> Result<()> {
     let inputs = spex::sweep::read_inputs(&args.inputs)?;
     let plan_for = |n: usize| args.plan.spec_or(n, Method::Auto, MODEL_BUDGET);
+    let interrupted = interrupt_flag();
     let options = spex::sweep::SweepOptions {
         device: args.device,
         out: args.out.clone(),
@@ -836,9 +837,8 @@ fn sweep(args: SweepArgs) -> Result<()> {
         index: args.show.index,
         max_order: args.show.max_order,
         top: args.show.top,
-        cancel: Some(interrupt_flag()),
+        cancel: Some(interrupted.clone()),
     };
-    let interrupted = options.cancel.clone().expect("set above");
     let log = args.log;
     let bar = Progress::new(log, 0);
     // The input under way ("[3/40] paris") and the sweep's time left, for the bar's prefix.
@@ -879,13 +879,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
     if let Some(e) = &report.summary_error {
         bail!("writing the summary {}: {e} (each input's run directory holds its result)", report.summary.display());
     }
-    let shard = options.shard;
-    let mine = (0..inputs.len()).filter(|k| k % shard.count == shard.index).count();
     let finished = outcomes.iter().filter(|o| o.status != "failed").count();
-    if interrupted.load(Ordering::Relaxed) && finished < mine {
+    if interrupted.load(Ordering::Relaxed) && finished < report.count {
         bail!(
-            "interrupted: {finished} of {mine} inputs are finished; rerun the same command to continue (finished \
-             inputs are reused, an interrupted one continues from its sample store)"
+            "interrupted: {finished} of {} inputs are finished; rerun the same command to continue (finished \
+             inputs are reused, an interrupted one continues from its sample store)",
+            report.count
         );
     }
     if failed > 0 {
